@@ -1,0 +1,3 @@
+module github.com/den-rooms/den
+
+go 1.26.8

@@ -1,0 +1,44 @@
+package clock
+
+import (
+	"testing"
+	"time"
+)
+
+func TestFakeTickerFiresPerPeriod(t *testing.T) {
+	start := time.Unix(1000, 0)
+	f := NewFake(start)
+	tk := f.NewTicker(time.Second)
+	defer tk.Stop()
+
+	f.Advance(999 * time.Millisecond)
+	select {
+	case <-tk.C():
+		t.Fatal("ticked before its period")
+	default:
+	}
+	f.Advance(time.Millisecond)
+	select {
+	case at := <-tk.C():
+		if !at.Equal(start.Add(time.Second)) {
+			t.Fatalf("tick at %v, want %v", at, start.Add(time.Second))
+		}
+	default:
+		t.Fatal("no tick after one period")
+	}
+	if got := f.Now(); !got.Equal(start.Add(time.Second)) {
+		t.Fatalf("Now = %v", got)
+	}
+}
+
+func TestFakeTickerStop(t *testing.T) {
+	f := NewFake(time.Unix(0, 0))
+	tk := f.NewTicker(time.Second)
+	tk.Stop()
+	f.Advance(time.Minute)
+	select {
+	case <-tk.C():
+		t.Fatal("stopped ticker ticked")
+	default:
+	}
+}
