@@ -1,0 +1,61 @@
+// Command den is a self-hosted realtime WebSocket room gateway.
+//
+//	den serve [flags]    run the gateway
+//
+// Every flag has a DEN_ environment variable (--max-message-bytes is
+// DEN_MAX_MESSAGE_BYTES); a flag on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, stop, os.Args[1:], os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "den:", err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `den is a realtime WebSocket room gateway.
+
+Usage:
+  den serve [flags]   run the gateway (den serve -h lists the flags)
+`
+
+// run dispatches a subcommand. stopSignals restores default signal
+// handling, so a second SIGINT during shutdown ends the process at once.
+func run(ctx context.Context, stopSignals func(), args []string, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, stopSignals, args[1:], stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stderr, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "den: unknown command %q\n\n%s", args[0], usage)
+		return errUsage
+	}
+}

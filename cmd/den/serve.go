@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/den-rooms/den/gateway"
+)
+
+// serveConfig is what `den serve` runs with: defaults, then DEN_
+// variables, then flags, then validate.
+type serveConfig struct {
+	gateway         gateway.Config
+	shutdownTimeout time.Duration
+	logLevel        string
+	logFormat       string
+	allowedOrigins  string
+}
+
+func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*serveConfig, error) {
+	c := &serveConfig{}
+	fs := flag.NewFlagSet("den serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.gateway.Listen, "listen", gateway.DefaultListen, "TCP address to serve WebSocket and HTTP on")
+	fs.Int64Var(&c.gateway.MaxMessageBytes, "max-message-bytes", gateway.DefaultMaxMessageBytes,
+		fmt.Sprintf("largest WebSocket message accepted, at most %d; larger ones close the socket with 1009", gateway.MaxMaxMessageBytes))
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "how long SIGTERM/SIGINT waits for sockets to close before exiting")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "json", "json or console")
+	fs.StringVar(&c.allowedOrigins, "allowed-origins", "", "comma-separated Origins a browser handshake may come from (scheme://host[:port], https://*.example.com or *); empty allows any")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "DEN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" && !set[f.Name] && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", env, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if c.allowedOrigins != "" {
+		for _, o := range strings.Split(c.allowedOrigins, ",") {
+			c.gateway.AllowedOrigins = append(c.gateway.AllowedOrigins, strings.TrimSpace(o))
+		}
+	}
+	return c, c.validate()
+}
+
+func (c *serveConfig) validate() error {
+	if c.gateway.MaxMessageBytes < 1 {
+		return fmt.Errorf("--max-message-bytes %d: must be at least 1", c.gateway.MaxMessageBytes)
+	}
+	if c.shutdownTimeout <= 0 {
+		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.shutdownTimeout)
+	}
+	if _, err := zapcore.ParseLevel(c.logLevel); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	if c.logFormat != "json" && c.logFormat != "console" {
+		return fmt.Errorf("--log-format %q: want json or console", c.logFormat)
+	}
+	if err := c.gateway.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+	return nil
+}
+
+func newLogger(level, format string, w io.Writer) *zap.Logger {
+	lvl, _ := zapcore.ParseLevel(level)
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc := zapcore.NewJSONEncoder(ec)
+	if format == "console" {
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl))
+}
+
+func serve(ctx context.Context, stopSignals func(), args []string, stderr io.Writer) error {
+	c, err := parseServe(args, stderr, os.Getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(c.logLevel, c.logFormat, stderr)
+	defer func() { _ = log.Sync() }()
+	c.gateway.Logger = log
+	srv, err := gateway.New(c.gateway)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	stopSignals()
+	log.Info("shutting down", zap.Duration("timeout", c.shutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		log.Warn("shutdown timeout passed; remaining connections dropped", zap.Int64("connections", srv.Stats().Conns))
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"errors"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// acceptor owns the accept path. gnet's own acceptor shuts its engine down
+// on the first accept error, so one EMFILE would drop every socket; den
+// accepts here instead and enrolls each connection into gnet's loops.
+// Keeping accept separate also leaves room to hand the listener to a new
+// process on restart.
+//
+// At the open-file limit the acceptor keeps serving: it holds one spare
+// descriptor, and when accept fails for lack of descriptors it gives the
+// spare up to accept the waiting client, answers 503 and closes it, then
+// takes the spare back. Existing sockets are never touched; accepting
+// resumes as soon as descriptors free up.
+type acceptor struct {
+	srv     *Server
+	ln      *net.TCPListener
+	reserve int // the spare descriptor, or -1
+	stopped atomic.Bool
+
+	lastLog    time.Time
+	suppressed int
+}
+
+func newAcceptor(srv *Server, ln *net.TCPListener) *acceptor {
+	a := &acceptor{srv: srv, ln: ln, reserve: -1}
+	a.takeReserve()
+	return a
+}
+
+func (a *acceptor) run() {
+	backoff := time.Duration(0)
+	for {
+		c, err := a.ln.AcceptTCP()
+		if err != nil {
+			if a.stopped.Load() || errors.Is(err, net.ErrClosed) {
+				a.releaseReserve()
+				return
+			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				a.refuseAtLimit()
+				continue
+			}
+			a.srv.stats.acceptErrors.Add(1)
+			a.logLimited("accept failed", zap.Error(err))
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		a.enroll(c)
+	}
+}
+
+func (a *acceptor) stop() {
+	if a.stopped.CompareAndSwap(false, true) {
+		_ = a.ln.Close()
+	}
+}
+
+// enroll hands a connection to gnet, which duplicates its descriptor; the
+// spare's slot is lent for the duplicate so that it cannot fail at the
+// limit.
+func (a *acceptor) enroll(c *net.TCPConn) {
+	s := &Socket{id: a.srv.nextID.Add(1), http: &httpConn{}}
+	a.releaseReserve()
+	_, err := a.srv.cli.EnrollContext(c, s)
+	a.takeReserve()
+	if err != nil {
+		a.srv.stats.acceptErrors.Add(1)
+		a.logLimited("enrolling a connection failed", zap.Error(err))
+		return
+	}
+	a.srv.stats.accepted.Add(1)
+}
+
+// refuseAtLimit accepts one waiting client on the spare descriptor and
+// turns it away with 503.
+func (a *acceptor) refuseAtLimit() {
+	a.srv.stats.refusedAtLimit.Add(1)
+	a.logLimited("open-file limit reached: refusing new connections with 503; open sockets are unaffected")
+	if a.reserve < 0 {
+		a.takeReserve()
+		if a.reserve < 0 {
+			// Someone else holds every descriptor; wait for one to free.
+			time.Sleep(10 * time.Millisecond)
+			return
+		}
+	}
+	a.releaseReserve()
+	if c, err := a.ln.AcceptTCP(); err == nil {
+		refuse(c)
+	}
+	a.takeReserve()
+}
+
+var limitResponse = errorResponse(503, "server at its connection limit", map[string][]string{"Retry-After": {"1"}})
+
+// refuse answers 503 and closes. Request bytes already received are read
+// first, so that closing sends FIN rather than a reset that could discard
+// the response.
+func refuse(c *net.TCPConn) {
+	if rc, err := c.SyscallConn(); err == nil {
+		var buf [4096]byte
+		_ = rc.Read(func(fd uintptr) bool {
+			for {
+				n, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_DONTWAIT)
+				if n <= 0 || err != nil {
+					return true
+				}
+			}
+		})
+	}
+	_, _ = c.Write(limitResponse)
+	_ = c.Close()
+}
+
+func (a *acceptor) takeReserve() {
+	if a.reserve >= 0 {
+		return
+	}
+	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		a.reserve = fd
+	}
+}
+
+func (a *acceptor) releaseReserve() {
+	if a.reserve >= 0 {
+		_ = unix.Close(a.reserve)
+		a.reserve = -1
+	}
+}
+
+// logLimited logs at most once per interval, counting what it held back.
+func (a *acceptor) logLimited(msg string, fields ...zap.Field) {
+	const interval = 10 * time.Second
+	now := time.Now()
+	if now.Sub(a.lastLog) < interval {
+		a.suppressed++
+		return
+	}
+	if a.suppressed > 0 {
+		fields = append(fields, zap.Int("suppressed", a.suppressed))
+	}
+	a.srv.log.Warn(msg, fields...)
+	a.lastLog, a.suppressed = now, 0
+}

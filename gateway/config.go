@@ -1,0 +1,205 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/den-rooms/den/internal/clock"
+)
+
+// Defaults for Config's zero fields. cmd/den's flags show these; they are
+// not re-typed anywhere else.
+const (
+	DefaultListen            = "127.0.0.1:8080"
+	DefaultMaxMessageBytes   = 1 << 20
+	MaxMaxMessageBytes       = 32 << 20
+	DefaultMaxHeaderBytes    = 8 << 10
+	DefaultMaxBodyBytes      = 1 << 20
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultWriteQueueBytes   = 1 << 20
+	DefaultPingInterval      = 30 * time.Second
+	DefaultPongTimeout       = 30 * time.Second
+	DefaultCloseTimeout      = 5 * time.Second
+	DefaultHTTPIdleTimeout   = 60 * time.Second
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultTick              = time.Second
+	DefaultCompressThreshold = 128
+)
+
+// Config configures a Server. The zero value serves the built-in echo
+// kind on DefaultListen with every default.
+type Config struct {
+	// Listen is the TCP address to accept on ("host:port"; port 0 picks one).
+	Listen string
+	// MaxMessageBytes caps one WebSocket message, on the wire and after
+	// decompression; over it the socket is closed with 1009.
+	MaxMessageBytes int64
+	// MaxHeaderBytes caps an HTTP request head; over it the answer is 431.
+	MaxHeaderBytes int
+	// MaxBodyBytes caps a plain HTTP request body; over it the answer is 413.
+	MaxBodyBytes int64
+	// HandshakeTimeout bounds the time from accept to a complete request
+	// head and a room's answer to a join; past it the answer is 408 (or a
+	// plain close if nothing arrived).
+	HandshakeTimeout time.Duration
+	// WriteQueueBytes bounds the bytes waiting to be written to one socket;
+	// over it the socket is closed with 1008 as a slow consumer.
+	WriteQueueBytes int
+	// PingInterval is how long a socket may stay silent before den pings it.
+	PingInterval time.Duration
+	// PongTimeout is how long a pinged socket may stay silent before den
+	// closes it.
+	PongTimeout time.Duration
+	// CloseTimeout bounds the wait for the client's close frame after den
+	// sends one.
+	CloseTimeout time.Duration
+	// HTTPIdleTimeout closes a keep-alive HTTP connection idle this long.
+	HTTPIdleTimeout time.Duration
+	// Tick is the resolution of every deadline above.
+	Tick time.Duration
+	// DisableCompression turns permessage-deflate off.
+	DisableCompression bool
+	// CompressThreshold is the smallest message den compresses for a client
+	// that negotiated permessage-deflate; smaller ones go out plain.
+	CompressThreshold int
+	// AllowedOrigins, when not empty, lists the Origin values a WebSocket
+	// handshake may carry ("https://app.example.com", "https://*.example.com",
+	// or "*"); others get 403. A handshake without Origin (not a browser)
+	// is allowed.
+	AllowedOrigins []string
+	// Subprotocol picks one of the subprotocols a client offers for a room
+	// kind, or "" for none. Nil selects none.
+	Subprotocol func(kind string, offered []string) string
+	// EventLoops is the number of network event loops; 0 means one per CPU.
+	EventLoops int
+	// Rooms receives sockets and HTTP requests for /rooms/{kind}/{name}.
+	// Nil serves the built-in echo kind.
+	Rooms Rooms
+	// Handler serves plain HTTP requests outside /rooms/ and the health
+	// endpoints; nil answers 404.
+	Handler http.Handler
+	// Clock drives deadlines; nil is the system clock.
+	Clock clock.Clock
+	// Logger receives den's logs; nil discards them.
+	Logger *zap.Logger
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.WriteQueueBytes == 0 {
+		c.WriteQueueBytes = DefaultWriteQueueBytes
+	}
+	if c.CompressThreshold == 0 {
+		c.CompressThreshold = DefaultCompressThreshold
+	}
+	def(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	def(&c.PingInterval, DefaultPingInterval)
+	def(&c.PongTimeout, DefaultPongTimeout)
+	def(&c.CloseTimeout, DefaultCloseTimeout)
+	def(&c.HTTPIdleTimeout, DefaultHTTPIdleTimeout)
+	def(&c.Tick, DefaultTick)
+	if c.EventLoops == 0 {
+		c.EventLoops = runtime.NumCPU()
+	}
+	if c.Rooms == nil {
+		c.Rooms = Echo{}
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// Validate reports the first setting that cannot work. Call it after
+// filling a Config; New calls it too.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); c.Listen != "" && err != nil {
+		return fmt.Errorf("listen address %q: %w", c.Listen, err)
+	}
+	switch {
+	case c.MaxMessageBytes < 0 || c.MaxMessageBytes > MaxMaxMessageBytes:
+		return fmt.Errorf("max message bytes %d: must be between 1 and %d", c.MaxMessageBytes, MaxMaxMessageBytes)
+	case c.MaxHeaderBytes < 0 || (c.MaxHeaderBytes > 0 && c.MaxHeaderBytes < 256):
+		return fmt.Errorf("max header bytes %d: must be at least 256", c.MaxHeaderBytes)
+	case c.MaxBodyBytes < 0:
+		return errors.New("max body bytes must not be negative")
+	case c.WriteQueueBytes < 0:
+		return errors.New("write queue bytes must not be negative")
+	case c.EventLoops < 0:
+		return errors.New("event loops must not be negative")
+	case c.CompressThreshold < 0:
+		return errors.New("compress threshold must not be negative")
+	}
+	for name, d := range map[string]time.Duration{
+		"handshake timeout": c.HandshakeTimeout, "ping interval": c.PingInterval,
+		"pong timeout": c.PongTimeout, "close timeout": c.CloseTimeout,
+		"HTTP idle timeout": c.HTTPIdleTimeout, "tick": c.Tick,
+	} {
+		if d < 0 {
+			return fmt.Errorf("%s %v: must not be negative", name, d)
+		}
+	}
+	if c.Tick > 0 && c.Tick < time.Millisecond {
+		return fmt.Errorf("tick %v: must be at least 1ms", c.Tick)
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return fmt.Errorf("allowed origin %q: want scheme://host[:port], or *", o)
+		}
+	}
+	return nil
+}
+
+// originAllowed matches an Origin header against the allow-list.
+func originAllowed(allowed []string, origin string) bool {
+	if len(allowed) == 0 || origin == "" {
+		return true
+	}
+	origin = strings.ToLower(strings.TrimSuffix(origin, "/"))
+	for _, a := range allowed {
+		a = strings.ToLower(strings.TrimSuffix(a, "/"))
+		if a == "*" || a == origin {
+			return true
+		}
+		// "https://*.example.com" matches any subdomain, not the apex.
+		scheme, host, ok := strings.Cut(a, "://*.")
+		if !ok {
+			continue
+		}
+		prefix := scheme + "://"
+		if rest, ok := strings.CutPrefix(origin, prefix); ok && strings.HasSuffix(rest, "."+host) && len(rest) > len(host)+1 {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,73 @@
+package gateway
+
+import (
+	"sync"
+
+	"github.com/den-rooms/den/internal/wsframe"
+)
+
+// Frame is one message encoded once for any number of sockets: a
+// broadcast builds one Frame and every recipient's queue shares its bytes.
+// The compressed form, for clients that negotiated permessage-deflate, is
+// made on first use and also shared.
+type Frame struct {
+	plain    []byte
+	hdrLen   int
+	op       wsframe.Opcode
+	once     sync.Once
+	deflated []byte
+}
+
+// NewFrame encodes a text or binary message; it copies payload.
+func NewFrame(text bool, payload []byte) *Frame {
+	op := wsframe.OpBinary
+	if text {
+		op = wsframe.OpText
+	}
+	plain := make([]byte, 0, wsframe.HeaderLen(len(payload))+len(payload))
+	plain = wsframe.AppendFrame(plain, op, 0, payload)
+	return &Frame{plain: plain, hdrLen: len(plain) - len(payload), op: op}
+}
+
+// bytes returns the encoding for a recipient.
+func (f *Frame) bytes(deflate bool, threshold int) []byte {
+	payload := f.plain[f.hdrLen:]
+	if !deflate || len(payload) < threshold {
+		return f.plain
+	}
+	f.once.Do(func() {
+		c := wsframe.Deflate(nil, payload)
+		if len(c) >= len(payload) {
+			f.deflated = f.plain // incompressible: plain is smaller
+			return
+		}
+		f.deflated = wsframe.AppendFrame(make([]byte, 0, wsframe.HeaderLen(len(c))+len(c)), f.op, wsframe.Rsv1, c)
+	})
+	return f.deflated
+}
+
+// Broadcast queues f for every socket in to. Sockets that are closing are
+// skipped. It takes each event loop's lock once, not once per socket.
+func Broadcast(f *Frame, to []*Socket) {
+	for len(to) > 0 {
+		l := to[0].loop
+		l.mu.Lock()
+		rest := to[:0:0]
+		var wake bool
+		for i, s := range to {
+			if s.loop != l {
+				if rest == nil {
+					rest = make([]*Socket, 0, len(to)-i)
+				}
+				rest = append(rest, s)
+				continue
+			}
+			if s.queueLocked(f.bytes(s.deflate, l.srv.cfg.CompressThreshold)) {
+				wake = l.markDirty(s) || wake
+			}
+		}
+		l.mu.Unlock()
+		l.wakeIf(wake)
+		to = rest
+	}
+}

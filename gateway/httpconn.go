@@ -1,0 +1,367 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
+	"github.com/panjf2000/gnet/v2"
+	"go.uber.org/zap"
+)
+
+// httpConn is a connection's HTTP state, kept only until it becomes a
+// WebSocket.
+type httpConn struct {
+	served  int   // requests answered on this connection
+	reading bool  // bytes of the next request have arrived
+	sent100 bool  // "100 Continue" went out for the current request
+	join    *Join // while joining
+}
+
+// readHTTP parses requests on a connection that speaks HTTP: a WebSocket
+// handshake goes to the room, any other request to the handler. One
+// request at a time; pipelined ones wait in the buffer.
+func (l *loop) readHTTP(s *Socket) gnet.Action {
+	cfg := &l.srv.cfg
+	buf, _ := s.conn.Peek(-1)
+	if len(buf) == 0 {
+		return gnet.None
+	}
+	if !s.http.reading {
+		s.http.reading = true
+		s.since = l.wheel.now
+	}
+	h, err := parseHead(buf, cfg.MaxHeaderBytes)
+	if err != nil {
+		return l.reject(s, err)
+	}
+	if h == nil {
+		return gnet.None
+	}
+	if h.upgrade {
+		return l.upgrade(s, h, buf[:h.headLength])
+	}
+	n := h.headLength
+	var body []byte
+	switch {
+	case h.chunked:
+		var bn int
+		body, bn, err = parseChunked(buf[n:], cfg.MaxBodyBytes)
+		if err != nil {
+			return l.reject(s, err)
+		}
+		if bn == 0 {
+			return l.continue100(s, h)
+		}
+		n += bn
+	case h.length > cfg.MaxBodyBytes:
+		return l.reject(s, errBodyTooLarge)
+	case h.length > 0:
+		if int64(len(buf)-n) < h.length {
+			return l.continue100(s, h)
+		}
+		body = bytes.Clone(buf[n : n+int(h.length)])
+		n += int(h.length)
+	}
+	req, err := l.newRequest(s, h, body)
+	if err != nil {
+		return l.reject(s, err)
+	}
+	_, _ = s.conn.Discard(n)
+	s.state = stateHTTPBusy
+	l.wheel.remove(s)
+	go l.srv.serveHTTP(s, req, h.keepAlive)
+	return gnet.None
+}
+
+// continue100 answers "Expect: 100-continue" once while a body is awaited.
+func (l *loop) continue100(s *Socket, h *requestHead) gnet.Action {
+	if h.expect100 && !s.http.sent100 {
+		s.http.sent100 = true
+		l.writeNow(s, []byte("HTTP/1.1 100 Continue\r\n\r\n"))
+	}
+	return gnet.None
+}
+
+// reject answers a request den cannot serve and closes the connection.
+func (l *loop) reject(s *Socket, err error) gnet.Action {
+	he, ok := err.(*httpError)
+	if !ok {
+		he = errBadRequest
+	}
+	if ce := l.srv.log.Check(debugLevel, "bad request"); ce != nil {
+		ce.Write(socketField(s), zap.Int("status", he.status), zap.String("reason", he.reason))
+	}
+	l.writeNow(s, errorResponse(he.status, he.reason, nil))
+	s.state = stateClosed
+	return gnet.Close
+}
+
+func (l *loop) newRequest(s *Socket, h *requestHead, body []byte) (*http.Request, error) {
+	u, err := url.ParseRequestURI(h.target)
+	if err != nil {
+		return nil, errBadRequest
+	}
+	r := &http.Request{
+		Method:     h.method,
+		URL:        u,
+		Proto:      "HTTP/1." + strconv.Itoa(h.minor),
+		ProtoMajor: 1,
+		ProtoMinor: h.minor,
+		Header:     h.header,
+		Host:       h.host,
+		RemoteAddr: s.conn.RemoteAddr().String(),
+		RequestURI: h.target,
+		Close:      !h.keepAlive,
+		Body:       http.NoBody,
+	}
+	if u.Host != "" {
+		r.Host = u.Host
+	}
+	if body != nil {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+	}
+	return r.WithContext(l.srv.baseCtx), nil
+}
+
+// serveHTTP runs the handler on its own goroutine, then gives the
+// response to the loop.
+func (srv *Server) serveHTTP(s *Socket, r *http.Request, keepAlive bool) {
+	w := &responseWriter{header: make(http.Header), req: r}
+	func() {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					w.abort = true
+					return
+				}
+				srv.log.Error("HTTP handler panicked", zap.Any("panic", v), zap.String("path", r.URL.Path), zap.ByteString("stack", debug.Stack()))
+				w.reset(http.StatusInternalServerError)
+			}
+		}()
+		srv.handler.ServeHTTP(w, r)
+	}()
+	keepAlive = keepAlive && !w.abort && !srv.draining.Load() && !hasToken(w.header["Connection"], "close")
+	resp := w.bytes(keepAlive)
+	l := s.loop
+	err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		l.finishHTTP(s, resp, keepAlive)
+		return nil
+	}))
+	if err != nil {
+		srv.log.Debug("response dropped: event loop stopped", errField(err))
+	}
+}
+
+// finishHTTP writes a response and reads the next request, if any.
+func (l *loop) finishHTTP(s *Socket, resp []byte, keepAlive bool) {
+	if s.state != stateHTTPBusy {
+		return // the client went away
+	}
+	l.holdFlush()
+	defer l.flush()
+	s.http.served++
+	s.http.reading, s.http.sent100 = false, false
+	l.writeNow(s, resp)
+	if !keepAlive {
+		l.closeConn(s)
+		return
+	}
+	s.state = stateHTTP
+	s.since = l.wheel.now
+	l.wheel.file(s, s.since+l.srv.ticks.idle)
+	if s.conn.InboundBuffered() > 0 && l.readHTTP(s) == gnet.Close {
+		l.closeConn(s)
+	}
+}
+
+// upgrade runs the WebSocket handshake through gobwas/ws and hands a valid
+// one to its room. The 101 response waits for the room's answer.
+func (l *loop) upgrade(s *Socket, h *requestHead, head []byte) gnet.Action {
+	cfg := &l.srv.cfg
+	kind, name, rest, routeErr := roomPath(h.target)
+	var protocol string
+	if cfg.Subprotocol != nil && routeErr == nil {
+		if offered := splitTokens(h.header["Sec-Websocket-Protocol"]); len(offered) > 0 {
+			protocol = cfg.Subprotocol(kind, offered)
+		}
+	}
+	ext := wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
+	u := ws.Upgrader{}
+	if protocol != "" {
+		u.Protocol = func(p []byte) bool { return string(p) == protocol }
+	}
+	if !cfg.DisableCompression {
+		u.Negotiate = ext.Negotiate
+	}
+	var resp bytes.Buffer
+	hs, err := u.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader(head), &resp})
+	if err != nil {
+		if ce := l.srv.log.Check(debugLevel, "bad handshake"); ce != nil {
+			ce.Write(socketField(s), errField(err))
+		}
+		l.writeNow(s, resp.Bytes())
+		s.state = stateClosed
+		return gnet.Close
+	}
+	switch {
+	case routeErr != nil || rest != "":
+		return l.reject(s, errNotFound)
+	case !validKey(h.header["Sec-Websocket-Key"]):
+		return l.reject(s, &httpError{http.StatusBadRequest, "bad Sec-WebSocket-Key"})
+	case !originAllowed(cfg.AllowedOrigins, h.header.Get("Origin")):
+		return l.reject(s, &httpError{http.StatusForbidden, "origin not allowed"})
+	case l.srv.draining.Load():
+		return l.reject(s, &httpError{http.StatusServiceUnavailable, "server shutting down"})
+	}
+	req, err := l.newRequest(s, h, nil)
+	if err != nil {
+		return l.reject(s, err)
+	}
+	_, _ = s.conn.Discard(len(head))
+	_, s.deflate = ext.Accepted()
+	s.deflate = s.deflate && !cfg.DisableCompression
+	s.kind, s.name, s.subprotocol = kind, name, hs.Protocol
+	s.state = stateJoining
+	j := &Join{Kind: kind, Name: name, Request: req, Subprotocol: hs.Protocol, s: s, response: resp.Bytes()}
+	s.http.join = j
+	l.srv.rooms.Join(j)
+	return gnet.None
+}
+
+// validKey checks what gobwas only measures: one Sec-WebSocket-Key that is
+// base64 of 16 bytes.
+func validKey(keys []string) bool {
+	if len(keys) != 1 {
+		return false
+	}
+	b, err := base64.StdEncoding.DecodeString(keys[0])
+	return err == nil && len(b) == 16
+}
+
+func splitTokens(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+// responseWriter buffers a handler's response; den writes it whole.
+type responseWriter struct {
+	req    *http.Request
+	header http.Header
+	status int
+	body   bytes.Buffer
+	abort  bool
+}
+
+func (w *responseWriter) Header() http.Header { return w.header }
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	return w.body.Write(p)
+}
+
+// reset replaces whatever a panicking handler wrote with a bare status.
+func (w *responseWriter) reset(status int) {
+	w.header = http.Header{"Content-Type": {"text/plain; charset=utf-8"}}
+	w.status = status
+	w.body.Reset()
+	w.body.WriteString(http.StatusText(status) + "\n")
+}
+
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// bytes serializes the response as HTTP/1.1.
+func (w *responseWriter) bytes(keepAlive bool) []byte {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	h := w.header
+	if bodyAllowed(w.status) {
+		h.Set("Content-Length", strconv.Itoa(w.body.Len()))
+		if _, ok := h["Content-Type"]; !ok && w.body.Len() > 0 {
+			h.Set("Content-Type", http.DetectContentType(w.body.Bytes()))
+		}
+	} else {
+		h.Del("Content-Length")
+		h.Del("Transfer-Encoding")
+	}
+	h.Del("Transfer-Encoding")
+	if !keepAlive {
+		h.Set("Connection", "close")
+	} else if w.req.ProtoMinor == 0 {
+		h.Set("Connection", "keep-alive")
+	}
+	if _, ok := h["Date"]; !ok {
+		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for _, v := range h[k] {
+			v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+			b.WriteString(k + ": " + v + "\r\n")
+		}
+	}
+	b.WriteString("\r\n")
+	if w.req.Method != http.MethodHead && bodyAllowed(w.status) {
+		b.Write(w.body.Bytes())
+	}
+	return b.Bytes()
+}
+
+// errorResponse is a complete plain-text error response that closes the
+// connection.
+func errorResponse(status int, reason string, extra http.Header) []byte {
+	var b bytes.Buffer
+	body := reason + "\n"
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n", status, http.StatusText(status), len(body))
+	for k, vs := range extra {
+		for _, v := range vs {
+			b.WriteString(k + ": " + v + "\r\n")
+		}
+	}
+	b.WriteString("\r\n" + body)
+	return b.Bytes()
+}
+
+var errNotFound = &httpError{http.StatusNotFound, "not found"}

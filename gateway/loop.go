@@ -1,0 +1,404 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/den-rooms/den/internal/wsframe"
+)
+
+// loop is den's state for one gnet event loop: the sockets' deadlines and
+// the frames other goroutines queued for them.
+//
+// Other goroutines queue frames under mu and mark the socket dirty; the
+// loop writes every dirty socket's queue with one writev in flush. A
+// flush runs at the end of each read event, or through one Execute task
+// when frames arrive while the loop is idle, so frames queued together go
+// out in one system call per socket.
+type loop struct {
+	srv *Server
+	el  gnet.EventLoop
+
+	mu          sync.Mutex
+	dirty       []*Socket
+	flushQueued bool       // a flush is on its way; no need to wake the loop
+	iovFree     [][][]byte // spare write queues
+
+	// Owned by the loop goroutine.
+	wheel   wheel
+	dec     wsframe.Decoder // for sockets without a partial frame of their own
+	work    []work
+	spare   []*Socket // the other half of the dirty list's double buffer
+	drain   []*Socket // sockets a shutdown batch closes
+	inflate []byte
+}
+
+// work is one dirty socket's share of a flush, taken under mu.
+type work struct {
+	s         *Socket
+	out       [][]byte
+	outBytes  int
+	join      joinAnswer
+	slow      bool
+	closeReq  uint16
+	closeText string
+}
+
+type flushTask loop
+
+func (t *flushTask) Run(context.Context) error {
+	(*loop)(t).flush()
+	return nil
+}
+
+type tickTask loop
+
+func (t *tickTask) Run(context.Context) error {
+	l := (*loop)(t)
+	l.wheel.advance(l.srv.nowTick(), l.due)
+	return nil
+}
+
+// markDirty puts s on the dirty list and reports whether the loop must be
+// woken to flush it. l.mu is held.
+func (l *loop) markDirty(s *Socket) bool {
+	if !s.dirty {
+		s.dirty = true
+		l.dirty = append(l.dirty, s)
+	}
+	if l.flushQueued {
+		return false
+	}
+	l.flushQueued = true
+	return true
+}
+
+func (l *loop) wakeIf(wake bool) {
+	if wake {
+		if err := l.el.Execute(context.Background(), (*flushTask)(l)); err != nil {
+			// The engine is stopping; its connections close with it.
+			l.srv.log.Debug("flush not scheduled", errField(err))
+		}
+	}
+}
+
+// newIOV returns an empty write queue. l.mu is held.
+func (l *loop) newIOV() [][]byte {
+	if n := len(l.iovFree); n > 0 {
+		q := l.iovFree[n-1]
+		l.iovFree = l.iovFree[:n-1]
+		return q
+	}
+	return make([][]byte, 0, 4)
+}
+
+// putIOV keeps a drained queue for reuse. l.mu is held.
+func (l *loop) putIOV(q [][]byte) {
+	if q == nil || cap(q) > 256 || len(l.iovFree) >= 1024 {
+		return
+	}
+	clear(q)
+	l.iovFree = append(l.iovFree, q[:0])
+}
+
+// holdFlush tells writers that a flush will follow, so they do not wake the
+// loop while it is already running a read event.
+func (l *loop) holdFlush() {
+	l.mu.Lock()
+	l.flushQueued = true
+	l.mu.Unlock()
+}
+
+// flush writes what other goroutines queued and acts on joins' answers and
+// close requests. It runs on the loop.
+func (l *loop) flush() {
+	l.mu.Lock()
+	batch := l.dirty
+	l.dirty = l.spare[:0]
+	l.flushQueued = false
+	for _, s := range batch {
+		s.dirty = false
+		l.work = append(l.work, work{
+			s: s, out: s.out, outBytes: s.outBytes, join: s.joinAns,
+			slow: s.slow, closeReq: s.closeReq, closeText: s.closeText,
+		})
+		s.out, s.outBytes, s.joinAns = nil, 0, joinPending
+	}
+	l.spare = batch
+	l.mu.Unlock()
+
+	for i := range l.work {
+		w := &l.work[i]
+		l.act(w)
+		l.mu.Lock()
+		l.putIOV(w.out)
+		l.mu.Unlock()
+		*w = work{}
+	}
+	l.work = l.work[:0]
+	clear(l.spare)
+}
+
+func (l *loop) act(w *work) {
+	s := w.s
+	switch s.state {
+	case stateJoining:
+		switch w.join {
+		case joinAccepted:
+			l.writeOut(s, w.out)
+			l.open(s)
+		case joinRefused:
+			l.writeOut(s, w.out)
+			l.closeConn(s)
+		}
+	case stateOpen:
+		if backlog := s.conn.OutboundBuffered(); w.slow || (backlog > 0 && backlog+w.outBytes > l.srv.cfg.WriteQueueBytes) {
+			l.srv.stats.slowConsumers.Add(1)
+			l.srv.log.Debug("slow consumer", socketField(s))
+			l.startClose(s, wsframe.ClosePolicyViolation, "slow consumer")
+			return
+		}
+		l.writeOut(s, w.out)
+		if w.closeReq != 0 {
+			l.startClose(s, wsframe.StatusCode(w.closeReq), w.closeText)
+		}
+	}
+}
+
+// writeOut writes a queue with as few system calls as writev allows.
+func (l *loop) writeOut(s *Socket, out [][]byte) {
+	const iovMax = 1024
+	for len(out) > 0 {
+		n := min(len(out), iovMax)
+		if _, err := s.conn.Writev(out[:n]); err != nil {
+			return // gnet closes the connection on a write error
+		}
+		out = out[n:]
+	}
+}
+
+// writeNow writes one buffer from the loop, after anything queued.
+func (l *loop) writeNow(s *Socket, b []byte) {
+	l.mu.Lock()
+	queued := len(s.out) > 0
+	if queued {
+		s.out = append(s.out, b)
+		s.outBytes += len(b)
+	}
+	l.mu.Unlock()
+	if !queued {
+		_, _ = s.conn.Write(b)
+	}
+}
+
+// open moves an accepted socket to the open state and reads what the client
+// sent while its room was deciding.
+func (l *loop) open(s *Socket) {
+	s.state = stateOpen
+	s.http = nil
+	s.lastRead = l.wheel.now
+	l.srv.stats.open.Add(1)
+	l.wheel.file(s, l.wheel.now+l.srv.ticks.ping)
+	if s.conn.InboundBuffered() > 0 {
+		if l.readFrames(s) == gnet.Close {
+			l.closeConn(s)
+		}
+	}
+}
+
+// closeConn closes the TCP connection from a task on the loop; OnClose
+// follows at once.
+func (l *loop) closeConn(s *Socket) {
+	s.state = stateClosed
+	_ = l.el.Close(s.conn)
+}
+
+// startClose sends den's close frame and waits, up to the close timeout,
+// for the peer's.
+func (l *loop) startClose(s *Socket, code wsframe.StatusCode, reason string) {
+	if s.state != stateOpen {
+		return
+	}
+	l.sendClose(s, code, reason)
+	s.state = stateClosing
+	s.since = l.wheel.now
+	l.wheel.file(s, l.wheel.now+l.srv.ticks.close)
+}
+
+// sendClose writes den's close frame once and records the code that Closed
+// reports if the peer never answers.
+func (l *loop) sendClose(s *Socket, code wsframe.StatusCode, reason string) {
+	if s.sentClose {
+		return
+	}
+	s.sentClose = true
+	if s.closeCode == 0 {
+		s.closeCode, s.closeWhy = uint16(code), reason
+	}
+	l.writeNow(s, wsframe.AppendClose(nil, code, reason))
+}
+
+// fail closes the connection after a protocol error: the close frame
+// carries the code, and the connection ends without waiting.
+func (l *loop) fail(s *Socket, ce *wsframe.CloseError) gnet.Action {
+	l.srv.stats.protocolErrors.Add(1)
+	if ce := l.srv.log.Check(debugLevel, "protocol error"); ce != nil {
+		ce.Write(socketField(s))
+	}
+	l.sendClose(s, ce.Code, ce.Reason)
+	s.state = stateClosed
+	return gnet.Close
+}
+
+// readFrames decodes what the client sent on an open or closing socket.
+func (l *loop) readFrames(s *Socket) gnet.Action {
+	buf, _ := s.conn.Peek(-1)
+	dec := s.dec
+	if dec == nil {
+		dec = &l.dec
+	}
+	lim := &l.srv.limits
+	if s.deflate {
+		lim = &l.srv.limitsDeflate
+	}
+	action := gnet.None
+	off := 0
+	for off < len(buf) && action == gnet.None {
+		n, m, ok, err := dec.Decode(buf[off:], lim)
+		off += n
+		if err != nil {
+			action = l.fail(s, err.(*wsframe.CloseError))
+			break
+		}
+		if !ok {
+			break
+		}
+		action = l.handle(s, m)
+	}
+	_, _ = s.conn.Discard(off)
+	switch {
+	case action != gnet.None:
+		*dec = wsframe.Decoder{}
+		if s.dec != nil {
+			decoders.Put(s.dec)
+			s.dec = nil
+		}
+	case s.dec == nil && !dec.Idle():
+		// A frame is incomplete: the socket needs a decoder of its own
+		// until it ends.
+		s.dec = decoders.Get().(*wsframe.Decoder)
+		*s.dec, l.dec = l.dec, wsframe.Decoder{}
+	case s.dec != nil && dec.Idle():
+		decoders.Put(s.dec)
+		s.dec = nil
+	}
+	return action
+}
+
+var decoders = sync.Pool{New: func() any { return new(wsframe.Decoder) }}
+
+// handle acts on one message from the client.
+func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
+	switch m.Op {
+	case wsframe.OpText, wsframe.OpBinary:
+		if s.state != stateOpen {
+			return gnet.None // after den's close frame, data is dropped
+		}
+		payload := m.Payload
+		if m.Compressed {
+			var err error
+			l.inflate, err = wsframe.Inflate(l.inflate[:0], payload, l.srv.cfg.MaxMessageBytes)
+			if err != nil {
+				return l.fail(s, err.(*wsframe.CloseError))
+			}
+			if m.Op == wsframe.OpText && !validUTF8(l.inflate) {
+				return l.fail(s, errInflatedUTF8)
+			}
+			payload = l.inflate
+			if cap(l.inflate) > 64<<10 {
+				defer func() { l.inflate = nil }() // do not pin a large buffer
+			}
+		}
+		l.srv.rooms.Message(s, m.Op == wsframe.OpText, payload)
+	case wsframe.OpPing:
+		if s.state == stateOpen {
+			l.writeNow(s, wsframe.AppendFrame(nil, wsframe.OpPong, 0, m.Payload))
+		}
+	case wsframe.OpClose:
+		code, reason := wsframe.ParseClose(m.Payload)
+		s.peerClosed = true
+		s.closeCode, s.closeWhy = uint16(code), string(reason)
+		reply := code
+		if code == wsframe.CloseNoStatus {
+			reply = wsframe.CloseNormal
+		}
+		l.sendClose(s, reply, "")
+		s.state = stateClosed
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// due handles a socket whose wheel slot came round: it acts on a deadline
+// that passed, or files the socket again for the next one.
+func (l *loop) due(s *Socket) {
+	now := l.wheel.now
+	t := &l.srv.ticks
+	switch s.state {
+	case stateHTTP:
+		limit := t.handshake
+		if s.http.served > 0 && s.conn.InboundBuffered() == 0 {
+			limit = t.idle
+		}
+		if now-s.since < limit {
+			l.wheel.file(s, s.since+limit)
+			return
+		}
+		if s.conn.InboundBuffered() > 0 {
+			l.srv.stats.handshakeTimeouts.Add(1)
+			l.writeNow(s, errorResponse(408, "request timeout", nil))
+		}
+		l.closeConn(s)
+	case stateJoining:
+		if now-s.since < t.handshake {
+			l.wheel.file(s, s.since+t.handshake)
+			return
+		}
+		if s.http.join.answered.CompareAndSwap(false, true) {
+			l.srv.stats.handshakeTimeouts.Add(1)
+			l.writeNow(s, errorResponse(503, "room did not answer", nil))
+			l.closeConn(s)
+		} else {
+			// The answer is on its way to this loop; wait for it.
+			l.wheel.file(s, now+1)
+		}
+	case stateOpen:
+		if s.pinged {
+			if now-s.since < t.pong {
+				l.wheel.file(s, s.since+t.pong)
+				return
+			}
+			l.srv.stats.keepaliveTimeouts.Add(1)
+			l.sendClose(s, wsframe.CloseGoingAway, "ping timeout")
+			l.closeConn(s)
+			return
+		}
+		if now-s.lastRead < t.ping {
+			l.wheel.file(s, s.lastRead+t.ping)
+			return
+		}
+		s.pinged, s.since = true, now
+		l.writeNow(s, pingFrame)
+		l.wheel.file(s, now+t.pong)
+	case stateClosing:
+		if now-s.since < t.close {
+			l.wheel.file(s, s.since+t.close)
+			return
+		}
+		l.closeConn(s)
+	}
+}
+
+var pingFrame = wsframe.AppendFrame(nil, wsframe.OpPing, 0, nil)

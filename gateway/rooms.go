@@ -1,0 +1,69 @@
+package gateway
+
+import (
+	"net/http"
+	"sync/atomic"
+)
+
+// Rooms is where the gateway sends what arrives for /rooms/{kind}/{name}.
+// The rooms runtime implements it; until then the built-in Echo does.
+type Rooms interface {
+	// Join asks whether a WebSocket handshake for j.Kind and j.Name may
+	// join. It runs on an event loop and must not block: it answers
+	// through j, now or later and from any goroutine, with Accept or
+	// Refuse. Unanswered joins are refused with 503 after the handshake
+	// timeout.
+	Join(j *Join)
+	// Message delivers one complete data message from s, on s's event
+	// loop; it must not block. payload is valid only until Message
+	// returns.
+	Message(s *Socket, text bool, payload []byte)
+	// Closed reports, exactly once per accepted socket and on its event
+	// loop, that s is gone. code and reason are the peer's close frame's
+	// (1005 if it had no code), else the code den closed with, else 1006.
+	// clean reports that close frames went both ways.
+	Closed(s *Socket, code int, reason string, clean bool)
+	// ServeHTTP serves a request to /rooms/{kind}/{name}[/...] that is not
+	// a WebSocket handshake. It runs on a goroutine of its own.
+	ServeHTTP(w http.ResponseWriter, r *http.Request, kind, name string)
+}
+
+// Join is a WebSocket handshake that passed the protocol checks and waits
+// for its room's answer.
+type Join struct {
+	// Kind and Name address the room.
+	Kind, Name string
+	// Request is the handshake request: URL with query, Header, Host and
+	// RemoteAddr. Its Body is empty.
+	Request *http.Request
+	// Subprotocol is the one Config.Subprotocol chose, or "".
+	Subprotocol string
+
+	s        *Socket
+	response []byte // the 101 response, written on Accept
+	answered atomic.Bool
+}
+
+// Accept lets the client in and returns its socket. Frames sent on the
+// socket right away go out after the handshake response. Accept and
+// Refuse may be called once between them; later calls return nil and do
+// nothing.
+func (j *Join) Accept() *Socket {
+	if !j.answered.CompareAndSwap(false, true) {
+		return nil
+	}
+	j.s.answer(j.response, joinAccepted)
+	return j.s
+}
+
+// Refuse turns the client away with an HTTP status (4xx or 5xx) and a
+// short plain-text reason.
+func (j *Join) Refuse(status int, reason string) {
+	if !j.answered.CompareAndSwap(false, true) {
+		return
+	}
+	if status < 400 || status > 599 {
+		status = http.StatusInternalServerError
+	}
+	j.s.answer(errorResponse(status, reason, nil), joinRefused)
+}

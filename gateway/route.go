@@ -1,0 +1,99 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+)
+
+// Limits on the parts of a room's path.
+const (
+	MaxKindLen = 64
+	MaxNameLen = 256
+)
+
+var errRoomPath = errors.New("gateway: not a room path")
+
+// roomPath splits a request target of the form /rooms/{kind}/{name}[/rest]
+// (query ignored). Each segment is unescaped on its own, so a name may
+// hold "%2F". kind is lower-case letters, digits, '-' and '_'; name is
+// UTF-8 without control characters.
+func roomPath(target string) (kind, name, rest string, err error) {
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return "", "", "", errRoomPath
+	}
+	p, ok := strings.CutPrefix(u.EscapedPath(), "/rooms/")
+	if !ok {
+		return "", "", "", errRoomPath
+	}
+	rawKind, p, _ := strings.Cut(p, "/")
+	rawName, rest, hasRest := strings.Cut(p, "/")
+	if hasRest {
+		rest = "/" + rest
+	}
+	if kind, err = url.PathUnescape(rawKind); err != nil || !validKind(kind) {
+		return "", "", "", errRoomPath
+	}
+	if name, err = url.PathUnescape(rawName); err != nil || !validName(name) {
+		return "", "", "", errRoomPath
+	}
+	return kind, name, rest, nil
+}
+
+func validKind(k string) bool {
+	if len(k) == 0 || len(k) > MaxKindLen {
+		return false
+	}
+	for _, c := range []byte(k) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func validName(n string) bool {
+	if len(n) == 0 || len(n) > MaxNameLen || !utf8.ValidString(n) {
+		return false
+	}
+	for _, r := range n {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// routes is the plain-HTTP side of the port: health, rooms, then the
+// configured handler.
+func (srv *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	ok := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	}
+	mux.HandleFunc("GET /livez", ok)
+	mux.HandleFunc("GET /healthz", ok)
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !srv.Ready() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		ok(w, r)
+	})
+	mux.HandleFunc("/rooms/", func(w http.ResponseWriter, r *http.Request) {
+		kind, name, _, err := roomPath(r.RequestURI)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		srv.rooms.ServeHTTP(w, r, kind, name)
+	})
+	if h := srv.cfg.Handler; h != nil {
+		mux.Handle("/", h)
+	}
+	return mux
+}

@@ -1,0 +1,307 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/panjf2000/gnet/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/den-rooms/den/internal/wsframe"
+)
+
+// Server is den's network layer: it accepts TCP connections, speaks
+// HTTP/1.1 and WebSocket on them from gnet event loops, and hands room
+// traffic to Rooms.
+//
+// New builds a Server without starting anything; Start listens and runs;
+// Shutdown stops it. All methods are safe for concurrent use.
+type Server struct {
+	cfg           Config
+	log           *zap.Logger
+	rooms         Rooms
+	handler       http.Handler
+	limits        wsframe.Limits
+	limitsDeflate wsframe.Limits
+	ticks         ticks
+	start         time.Time
+
+	cli      *gnet.Client
+	acceptor *acceptor
+	baseCtx  context.Context
+	cancel   context.CancelFunc
+
+	loopsMu sync.Mutex
+	loops   map[gnet.EventLoop]*loop
+	loopSet atomic.Pointer[[]*loop]
+
+	nextID   atomic.Uint64
+	draining atomic.Bool
+	stopOnce sync.Once
+	bg       sync.WaitGroup
+	stats    stats
+}
+
+// ticks are Config's durations in wheel ticks.
+type ticks struct {
+	handshake, idle, ping, pong, close uint32
+}
+
+// New checks cfg and builds a Server. It starts nothing.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	srv := &Server{
+		cfg:           cfg,
+		log:           cfg.Logger.Named("gateway"),
+		rooms:         cfg.Rooms,
+		limits:        wsframe.Limits{MaxMessage: cfg.MaxMessageBytes},
+		limitsDeflate: wsframe.Limits{MaxMessage: cfg.MaxMessageBytes, Deflate: true},
+		loops:         make(map[gnet.EventLoop]*loop),
+	}
+	tk := func(d time.Duration) uint32 { return uint32(max(1, (d+cfg.Tick-1)/cfg.Tick)) }
+	srv.ticks = ticks{
+		handshake: tk(cfg.HandshakeTimeout), idle: tk(cfg.HTTPIdleTimeout),
+		ping: tk(cfg.PingInterval), pong: tk(cfg.PongTimeout), close: tk(cfg.CloseTimeout),
+	}
+	srv.handler = srv.routes()
+	srv.loopSet.Store(new([]*loop))
+	return srv, nil
+}
+
+// Start listens on cfg.Listen and serves until Shutdown. A listen error
+// (address in use, no permission) is returned here.
+func (srv *Server) Start() error {
+	lc := net.ListenConfig{KeepAlive: -1} // den pings; TCP keepalive would only cost syscalls
+	ln, err := lc.Listen(context.Background(), "tcp", srv.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway: listen: %w", err)
+	}
+	srv.cli, err = gnet.NewClient(&events{srv: srv},
+		gnet.WithNumEventLoop(srv.cfg.EventLoops),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithLogger(srv.log.Named("gnet").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)).Sugar()),
+	)
+	if err == nil {
+		err = srv.cli.Start()
+	}
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("gateway: start event loops: %w", err)
+	}
+	srv.baseCtx, srv.cancel = context.WithCancel(context.Background())
+	srv.start = srv.cfg.Clock.Now()
+	srv.acceptor = newAcceptor(srv, ln.(*net.TCPListener))
+	srv.bg.Add(2)
+	go func() { defer srv.bg.Done(); srv.acceptor.run() }()
+	go func() { defer srv.bg.Done(); srv.runTicker() }()
+	srv.log.Info("listening", zap.Stringer("addr", ln.Addr()), zap.Int("event_loops", srv.cfg.EventLoops))
+	return nil
+}
+
+// Addr returns the address the server listens on, once started.
+func (srv *Server) Addr() net.Addr { return srv.acceptor.ln.Addr() }
+
+// Ready reports whether the server accepts new work: false once Shutdown
+// has begun.
+func (srv *Server) Ready() bool { return !srv.draining.Load() }
+
+// nowTick is the current wheel tick.
+func (srv *Server) nowTick() uint32 {
+	return uint32(srv.cfg.Clock.Now().Sub(srv.start) / srv.cfg.Tick)
+}
+
+// runTicker drives every loop's wheel: one ticker for the whole server.
+func (srv *Server) runTicker() {
+	t := srv.cfg.Clock.NewTicker(srv.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-srv.baseCtx.Done():
+			return
+		case <-t.C():
+			for _, l := range *srv.loopSet.Load() {
+				_ = l.el.Execute(context.Background(), (*tickTask)(l))
+			}
+		}
+	}
+}
+
+// loopOf returns den's state for a gnet event loop, creating it on first
+// sight: gnet's client does not list its loops up front.
+func (srv *Server) loopOf(el gnet.EventLoop) *loop {
+	srv.loopsMu.Lock()
+	defer srv.loopsMu.Unlock()
+	l := srv.loops[el]
+	if l == nil {
+		l = &loop{srv: srv, el: el}
+		l.wheel.now = srv.nowTick()
+		srv.loops[el] = l
+		set := append(append([]*loop(nil), *srv.loopSet.Load()...), l)
+		srv.loopSet.Store(&set)
+	}
+	return l
+}
+
+// events adapts gnet's callbacks; each runs on the connection's loop.
+type events struct {
+	gnet.BuiltinEventEngine
+	srv *Server
+}
+
+func (e *events) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	s := c.Context().(*Socket)
+	s.conn = c
+	if s.loop == nil || s.loop.el != c.EventLoop() {
+		s.loop = e.srv.loopOf(c.EventLoop())
+	}
+	s.state = stateHTTP
+	s.since = s.loop.wheel.now
+	s.loop.wheel.file(s, s.since+e.srv.ticks.handshake)
+	e.srv.stats.conns.Add(1)
+	return nil, gnet.None
+}
+
+func (e *events) OnTraffic(c gnet.Conn) gnet.Action {
+	s := c.Context().(*Socket)
+	l := s.loop
+	l.holdFlush()
+	action := gnet.None
+	switch s.state {
+	case stateHTTP:
+		action = l.readHTTP(s)
+	case stateOpen, stateClosing:
+		s.lastRead, s.pinged = l.wheel.now, false
+		action = l.readFrames(s)
+	case stateClosed:
+		_, _ = c.Discard(-1)
+	case stateJoining, stateHTTPBusy:
+		// Input waits for the room's answer or the handler's response,
+		// within bounds: a client may send frames right behind its
+		// handshake, but not megabytes.
+		if c.InboundBuffered() > e.srv.cfg.MaxHeaderBytes+int(e.srv.cfg.MaxBodyBytes) {
+			action = gnet.Close
+		}
+	}
+	l.flush()
+	return action
+}
+
+func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
+	s, ok := c.Context().(*Socket)
+	if !ok {
+		return gnet.None
+	}
+	l := s.loop
+	l.wheel.remove(s)
+	e.srv.stats.conns.Add(-1)
+	wasOpen := s.state == stateOpen || s.state == stateClosing || (s.state == stateClosed && s.http == nil)
+	if s.state == stateJoining {
+		s.http.join.answered.Store(true)
+	}
+	s.state = stateClosed
+	if s.dec != nil {
+		decoders.Put(s.dec)
+		s.dec = nil
+	}
+	l.mu.Lock()
+	l.putIOV(s.out)
+	s.out, s.outBytes, s.slow = nil, 0, true
+	l.mu.Unlock()
+	if wasOpen {
+		e.srv.stats.open.Add(-1)
+		code, clean := int(s.closeCode), s.peerClosed && s.sentClose
+		if code == 0 {
+			code = int(wsframe.CloseAbnormal)
+		}
+		e.srv.rooms.Closed(s, code, s.closeWhy, clean)
+	}
+	c.SetContext(nil)
+	return gnet.None
+}
+
+// Shutdown stops accepting, turns readiness off, closes every WebSocket
+// with 1012 in batches, lets running HTTP handlers finish, and returns
+// when every connection is gone or ctx ends, whichever is first. It is
+// safe to call more than once.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.draining.Store(true)
+	srv.acceptor.stop()
+	for _, l := range *srv.loopSet.Load() {
+		_ = l.el.Execute(context.Background(), (*drainTask)(l))
+	}
+	var err error
+	for srv.stats.conns.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	srv.stopOnce.Do(func() {
+		srv.cancel()
+		srv.bg.Wait()
+		if e := srv.cli.Stop(); e != nil && !errors.Is(e, context.Canceled) {
+			srv.log.Debug("stopping event loops", errField(e))
+		}
+	})
+	return err
+}
+
+// drainBatch is how many sockets a loop closes per task during shutdown,
+// so reconnecting clients arrive spread out and the loop keeps serving.
+const drainBatch = 512
+
+type drainTask loop
+
+func (t *drainTask) Run(context.Context) error {
+	l := (*loop)(t)
+	n := 0
+	l.wheel.each(func(s *Socket) {
+		if n < drainBatch && (s.state == stateOpen || s.state == stateHTTP || s.state == stateJoining) {
+			l.drain = append(l.drain, s)
+			n++
+		}
+	})
+	batch := l.drain
+	for _, s := range batch {
+		switch s.state {
+		case stateOpen:
+			l.startClose(s, wsframe.CloseServiceRestart, "server shutting down")
+		case stateJoining:
+			if s.http.join.answered.CompareAndSwap(false, true) {
+				l.writeNow(s, errorResponse(503, "server shutting down", nil))
+				l.closeConn(s)
+			}
+		case stateHTTP:
+			l.closeConn(s)
+		}
+	}
+	clear(batch)
+	l.drain = batch[:0]
+	if n == drainBatch {
+		// More remain: yield to other work, then go on.
+		_ = l.el.Execute(context.Background(), t)
+	}
+	return nil
+}
+
+func validUTF8(b []byte) bool { return utf8.Valid(b) }
+
+var errInflatedUTF8 = &wsframe.CloseError{Code: wsframe.CloseInvalidPayload, Reason: "text is not UTF-8"}
+
+const debugLevel = zapcore.DebugLevel
+
+func errField(err error) zap.Field { return zap.Error(err) }
+
+func socketField(s *Socket) zap.Field { return zap.Uint64("socket", s.id) }
