@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/den-rooms/den/internal/clock"
 	"github.com/den-rooms/den/internal/wsframe"
 )
 
@@ -196,6 +197,20 @@ func (c *rawClient) expectEOF() {
 }
 
 func isReset(err error) bool { return strings.Contains(err.Error(), "connection reset") }
+
+// advanceUntil moves a fake clock step by step until cond holds. Each step
+// is a tick that den's loops handle on their own goroutines, so the
+// condition is polled between steps.
+func advanceUntil(tb testing.TB, fake *clock.Fake, step time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	waitFor(tb, what, func() bool {
+		if cond() {
+			return true
+		}
+		fake.Advance(step)
+		return false
+	})
+}
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(tb testing.TB, what string, cond func() bool) {

@@ -230,23 +230,20 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 	return gnet.None
 }
 
-// Shutdown stops accepting, turns readiness off, closes every WebSocket
-// with 1012 in batches, lets running HTTP handlers finish, and returns
-// when every connection is gone or ctx ends, whichever is first. It is
-// safe to call more than once.
+// Shutdown stops accepting and turns readiness off, closes every WebSocket
+// with 1012 in batches, then closes idle HTTP connections, lets running
+// HTTP handlers finish, and returns when every connection is gone or ctx
+// ends, whichever is first. Kept-alive HTTP connections are served (with
+// "Connection: close") until the WebSockets are gone, so a load balancer
+// polling /readyz on one sees 503. It is safe to call more than once.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.draining.Store(true)
 	srv.acceptor.stop()
-	for _, l := range *srv.loopSet.Load() {
-		_ = l.el.Execute(context.Background(), (*drainTask)(l))
-	}
-	var err error
-	for srv.stats.conns.Load() > 0 && err == nil {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
+	srv.eachLoop(func(l *loop) gnet.Runnable { return (*drainTask)(l) })
+	err := srv.waitUntil(ctx, func() bool { return srv.stats.open.Load() == 0 })
+	if err == nil {
+		srv.eachLoop(func(l *loop) gnet.Runnable { return (*closeIdleTask)(l) })
+		err = srv.waitUntil(ctx, func() bool { return srv.stats.conns.Load() == 0 })
 	}
 	srv.stopOnce.Do(func() {
 		srv.cancel()
@@ -258,23 +255,44 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
+func (srv *Server) eachLoop(task func(*loop) gnet.Runnable) {
+	for _, l := range *srv.loopSet.Load() {
+		_ = l.el.Execute(context.Background(), task(l))
+	}
+}
+
+// waitUntil polls cond until it holds or ctx ends.
+func (srv *Server) waitUntil(ctx context.Context, cond func() bool) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
 // drainBatch is how many sockets a loop closes per task during shutdown,
 // so reconnecting clients arrive spread out and the loop keeps serving.
 const drainBatch = 512
 
+// drainTask closes a batch of WebSockets and pending joins, then queues
+// itself again while more remain.
 type drainTask loop
 
 func (t *drainTask) Run(context.Context) error {
 	l := (*loop)(t)
 	n := 0
 	l.wheel.each(func(s *Socket) {
-		if n < drainBatch && (s.state == stateOpen || s.state == stateHTTP || s.state == stateJoining) {
+		if n < drainBatch && (s.state == stateOpen || s.state == stateJoining) {
 			l.drain = append(l.drain, s)
 			n++
 		}
 	})
-	batch := l.drain
-	for _, s := range batch {
+	for _, s := range l.drain {
 		switch s.state {
 		case stateOpen:
 			l.startClose(s, wsframe.CloseServiceRestart, "server shutting down")
@@ -283,16 +301,32 @@ func (t *drainTask) Run(context.Context) error {
 				l.writeNow(s, errorResponse(503, "server shutting down", nil))
 				l.closeConn(s)
 			}
-		case stateHTTP:
-			l.closeConn(s)
 		}
 	}
-	clear(batch)
-	l.drain = batch[:0]
+	clear(l.drain)
+	l.drain = l.drain[:0]
+	l.flush()
 	if n == drainBatch {
-		// More remain: yield to other work, then go on.
 		_ = l.el.Execute(context.Background(), t)
 	}
+	return nil
+}
+
+// closeIdleTask closes HTTP connections that wait for a next request.
+type closeIdleTask loop
+
+func (t *closeIdleTask) Run(context.Context) error {
+	l := (*loop)(t)
+	l.wheel.each(func(s *Socket) {
+		if s.state == stateHTTP {
+			l.drain = append(l.drain, s)
+		}
+	})
+	for _, s := range l.drain {
+		l.closeConn(s)
+	}
+	clear(l.drain)
+	l.drain = l.drain[:0]
 	return nil
 }
 

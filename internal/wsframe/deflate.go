@@ -98,7 +98,6 @@ func Inflate(dst, payload []byte, maxLen int64) ([]byte, error) {
 	}
 }
 
-
 type deflater struct {
 	buf bytes.Buffer
 	fw  *flate.Writer
