@@ -1,0 +1,128 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"testing"
+)
+
+func TestParseHead(t *testing.T) {
+	cases := []struct {
+		in      string
+		want    *requestHead // only the fields compared below
+		err     error
+		partial bool
+	}{
+		{in: "GET /a?b=c HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+			want: &requestHead{method: "GET", target: "/a?b=c", minor: 1, host: "x", length: -1, keepAlive: true, upgrade: true}},
+		{in: "\r\nPOST / HTTP/1.0\nContent-Length: 3\nConnection: keep-alive\n\nabc",
+			want: &requestHead{method: "POST", target: "/", minor: 0, length: 3, keepAlive: true}},
+		{in: "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", want: &requestHead{method: "GET", target: "/", minor: 1, host: "x", length: -1}},
+		{in: "GET / HTTP/1.1\r\nHost: x\r\n", partial: true},
+		{in: "GET / HTTP/1.1\r\nHost: x\r\n\r", partial: true},
+		{in: "GET / HTTP/1.1\r\n\r\n", err: errNoHost},
+		{in: "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", err: errNoHost},
+		{in: "GET  / HTTP/1.1\r\nHost: x\r\n\r\n", err: errBadRequest},
+		{in: "GET / HTTP/1.1\r\nHost : x\r\n\r\n", err: errBadRequest},
+		{in: "GET / HTTP/1.1\r\nHost: x\x00\r\n\r\n", err: errBadRequest},
+		{in: "GET / HTTP/3.0\r\nHost: x\r\n\r\n", err: errBadVersion},
+		{in: "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", err: errBadLength},
+		{in: "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n", err: errBadLength},
+		{in: "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", err: errTEAndLength},
+		{in: "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", err: errBadTE},
+		{in: "GET / HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("a", 300), err: errHeadTooLarge},
+	}
+	for _, tc := range cases {
+		h, err := parseHead([]byte(tc.in), 256)
+		switch {
+		case tc.err != nil:
+			if err != tc.err {
+				t.Errorf("%q: err %v, want %v", tc.in, err, tc.err)
+			}
+		case tc.partial:
+			if h != nil || err != nil {
+				t.Errorf("%q: %+v %v, want incomplete", tc.in, h, err)
+			}
+		default:
+			if err != nil || h == nil {
+				t.Errorf("%q: %v", tc.in, err)
+				continue
+			}
+			w := tc.want
+			if h.method != w.method || h.target != w.target || h.minor != w.minor || h.host != w.host ||
+				h.length != w.length || h.keepAlive != w.keepAlive || h.upgrade != w.upgrade {
+				t.Errorf("%q: got %+v", tc.in, h)
+			}
+		}
+	}
+}
+
+func TestParseChunked(t *testing.T) {
+	body, n, err := parseChunked([]byte("3\r\nabc\r\n1;x=y\r\nd\r\n0\r\nT: v\r\n\r\nNEXT"), 100)
+	if err != nil || string(body) != "abcd" || n != len("3\r\nabc\r\n1;x=y\r\nd\r\n0\r\nT: v\r\n\r\n") {
+		t.Fatalf("body %q n %d err %v", body, n, err)
+	}
+	if _, n, err := parseChunked([]byte("3\r\nab"), 100); n != 0 || err != nil {
+		t.Fatalf("partial: n %d err %v", n, err)
+	}
+	if _, _, err := parseChunked([]byte("zz\r\n"), 100); err != errBadChunk {
+		t.Fatalf("bad size: %v", err)
+	}
+	if _, _, err := parseChunked([]byte("ff\r\n"), 100); err != errBodyTooLarge {
+		t.Fatalf("over limit: %v", err)
+	}
+}
+
+// FuzzParseHead checks the request parser against net/http's: whatever
+// den accepts as a complete request, net/http must parse to the same
+// method, target and Host; and den never panics.
+func FuzzParseHead(f *testing.F) {
+	f.Add([]byte("GET /rooms/echo/a HTTP/1.1\r\nHost: den\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+	f.Add([]byte("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"))
+	f.Add([]byte("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.0\n\n"))
+	f.Add([]byte("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX: \t y \r\n\r\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		h, err := parseHead(in, 8192)
+		if err != nil || h == nil {
+			return
+		}
+		if h.headLength > len(in) {
+			t.Fatalf("head length %d past input %d", h.headLength, len(in))
+		}
+		if h.chunked {
+			_, _, _ = parseChunked(in[h.headLength:], 1<<20)
+		}
+		r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(in[:h.headLength])))
+		if err != nil {
+			return // net/http is stricter in places (e.g. bare LF); den may accept more
+		}
+		if r.Method != h.method || r.RequestURI != h.target || (h.minor == 1 && r.Host != h.host) {
+			t.Fatalf("den %q %q %q, net/http %q %q %q", h.method, h.target, h.host, r.Method, r.RequestURI, r.Host)
+		}
+	})
+}
+
+// FuzzParseChunked compares den's chunked decoder with net/http's.
+func FuzzParseChunked(f *testing.F) {
+	f.Add([]byte("5\r\nhello\r\n0\r\n\r\n"))
+	f.Add([]byte("3;ext\r\nabc\r\n0\r\nTrailer: x\r\n\r\n"))
+	f.Add([]byte("A\r\n0123456789\r\n0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		body, n, err := parseChunked(in, 1<<16)
+		if err != nil || n == 0 {
+			return
+		}
+		if n > len(in) {
+			t.Fatalf("consumed %d of %d", n, len(in))
+		}
+		ref, rerr := io.ReadAll(httputil.NewChunkedReader(bytes.NewReader(in[:n])))
+		if rerr == nil && !bytes.Equal(ref, body) {
+			t.Fatalf("den %q, net/http %q", body, ref)
+		}
+	})
+}
