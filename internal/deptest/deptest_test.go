@@ -78,4 +78,3 @@ func TestImportsFollowTheTable(t *testing.T) {
 		t.Fatalf("go list found %d packages", seen)
 	}
 }
-
