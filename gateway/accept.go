@@ -22,11 +22,22 @@ import (
 // spare up to accept the waiting client, answers 503 and closes it, then
 // takes the spare back. Existing sockets are never touched; accepting
 // resumes as soon as descriptors free up.
+//
+// gnet's enroll duplicates each accepted descriptor, which would fail one
+// descriptor short of the limit and drop that client without an answer.
+// Near the limit the acceptor is "tight" and lends the spare's slot to
+// every enroll: near means within tightSlack of RLIMIT_NOFILE counting
+// connections alone, or once the limit was actually met (other parts of
+// the process hold descriptors too) until connections fall well below
+// that count. Away from the limit this saves two system calls per
+// connection.
 type acceptor struct {
 	srv     *Server
 	ln      *net.TCPListener
 	reserve int // the spare descriptor, or -1
 	stopped atomic.Bool
+	limit   int64 // RLIMIT_NOFILE when the acceptor started
+	tightAt int64 // connections held when the limit was met; 0 when not tight
 
 	lastLog    time.Time
 	suppressed int
@@ -34,6 +45,10 @@ type acceptor struct {
 
 func newAcceptor(srv *Server, ln *net.TCPListener) *acceptor {
 	a := &acceptor{srv: srv, ln: ln, reserve: -1}
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Cur < 1<<40 {
+		a.limit = int64(rl.Cur)
+	}
 	a.takeReserve()
 	return a
 }
@@ -73,10 +88,18 @@ func (a *acceptor) stop() {
 // limit.
 func (a *acceptor) enroll(c *net.TCPConn) {
 	s := &Socket{id: a.srv.nextID.Add(1), http: &httpConn{}}
-	a.releaseReserve()
+	tight := a.tight()
+	if tight {
+		a.releaseReserve()
+	}
 	_, err := a.srv.cli.EnrollContext(c, s)
-	a.takeReserve()
+	if tight {
+		a.takeReserve()
+	}
 	if err != nil {
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			a.tightAt = max(a.srv.stats.conns.Load(), 1)
+		}
 		a.srv.stats.acceptErrors.Add(1)
 		a.logLimited("enrolling a connection failed", zap.Error(err))
 		return
@@ -84,10 +107,22 @@ func (a *acceptor) enroll(c *net.TCPConn) {
 	a.srv.stats.accepted.Add(1)
 }
 
+// tightSlack is the margin, in descriptors, that counts as near the limit.
+const tightSlack = 256
+
+func (a *acceptor) tight() bool {
+	conns := a.srv.stats.conns.Load()
+	if a.tightAt > 0 && conns < a.tightAt-tightSlack {
+		a.tightAt = 0
+	}
+	return a.tightAt > 0 || (a.limit > 0 && conns+tightSlack >= a.limit)
+}
+
 // refuseAtLimit accepts one waiting client on the spare descriptor and
 // turns it away with 503.
 func (a *acceptor) refuseAtLimit() {
 	a.srv.stats.refusedAtLimit.Add(1)
+	a.tightAt = max(a.srv.stats.conns.Load(), 1)
 	a.logLimited("open-file limit reached: refusing new connections with 503; open sockets are unaffected")
 	if a.reserve < 0 {
 		a.takeReserve()

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -42,17 +43,17 @@ func (l *loop) readHTTP(s *Socket) gnet.Action {
 		s.http.reading = true
 		s.since = l.wheel.now
 	}
-	h, err := parseHead(buf, cfg.MaxHeaderBytes)
+	h, ok, err := parseHead(buf, cfg.MaxHeaderBytes)
 	if err != nil {
 		return l.reject(s, err)
 	}
-	if h == nil {
+	if !ok {
 		return gnet.None
 	}
 	if h.upgrade {
-		return l.upgrade(s, h, buf[:h.headLength])
+		return l.hs.upgrade(s, &h)
 	}
-	n := h.headLength
+	n := h.size()
 	var body []byte
 	switch {
 	case h.chunked:
@@ -62,21 +63,21 @@ func (l *loop) readHTTP(s *Socket) gnet.Action {
 			return l.reject(s, err)
 		}
 		if bn == 0 {
-			return l.continue100(s, h)
+			return l.continue100(s, &h)
 		}
 		n += bn
 	case h.length > cfg.MaxBodyBytes:
 		return l.reject(s, errBodyTooLarge)
 	case h.length > 0:
 		if int64(len(buf)-n) < h.length {
-			return l.continue100(s, h)
+			return l.continue100(s, &h)
 		}
 		body = bytes.Clone(buf[n : n+int(h.length)])
 		n += int(h.length)
 	}
-	req, err := l.newRequest(s, h, body)
-	if err != nil {
-		return l.reject(s, err)
+	req := buildRequest(&h, body, s.conn.RemoteAddr(), l.srv.baseCtx)
+	if req == nil {
+		return l.reject(s, errBadRequest)
 	}
 	_, _ = s.conn.Discard(n)
 	s.state = stateHTTPBusy
@@ -108,21 +109,24 @@ func (l *loop) reject(s *Socket, err error) gnet.Action {
 	return gnet.Close
 }
 
-func (l *loop) newRequest(s *Socket, h *requestHead, body []byte) (*http.Request, error) {
-	u, err := url.ParseRequestURI(h.target)
+// buildRequest makes an *http.Request of a parsed head, or nil if its
+// target is not a valid request URI.
+func buildRequest(h *requestHead, body []byte, remote net.Addr, ctx context.Context) *http.Request {
+	target := string(h.target)
+	u, err := url.ParseRequestURI(target)
 	if err != nil {
-		return nil, errBadRequest
+		return nil
 	}
 	r := &http.Request{
-		Method:     h.method,
+		Method:     string(h.method),
 		URL:        u,
 		Proto:      "HTTP/1." + strconv.Itoa(h.minor),
 		ProtoMajor: 1,
 		ProtoMinor: h.minor,
-		Header:     h.header,
-		Host:       h.host,
-		RemoteAddr: s.conn.RemoteAddr().String(),
-		RequestURI: h.target,
+		Header:     h.header(),
+		Host:       string(h.host),
+		RemoteAddr: remote.String(),
+		RequestURI: target,
 		Close:      !h.keepAlive,
 		Body:       http.NoBody,
 	}
@@ -133,7 +137,7 @@ func (l *loop) newRequest(s *Socket, h *requestHead, body []byte) (*http.Request
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
 	}
-	return r.WithContext(l.srv.baseCtx), nil
+	return r.WithContext(ctx)
 }
 
 // serveHTTP runs the handler on its own goroutine, then gives the
@@ -153,7 +157,7 @@ func (srv *Server) serveHTTP(s *Socket, r *http.Request, keepAlive bool) {
 		}()
 		srv.handler.ServeHTTP(w, r)
 	}()
-	keepAlive = keepAlive && !w.abort && !srv.draining.Load() && !hasToken(w.header["Connection"], "close")
+	keepAlive = keepAlive && !w.abort && !srv.draining.Load() && !hasToken([]byte(w.header.Get("Connection")), "close")
 	resp := w.bytes(keepAlive)
 	l := s.loop
 	err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
@@ -187,80 +191,131 @@ func (l *loop) finishHTTP(s *Socket, resp []byte, keepAlive bool) {
 	}
 }
 
-// upgrade runs the WebSocket handshake through gobwas/ws and hands a valid
-// one to its room. The 101 response waits for the room's answer.
-func (l *loop) upgrade(s *Socket, h *requestHead, head []byte) gnet.Action {
-	cfg := &l.srv.cfg
-	kind, name, rest, routeErr := roomPath(h.target)
-	var protocol string
-	if cfg.Subprotocol != nil && routeErr == nil {
-		if offered := splitTokens(h.header["Sec-Websocket-Protocol"]); len(offered) > 0 {
-			protocol = cfg.Subprotocol(kind, offered)
-		}
-	}
-	ext := wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
-	u := ws.Upgrader{}
-	if protocol != "" {
-		u.Protocol = func(p []byte) bool { return string(p) == protocol }
-	}
-	if !cfg.DisableCompression {
-		u.Negotiate = ext.Negotiate
-	}
-	var resp bytes.Buffer
-	hs, err := u.Upgrade(struct {
+// handshaker is a loop's WebSocket upgrade machinery: gobwas's Upgrader
+// with its hooks bound once and buffers reused, so a handshake allocates
+// only what outlives it (the response, the join).
+type handshaker struct {
+	l    *loop
+	up   ws.Upgrader
+	ext  wsflate.Extension
+	rd   bytes.Reader
+	resp bytes.Buffer
+	rw   io.ReadWriter
+
+	// The handshake in progress.
+	head       *requestHead
+	kind, name string
+	protocol   string
+}
+
+var (
+	errRejectNotFound = ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound), ws.RejectionReason("not found"))
+	errRejectOrigin   = ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
+	errRejectKey      = ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason("bad Sec-WebSocket-Key"))
+	errRejectDraining = ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable), ws.RejectionReason("server shutting down"))
+)
+
+func newHandshaker(l *loop) *handshaker {
+	hs := &handshaker{l: l}
+	hs.ext.Parameters = wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}
+	hs.rw = struct {
 		io.Reader
 		io.Writer
-	}{bytes.NewReader(head), &resp})
+	}{&hs.rd, &hs.resp}
+	hs.up = ws.Upgrader{
+		OnRequest:       hs.onRequest,
+		OnHeader:        hs.onHeader,
+		OnBeforeUpgrade: hs.onBeforeUpgrade,
+	}
+	if l.srv.cfg.Subprotocol != nil {
+		hs.up.ProtocolCustom = hs.onProtocol
+	}
+	if !l.srv.cfg.DisableCompression {
+		hs.up.Negotiate = hs.ext.Negotiate
+	}
+	return hs
+}
+
+// upgrade runs the handshake through gobwas/ws and hands a valid one to
+// its room. The 101 response waits for the room's answer.
+func (hs *handshaker) upgrade(s *Socket, h *requestHead) gnet.Action {
+	l := hs.l
+	hs.head, hs.kind, hs.name, hs.protocol = h, "", "", ""
+	hs.ext.Reset()
+	hs.rd.Reset(h.raw)
+	hs.resp.Reset()
+	result, err := hs.up.Upgrade(hs.rw)
+	response := bytes.Clone(hs.resp.Bytes())
+	hs.head = nil
 	if err != nil {
 		if ce := l.srv.log.Check(debugLevel, "bad handshake"); ce != nil {
 			ce.Write(socketField(s), errField(err))
 		}
-		l.writeNow(s, resp.Bytes())
+		l.writeNow(s, response)
 		s.state = stateClosed
 		return gnet.Close
 	}
-	switch {
-	case routeErr != nil || rest != "":
-		return l.reject(s, errNotFound)
-	case !validKey(h.header["Sec-Websocket-Key"]):
-		return l.reject(s, &httpError{http.StatusBadRequest, "bad Sec-WebSocket-Key"})
-	case !originAllowed(cfg.AllowedOrigins, h.header.Get("Origin")):
-		return l.reject(s, &httpError{http.StatusForbidden, "origin not allowed"})
-	case l.srv.draining.Load():
-		return l.reject(s, &httpError{http.StatusServiceUnavailable, "server shutting down"})
-	}
-	req, err := l.newRequest(s, h, nil)
-	if err != nil {
-		return l.reject(s, err)
-	}
-	_, _ = s.conn.Discard(len(head))
-	_, s.deflate = ext.Accepted()
-	s.deflate = s.deflate && !cfg.DisableCompression
-	s.kind, s.name, s.subprotocol = kind, name, hs.Protocol
+	head := bytes.Clone(h.raw)
+	_, _ = s.conn.Discard(h.size())
+	_, s.deflate = hs.ext.Accepted()
+	s.deflate = s.deflate && !l.srv.cfg.DisableCompression
 	s.state = stateJoining
-	j := &Join{Kind: kind, Name: name, Request: req, Subprotocol: hs.Protocol, s: s, response: resp.Bytes()}
+	j := &Join{Kind: hs.kind, Name: hs.name, Subprotocol: result.Protocol, s: s, response: response,
+		head: head, remote: s.conn.RemoteAddr(), ctx: l.srv.baseCtx}
 	s.http.join = j
 	l.srv.rooms.Join(j)
 	return gnet.None
 }
 
-// validKey checks what gobwas only measures: one Sec-WebSocket-Key that is
-// base64 of 16 bytes.
-func validKey(keys []string) bool {
-	if len(keys) != 1 {
-		return false
+func (hs *handshaker) onRequest(uri []byte) error {
+	kind, name, rest, err := roomPath(string(uri))
+	if err != nil || rest != "" {
+		return errRejectNotFound
 	}
-	b, err := base64.StdEncoding.DecodeString(keys[0])
-	return err == nil && len(b) == 16
+	hs.kind, hs.name = kind, name
+	return nil
 }
 
-func splitTokens(values []string) []string {
+func (hs *handshaker) onHeader(key, value []byte) error {
+	if bytes.EqualFold(key, []byte("Origin")) && !originAllowed(hs.l.srv.cfg.AllowedOrigins, string(value)) {
+		return errRejectOrigin
+	}
+	return nil
+}
+
+func (hs *handshaker) onProtocol(value []byte) (string, bool) {
+	offered := splitTokens(string(value))
+	if len(offered) == 0 {
+		return "", true
+	}
+	return hs.l.srv.cfg.Subprotocol(hs.kind, offered), true
+}
+
+// onBeforeUpgrade runs once gobwas has checked the request: it adds what
+// gobwas does not check.
+func (hs *handshaker) onBeforeUpgrade() (ws.HandshakeHeader, error) {
+	if !validKey(hs.head.field("Sec-WebSocket-Key")) {
+		return nil, errRejectKey
+	}
+	if hs.l.srv.draining.Load() {
+		return nil, errRejectDraining
+	}
+	return nil, nil
+}
+
+// validKey checks what gobwas only measures: a Sec-WebSocket-Key that is
+// base64 of 16 bytes.
+func validKey(key []byte) bool {
+	var b [18]byte
+	n, err := base64.StdEncoding.Decode(b[:], key)
+	return err == nil && n == 16 && len(key) == 24
+}
+
+func splitTokens(value string) []string {
 	var out []string
-	for _, v := range values {
-		for _, t := range strings.Split(v, ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				out = append(out, t)
-			}
+	for _, t := range strings.Split(value, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
 		}
 	}
 	return out

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"strconv"
-	"strings"
 )
 
 // httpError is a request den answers with an error status and then closes
@@ -33,108 +32,151 @@ var (
 // maxHeaderFields bounds the fields of one request head.
 const maxHeaderFields = 100
 
-// requestHead is a parsed HTTP/1.x request line and header block.
+// requestHead is a parsed HTTP/1.x request head. Its byte slices alias
+// the parsed input; header builds the field map only when a request needs
+// one, so a WebSocket handshake costs no map.
 type requestHead struct {
-	method     string
-	target     string
-	minor      int // HTTP/1.minor
-	header     http.Header
-	host       string
-	length     int64 // Content-Length, or -1
-	chunked    bool
-	keepAlive  bool
-	upgrade    bool // Upgrade names websocket: a WebSocket handshake
-	expect100  bool
-	headLength int // bytes of p the head took, blank line included
+	raw       []byte // request line to blank line
+	skip      int    // empty lines before the request line
+	method    []byte
+	target    []byte
+	minor     int // HTTP/1.minor
+	host      []byte
+	length    int64 // Content-Length, or -1
+	chunked   bool
+	keepAlive bool
+	upgrade   bool // Upgrade names websocket: a WebSocket handshake
+	expect100 bool
 }
 
-// parseHead parses the request head at the start of p. It returns nil and
-// no error while p holds only part of a head, and errHeadTooLarge once
+// size is the number of input bytes the head took.
+func (h *requestHead) size() int { return h.skip + len(h.raw) }
+
+// parseHead parses and checks the request head at the start of p. ok is
+// false while p holds only part of a head; errHeadTooLarge comes once
 // maxBytes pass without its end. Lines may end in CRLF or a bare LF, and
 // empty lines before the request line are skipped, as RFC 9112 allows.
-func parseHead(p []byte, maxBytes int) (*requestHead, error) {
-	start := 0
-	for start < len(p) && (p[start] == '\r' || p[start] == '\n') {
-		start++
+func parseHead(p []byte, maxBytes int) (h requestHead, ok bool, err error) {
+	for h.skip < len(p) && (p[h.skip] == '\r' || p[h.skip] == '\n') {
+		h.skip++
 	}
-	end := headEnd(p[start:])
+	end := headEnd(p[h.skip:])
 	if end < 0 {
 		if len(p) >= maxBytes {
-			return nil, errHeadTooLarge
+			return h, false, errHeadTooLarge
 		}
-		return nil, nil
+		return h, false, nil
 	}
-	if start+end > maxBytes {
-		return nil, errHeadTooLarge
+	if h.skip+end > maxBytes {
+		return h, false, errHeadTooLarge
 	}
-	h := &requestHead{length: -1, headLength: start + end}
-	rest := p[start : start+end]
-
-	line, rest := nextLine(rest)
+	h.raw = p[h.skip : h.skip+end]
+	h.length = -1
+	line, rest := nextLine(h.raw)
 	if err := h.parseRequestLine(line); err != nil {
-		return nil, err
+		return h, false, err
 	}
-	h.header = make(http.Header, 8)
-	fields := 0
-	var sawLength, sawTE bool
+	var hosts, tes, fields int
+	var sawLength, close, keepAlive bool
+	var te []byte
 	for {
 		line, rest = nextLine(rest)
 		if len(line) == 0 {
 			break
 		}
 		if fields++; fields > maxHeaderFields {
-			return nil, errTooManyFields
+			return h, false, errTooManyFields
 		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !isToken(line[:colon]) {
-			// Also rejects obsolete line folding: a line starting with
-			// whitespace has no token before its colon.
-			return nil, errBadRequest
+		name, value, ok := splitField(line)
+		if !ok {
+			return h, false, errBadRequest
 		}
-		value := bytes.Trim(line[colon+1:], " \t")
-		if !isFieldValue(value) {
-			return nil, errBadRequest
-		}
-		key := textproto.CanonicalMIMEHeaderKey(string(line[:colon]))
-		v := string(value)
-		h.header[key] = append(h.header[key], v)
-		switch key {
-		case "Content-Length":
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 || v[0] == '+' || (sawLength && n != h.length) {
-				return nil, errBadLength
+		switch {
+		case bytes.EqualFold(name, []byte("Host")):
+			hosts++
+			h.host = value
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			n, err := strconv.ParseInt(string(value), 10, 64)
+			if err != nil || n < 0 || len(value) == 0 || value[0] == '+' || (sawLength && n != h.length) {
+				return h, false, errBadLength
 			}
 			sawLength, h.length = true, n
-		case "Transfer-Encoding":
-			sawTE = true
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			tes++
+			te = value
+		case bytes.EqualFold(name, []byte("Connection")):
+			close = close || hasToken(value, "close")
+			keepAlive = keepAlive || hasToken(value, "keep-alive")
+		case bytes.EqualFold(name, []byte("Upgrade")):
+			h.upgrade = h.upgrade || hasToken(value, "websocket")
+		case bytes.EqualFold(name, []byte("Expect")):
+			h.expect100 = h.expect100 || hasToken(value, "100-continue")
 		}
 	}
-	if hosts := h.header["Host"]; len(hosts) == 1 {
-		h.host = hosts[0]
-	} else if len(hosts) > 1 || h.minor == 1 {
-		return nil, errNoHost
+	if hosts > 1 || (hosts == 0 && h.minor == 1) {
+		return h, false, errNoHost
 	}
-	if sawTE {
+	if tes > 0 {
 		if sawLength {
-			return nil, errTEAndLength
+			return h, false, errTEAndLength
 		}
 		// Only "chunked", once and alone, is understood; anything else
 		// would leave the body's end unknown.
-		te := strings.Join(h.header["Transfer-Encoding"], ",")
-		if !strings.EqualFold(strings.TrimSpace(te), "chunked") {
-			return nil, errBadTE
+		if tes > 1 || !bytes.EqualFold(te, []byte("chunked")) {
+			return h, false, errBadTE
 		}
 		h.chunked = true
 	}
-	conn := h.header["Connection"]
 	if h.minor == 1 {
-		h.keepAlive = !hasToken(conn, "close")
+		h.keepAlive = !close
 	} else {
-		h.keepAlive = hasToken(conn, "keep-alive")
+		h.keepAlive = keepAlive && !close
 	}
-	h.upgrade = hasToken(h.header["Upgrade"], "websocket")
-	h.expect100 = h.minor == 1 && hasToken(h.header["Expect"], "100-continue")
-	return h, nil
+	h.expect100 = h.expect100 && h.minor == 1
+	return h, true, nil
+}
+
+// splitField splits a header line into name and trimmed value. Obsolete
+// line folding fails here: a line starting with whitespace has no token
+// before its colon.
+func splitField(line []byte) (name, value []byte, ok bool) {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 || !isToken(line[:colon]) {
+		return nil, nil, false
+	}
+	value = bytes.Trim(line[colon+1:], " \t")
+	return line[:colon], value, isFieldValue(value)
+}
+
+// header builds the field map of a parsed head.
+func (h *requestHead) header() http.Header {
+	hdr := make(http.Header, 8)
+	_, rest := nextLine(h.raw)
+	for {
+		var line []byte
+		line, rest = nextLine(rest)
+		if len(line) == 0 {
+			return hdr
+		}
+		name, value, _ := splitField(line)
+		key := textproto.CanonicalMIMEHeaderKey(string(name))
+		hdr[key] = append(hdr[key], string(value))
+	}
+}
+
+// field returns the first value of a header field, or nil.
+func (h *requestHead) field(name string) []byte {
+	_, rest := nextLine(h.raw)
+	for {
+		var line []byte
+		line, rest = nextLine(rest)
+		if len(line) == 0 {
+			return nil
+		}
+		if n, v, _ := splitField(line); bytes.EqualFold(n, []byte(name)) {
+			return v
+		}
+	}
 }
 
 func (h *requestHead) parseRequestLine(line []byte) error {
@@ -161,7 +203,7 @@ func (h *requestHead) parseRequestLine(line []byte) error {
 		}
 		return errBadRequest
 	}
-	h.method, h.target = string(method), string(target)
+	h.method, h.target = method, target
 	return nil
 }
 
@@ -243,16 +285,14 @@ func isTarget(b []byte) bool {
 	return true
 }
 
-// hasToken reports whether a comma-separated header names token,
+// hasToken reports whether a comma-separated field value names token,
 // case-insensitively.
-func hasToken(values []string, token string) bool {
-	for _, v := range values {
-		for len(v) > 0 {
-			var item string
-			item, v, _ = strings.Cut(v, ",")
-			if strings.EqualFold(strings.TrimSpace(item), token) {
-				return true
-			}
+func hasToken(value []byte, token string) bool {
+	for len(value) > 0 {
+		var item []byte
+		item, value, _ = bytes.Cut(value, []byte{','})
+		if bytes.EqualFold(bytes.TrimSpace(item), []byte(token)) {
+			return true
 		}
 	}
 	return false

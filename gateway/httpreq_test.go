@@ -11,17 +11,23 @@ import (
 )
 
 func TestParseHead(t *testing.T) {
+	type want struct {
+		method, target, host string
+		minor                int
+		length               int64
+		keepAlive, upgrade   bool
+	}
 	cases := []struct {
 		in      string
-		want    *requestHead // only the fields compared below
+		want    *want
 		err     error
 		partial bool
 	}{
 		{in: "GET /a?b=c HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\r\n",
-			want: &requestHead{method: "GET", target: "/a?b=c", minor: 1, host: "x", length: -1, keepAlive: true, upgrade: true}},
+			want: &want{method: "GET", target: "/a?b=c", minor: 1, host: "x", length: -1, keepAlive: true, upgrade: true}},
 		{in: "\r\nPOST / HTTP/1.0\nContent-Length: 3\nConnection: keep-alive\n\nabc",
-			want: &requestHead{method: "POST", target: "/", minor: 0, length: 3, keepAlive: true}},
-		{in: "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", want: &requestHead{method: "GET", target: "/", minor: 1, host: "x", length: -1}},
+			want: &want{method: "POST", target: "/", minor: 0, length: 3, keepAlive: true}},
+		{in: "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", want: &want{method: "GET", target: "/", minor: 1, host: "x", length: -1}},
 		{in: "GET / HTTP/1.1\r\nHost: x\r\n", partial: true},
 		{in: "GET / HTTP/1.1\r\nHost: x\r\n\r", partial: true},
 		{in: "GET / HTTP/1.1\r\n\r\n", err: errNoHost},
@@ -37,25 +43,24 @@ func TestParseHead(t *testing.T) {
 		{in: "GET / HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("a", 300), err: errHeadTooLarge},
 	}
 	for _, tc := range cases {
-		h, err := parseHead([]byte(tc.in), 256)
+		h, ok, err := parseHead([]byte(tc.in), 256)
 		switch {
 		case tc.err != nil:
 			if err != tc.err {
 				t.Errorf("%q: err %v, want %v", tc.in, err, tc.err)
 			}
 		case tc.partial:
-			if h != nil || err != nil {
-				t.Errorf("%q: %+v %v, want incomplete", tc.in, h, err)
+			if ok || err != nil {
+				t.Errorf("%q: ok %v %v, want incomplete", tc.in, ok, err)
 			}
 		default:
-			if err != nil || h == nil {
+			if err != nil || !ok {
 				t.Errorf("%q: %v", tc.in, err)
 				continue
 			}
-			w := tc.want
-			if h.method != w.method || h.target != w.target || h.minor != w.minor || h.host != w.host ||
-				h.length != w.length || h.keepAlive != w.keepAlive || h.upgrade != w.upgrade {
-				t.Errorf("%q: got %+v", tc.in, h)
+			got := want{string(h.method), string(h.target), string(h.host), h.minor, h.length, h.keepAlive, h.upgrade}
+			if got != *tc.want {
+				t.Errorf("%q: got %+v, want %+v", tc.in, got, *tc.want)
 			}
 		}
 	}
@@ -87,22 +92,28 @@ func FuzzParseHead(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.0\n\n"))
 	f.Add([]byte("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX: \t y \r\n\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		h, err := parseHead(in, 8192)
-		if err != nil || h == nil {
+		h, ok, err := parseHead(in, 8192)
+		if err != nil || !ok {
 			return
 		}
-		if h.headLength > len(in) {
-			t.Fatalf("head length %d past input %d", h.headLength, len(in))
+		if h.size() > len(in) {
+			t.Fatalf("head length %d past input %d", h.size(), len(in))
 		}
 		if h.chunked {
-			_, _, _ = parseChunked(in[h.headLength:], 1<<20)
+			_, _, _ = parseChunked(in[h.size():], 1<<20)
 		}
-		r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(in[:h.headLength])))
+		hdr := h.header()
+		r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(in[:h.size()])))
 		if err != nil {
 			return // net/http is stricter in places (e.g. bare LF); den may accept more
 		}
-		if r.Method != h.method || r.RequestURI != h.target || (h.minor == 1 && r.Host != h.host) {
+		if r.Method != string(h.method) || r.RequestURI != string(h.target) || (h.minor == 1 && r.Host != string(h.host)) {
 			t.Fatalf("den %q %q %q, net/http %q %q %q", h.method, h.target, h.host, r.Method, r.RequestURI, r.Host)
+		}
+		for k, vs := range r.Header {
+			if k != "Host" && len(hdr[k]) != len(vs) {
+				t.Fatalf("field %s: den %q, net/http %q", k, hdr[k], vs)
+			}
 		}
 	})
 }

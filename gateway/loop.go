@@ -23,27 +23,31 @@ type loop struct {
 
 	mu          sync.Mutex
 	dirty       []*Socket
-	flushQueued bool       // a flush is on its way; no need to wake the loop
-	iovFree     [][][]byte // spare write queues
+	flushQueued bool        // a flush is on its way; no need to wake the loop
+	qFree       []*outQueue // spare write queues
 
 	// Owned by the loop goroutine.
+	hs      *handshaker
 	wheel   wheel
 	dec     wsframe.Decoder // for sockets without a partial frame of their own
 	work    []work
 	spare   []*Socket // the other half of the dirty list's double buffer
 	drain   []*Socket // sockets a shutdown batch closes
 	inflate []byte
+	// The peer's close reason for the socket closing now: OnClose follows
+	// the close frame in the same callback, so the reason need not be
+	// kept in every socket.
+	peerReason    string
+	peerReasonFor *Socket
 }
 
 // work is one dirty socket's share of a flush, taken under mu.
 type work struct {
-	s         *Socket
-	out       [][]byte
-	outBytes  int
-	join      joinAnswer
-	slow      bool
-	closeReq  uint16
-	closeText string
+	s        *Socket
+	q        *outQueue // nil if nothing was queued
+	join     joinAnswer
+	slow     bool
+	closeReq uint16
 }
 
 type flushTask loop
@@ -64,8 +68,8 @@ func (t *tickTask) Run(context.Context) error {
 // markDirty puts s on the dirty list and reports whether the loop must be
 // woken to flush it. l.mu is held.
 func (l *loop) markDirty(s *Socket) bool {
-	if !s.dirty {
-		s.dirty = true
+	if !s.mflags.has(mDirty) {
+		s.mflags |= mDirty
 		l.dirty = append(l.dirty, s)
 	}
 	if l.flushQueued {
@@ -84,23 +88,28 @@ func (l *loop) wakeIf(wake bool) {
 	}
 }
 
-// newIOV returns an empty write queue. l.mu is held.
-func (l *loop) newIOV() [][]byte {
-	if n := len(l.iovFree); n > 0 {
-		q := l.iovFree[n-1]
-		l.iovFree = l.iovFree[:n-1]
-		return q
+// queue returns s's write queue, giving it one if it has none. l.mu is
+// held.
+func (l *loop) queue(s *Socket) *outQueue {
+	if s.q == nil {
+		if n := len(l.qFree); n > 0 {
+			s.q = l.qFree[n-1]
+			l.qFree = l.qFree[:n-1]
+		} else {
+			s.q = &outQueue{frames: make([][]byte, 0, 4)}
+		}
 	}
-	return make([][]byte, 0, 4)
+	return s.q
 }
 
-// putIOV keeps a drained queue for reuse. l.mu is held.
-func (l *loop) putIOV(q [][]byte) {
-	if q == nil || cap(q) > 256 || len(l.iovFree) >= 1024 {
+// putQueue keeps a drained queue for reuse. l.mu is held.
+func (l *loop) putQueue(q *outQueue) {
+	if q == nil || cap(q.frames) > 256 || len(l.qFree) >= 1024 {
 		return
 	}
-	clear(q)
-	l.iovFree = append(l.iovFree, q[:0])
+	clear(q.frames)
+	q.frames, q.bytes, q.closeText = q.frames[:0], 0, ""
+	l.qFree = append(l.qFree, q)
 }
 
 // holdFlush tells writers that a flush will follow, so they do not wake the
@@ -119,12 +128,9 @@ func (l *loop) flush() {
 	l.dirty = l.spare[:0]
 	l.flushQueued = false
 	for _, s := range batch {
-		s.dirty = false
-		l.work = append(l.work, work{
-			s: s, out: s.out, outBytes: s.outBytes, join: s.joinAns,
-			slow: s.slow, closeReq: s.closeReq, closeText: s.closeText,
-		})
-		s.out, s.outBytes, s.joinAns = nil, 0, joinPending
+		s.mflags &^= mDirty
+		l.work = append(l.work, work{s: s, q: s.q, join: s.joinAns, slow: s.mflags.has(mSlow), closeReq: s.closeReq})
+		s.q, s.joinAns = nil, joinPending
 	}
 	l.spare = batch
 	l.mu.Unlock()
@@ -132,9 +138,11 @@ func (l *loop) flush() {
 	for i := range l.work {
 		w := &l.work[i]
 		l.act(w)
-		l.mu.Lock()
-		l.putIOV(w.out)
-		l.mu.Unlock()
+		if w.q != nil {
+			l.mu.Lock()
+			l.putQueue(w.q)
+			l.mu.Unlock()
+		}
 		*w = work{}
 	}
 	l.work = l.work[:0]
@@ -143,26 +151,32 @@ func (l *loop) flush() {
 
 func (l *loop) act(w *work) {
 	s := w.s
+	var frames [][]byte
+	var queued int
+	var closeText string
+	if w.q != nil {
+		frames, queued, closeText = w.q.frames, w.q.bytes, w.q.closeText
+	}
 	switch s.state {
 	case stateJoining:
 		switch w.join {
 		case joinAccepted:
-			l.writeOut(s, w.out)
+			l.writeOut(s, frames)
 			l.open(s)
 		case joinRefused:
-			l.writeOut(s, w.out)
+			l.writeOut(s, frames)
 			l.closeConn(s)
 		}
 	case stateOpen:
-		if backlog := s.conn.OutboundBuffered(); w.slow || (backlog > 0 && backlog+w.outBytes > l.srv.cfg.WriteQueueBytes) {
+		if backlog := s.conn.OutboundBuffered(); w.slow || (backlog > 0 && backlog+queued > l.srv.cfg.WriteQueueBytes) {
 			l.srv.stats.slowConsumers.Add(1)
 			l.srv.log.Debug("slow consumer", socketField(s))
 			l.startClose(s, wsframe.ClosePolicyViolation, "slow consumer")
 			return
 		}
-		l.writeOut(s, w.out)
+		l.writeOut(s, frames)
 		if w.closeReq != 0 {
-			l.startClose(s, wsframe.StatusCode(w.closeReq), w.closeText)
+			l.startClose(s, wsframe.StatusCode(w.closeReq), closeText)
 		}
 	}
 }
@@ -182,10 +196,10 @@ func (l *loop) writeOut(s *Socket, out [][]byte) {
 // writeNow writes one buffer from the loop, after anything queued.
 func (l *loop) writeNow(s *Socket, b []byte) {
 	l.mu.Lock()
-	queued := len(s.out) > 0
+	queued := s.q != nil && len(s.q.frames) > 0
 	if queued {
-		s.out = append(s.out, b)
-		s.outBytes += len(b)
+		s.q.frames = append(s.q.frames, b)
+		s.q.bytes += len(b)
 	}
 	l.mu.Unlock()
 	if !queued {
@@ -197,6 +211,7 @@ func (l *loop) writeNow(s *Socket, b []byte) {
 // sent while its room was deciding.
 func (l *loop) open(s *Socket) {
 	s.state = stateOpen
+	s.flags |= flagOpened
 	s.http = nil
 	s.lastRead = l.wheel.now
 	l.srv.stats.open.Add(1)
@@ -230,12 +245,12 @@ func (l *loop) startClose(s *Socket, code wsframe.StatusCode, reason string) {
 // sendClose writes den's close frame once and records the code that Closed
 // reports if the peer never answers.
 func (l *loop) sendClose(s *Socket, code wsframe.StatusCode, reason string) {
-	if s.sentClose {
+	if s.flags.has(flagSentClose) {
 		return
 	}
-	s.sentClose = true
+	s.flags |= flagSentClose
 	if s.closeCode == 0 {
-		s.closeCode, s.closeWhy = uint16(code), reason
+		s.closeCode = uint16(code)
 	}
 	l.writeNow(s, wsframe.AppendClose(nil, code, reason))
 }
@@ -328,8 +343,9 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 		}
 	case wsframe.OpClose:
 		code, reason := wsframe.ParseClose(m.Payload)
-		s.peerClosed = true
-		s.closeCode, s.closeWhy = uint16(code), string(reason)
+		s.flags |= flagPeerClosed
+		s.closeCode = uint16(code)
+		l.peerReason, l.peerReasonFor = string(reason), s
 		reply := code
 		if code == wsframe.CloseNoStatus {
 			reply = wsframe.CloseNormal
@@ -375,7 +391,7 @@ func (l *loop) due(s *Socket) {
 			l.wheel.file(s, now+1)
 		}
 	case stateOpen:
-		if s.pinged {
+		if s.flags.has(flagPinged) {
 			if now-s.since < t.pong {
 				l.wheel.file(s, s.since+t.pong)
 				return
@@ -389,7 +405,8 @@ func (l *loop) due(s *Socket) {
 			l.wheel.file(s, s.lastRead+t.ping)
 			return
 		}
-		s.pinged, s.since = true, now
+		s.flags |= flagPinged
+		s.since = now
 		l.writeNow(s, pingFrame)
 		l.wheel.file(s, now+t.pong)
 	case stateClosing:

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"context"
+	"net"
 	"net/http"
 	"sync/atomic"
 )
@@ -19,9 +21,10 @@ type Rooms interface {
 	// returns.
 	Message(s *Socket, text bool, payload []byte)
 	// Closed reports, exactly once per accepted socket and on its event
-	// loop, that s is gone. code and reason are the peer's close frame's
-	// (1005 if it had no code), else the code den closed with, else 1006.
-	// clean reports that close frames went both ways.
+	// loop, that s is gone. code is the peer's close code (1005 if its
+	// close frame had none), else the code den closed with, else 1006 for
+	// a connection that dropped. reason is the peer's, or "". clean
+	// reports that close frames went both ways.
 	Closed(s *Socket, code int, reason string, clean bool)
 	// ServeHTTP serves a request to /rooms/{kind}/{name}[/...] that is not
 	// a WebSocket handshake. It runs on a goroutine of its own.
@@ -33,15 +36,27 @@ type Rooms interface {
 type Join struct {
 	// Kind and Name address the room.
 	Kind, Name string
-	// Request is the handshake request: URL with query, Header, Host and
-	// RemoteAddr. Its Body is empty.
-	Request *http.Request
 	// Subprotocol is the one Config.Subprotocol chose, or "".
 	Subprotocol string
 
 	s        *Socket
 	response []byte // the 101 response, written on Accept
+	head     []byte // a copy of the request head, parsed when asked for
+	remote   net.Addr
+	ctx      context.Context
+	req      *http.Request
 	answered atomic.Bool
+}
+
+// Request returns the handshake request: URL with query, Header, Host and
+// RemoteAddr, with an empty Body. It is parsed on first use, so a room
+// that does not look pays nothing; it is not safe for concurrent use.
+func (j *Join) Request() *http.Request {
+	if j.req == nil {
+		h, _, _ := parseHead(j.head, len(j.head)+1)
+		j.req = buildRequest(&h, nil, j.remote, j.ctx)
+	}
+	return j.req
 }
 
 // Accept lets the client in and returns its socket. Frames sent on the

@@ -19,13 +19,21 @@ var errRoomPath = errors.New("gateway: not a room path")
 // roomPath splits a request target of the form /rooms/{kind}/{name}[/rest]
 // (query ignored). Each segment is unescaped on its own, so a name may
 // hold "%2F". kind is lower-case letters, digits, '-' and '_'; name is
-// UTF-8 without control characters.
+// UTF-8 without control characters. The common origin-form target is
+// split without building a url.URL.
 func roomPath(target string) (kind, name, rest string, err error) {
-	u, err := url.ParseRequestURI(target)
-	if err != nil {
+	p, _, _ := strings.Cut(target, "?")
+	if !strings.HasPrefix(p, "/") {
+		u, err := url.ParseRequestURI(target) // absolute-form
+		if err != nil {
+			return "", "", "", errRoomPath
+		}
+		p = u.EscapedPath()
+	}
+	if !validEscapes(p) {
 		return "", "", "", errRoomPath
 	}
-	p, ok := strings.CutPrefix(u.EscapedPath(), "/rooms/")
+	p, ok := strings.CutPrefix(p, "/rooms/")
 	if !ok {
 		return "", "", "", errRoomPath
 	}
@@ -42,6 +50,21 @@ func roomPath(target string) (kind, name, rest string, err error) {
 	}
 	return kind, name, rest, nil
 }
+
+// validEscapes reports whether every '%' in p starts a hex escape.
+func validEscapes(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' {
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+				return false
+			}
+			i += 2
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
 
 func validKind(k string) bool {
 	if len(k) == 0 || len(k) > MaxKindLen {

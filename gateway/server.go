@@ -89,7 +89,9 @@ func (srv *Server) Start() error {
 	}
 	srv.cli, err = gnet.NewClient(&events{srv: srv},
 		gnet.WithNumEventLoop(srv.cfg.EventLoops),
-		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		// Go's accept already set TCP_NODELAY on the socket gnet duplicates;
+		// TCPDelay here only keeps gnet from setting it a second time.
+		gnet.WithTCPNoDelay(gnet.TCPDelay),
 		gnet.WithLogger(srv.log.Named("gnet").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)).Sugar()),
 	)
 	if err == nil {
@@ -145,6 +147,7 @@ func (srv *Server) loopOf(el gnet.EventLoop) *loop {
 	l := srv.loops[el]
 	if l == nil {
 		l = &loop{srv: srv, el: el}
+		l.hs = newHandshaker(l)
 		l.wheel.now = srv.nowTick()
 		srv.loops[el] = l
 		set := append(append([]*loop(nil), *srv.loopSet.Load()...), l)
@@ -181,7 +184,8 @@ func (e *events) OnTraffic(c gnet.Conn) gnet.Action {
 	case stateHTTP:
 		action = l.readHTTP(s)
 	case stateOpen, stateClosing:
-		s.lastRead, s.pinged = l.wheel.now, false
+		s.lastRead = l.wheel.now
+		s.flags &^= flagPinged
 		action = l.readFrames(s)
 	case stateClosed:
 		_, _ = c.Discard(-1)
@@ -205,7 +209,6 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 	l := s.loop
 	l.wheel.remove(s)
 	e.srv.stats.conns.Add(-1)
-	wasOpen := s.state == stateOpen || s.state == stateClosing || (s.state == stateClosed && s.http == nil)
 	if s.state == stateJoining {
 		s.http.join.answered.Store(true)
 	}
@@ -215,16 +218,23 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 		s.dec = nil
 	}
 	l.mu.Lock()
-	l.putIOV(s.out)
-	s.out, s.outBytes, s.slow = nil, 0, true
+	l.putQueue(s.q)
+	s.q = nil
+	s.mflags |= mSlow // refuse further frames
 	l.mu.Unlock()
-	if wasOpen {
+	if s.flags.has(flagOpened) {
 		e.srv.stats.open.Add(-1)
-		code, clean := int(s.closeCode), s.peerClosed && s.sentClose
+		both := flagPeerClosed | flagSentClose
+		code, clean := int(s.closeCode), s.flags&both == both
 		if code == 0 {
 			code = int(wsframe.CloseAbnormal)
 		}
-		e.srv.rooms.Closed(s, code, s.closeWhy, clean)
+		var reason string
+		if l.peerReasonFor == s {
+			reason = l.peerReason
+			l.peerReason, l.peerReasonFor = "", nil
+		}
+		e.srv.rooms.Closed(s, code, reason, clean)
 	}
 	c.SetContext(nil)
 	return gnet.None

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"errors"
-	"net"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -35,76 +34,106 @@ const (
 )
 
 // Socket is one client connection: an HTTP connection until it upgrades,
-// then a WebSocket. While idle it holds no goroutine, timer or buffer.
+// then a WebSocket. While idle it holds no goroutine, timer or buffer:
+// its record is 128 bytes beside gnet's own, and what it needs only for a
+// while (the HTTP side, a partial frame, queued frames, tags) hangs off
+// pointers that are nil otherwise.
 //
-// Send, SendFrame and Close are safe from any goroutine. The tags,
-// attachment and value belong to the room that accepted the socket and
-// are not synchronized: only that room's goroutine may use them.
+// Send, SendFrame and Close are safe from any goroutine. Tags, attachment
+// and value belong to the room that accepted the socket and are not
+// synchronized: only that room's goroutine may use them.
 type Socket struct {
-	id   uint64
-	conn gnet.Conn
-	loop *loop
-
-	// The room's record; see the type comment.
-	kind, name  string
-	subprotocol string
-	tags        []string
-	attachment  []byte
-	value       any
+	id    uint64
+	conn  gnet.Conn
+	loop  *loop
+	value any     // the room's handle
+	rec   *record // the room's tags and attachment
 
 	// Owned by the loop goroutine.
-	state      connState
-	deflate    bool   // permessage-deflate negotiated
-	pinged     bool   // a keepalive ping is unanswered
-	inWheel    bool   //
-	peerClosed bool   // the peer's close frame arrived
-	sentClose  bool   // den's close frame went out
-	closeCode  uint16 // the code reported to Closed
-	lastRead   uint32 // wheel tick of the last bytes read
-	since      uint32 // wheel tick the current state began
-	wslot      uint32
-	wnext      *Socket
-	wprev      *Socket
-	dec        *wsframe.Decoder // only while a frame or message is incomplete
-	http       *httpConn        // only while speaking HTTP or joining
-	closeWhy   string
+	wnext    *Socket
+	wprev    *Socket
+	dec      *wsframe.Decoder // only while a frame or message is incomplete
+	http     *httpConn        // only while speaking HTTP or joining
+	lastRead uint32           // wheel tick of the last bytes read
+	since    uint32           // wheel tick the current state (or the ping) began
+	wslot    uint32
 
 	// Guarded by loop.mu.
-	out       [][]byte // frames waiting for the loop to write them
-	outBytes  int
-	dirty     bool       // on loop.dirty
-	joinAns   joinAnswer // a join's answer not yet acted on
-	closeReq  uint16     // a close asked for from another goroutine
+	q        *outQueue // frames waiting for the loop; nil when none
+	closeReq uint16    // a close asked for from another goroutine
+
+	closeCode uint16 // loop: the code reported to Closed
+	state     connState
+	flags     socketFlags // loop
+	deflate   bool        // set before the socket is shared, then read-only
+	mflags    lockedFlags // loop.mu
+	joinAns   joinAnswer  // loop.mu: a join's answer not yet acted on
+}
+
+type socketFlags uint8
+
+const (
+	flagPinged     socketFlags = 1 << iota // a keepalive ping is unanswered
+	flagInWheel                            //
+	flagPeerClosed                         // the peer's close frame arrived
+	flagSentClose                          // den's close frame went out
+	flagOpened                             // the socket was accepted: Closed is owed
+)
+
+type lockedFlags uint8
+
+const (
+	mDirty lockedFlags = 1 << iota // on loop.dirty
+	mSlow                          // over the write queue limit
+)
+
+func (f socketFlags) has(x socketFlags) bool { return f&x != 0 }
+func (f lockedFlags) has(x lockedFlags) bool { return f&x != 0 }
+
+// record is the room's part of a socket, allocated when first set.
+type record struct {
+	tags       []string
+	attachment []byte
+}
+
+// outQueue is a socket's write queue, taken whole by the loop.
+type outQueue struct {
+	frames    [][]byte
+	bytes     int
 	closeText string
-	slow      bool // over the write queue limit
 }
 
 // ID returns the socket's id, unique within the process.
 func (s *Socket) ID() uint64 { return s.id }
 
-// Kind returns the room kind the socket joined.
-func (s *Socket) Kind() string { return s.kind }
-
-// Name returns the room name the socket joined.
-func (s *Socket) Name() string { return s.name }
-
-// Subprotocol returns the negotiated subprotocol, or "".
-func (s *Socket) Subprotocol() string { return s.subprotocol }
-
-// RemoteAddr returns the client's address.
-func (s *Socket) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
-
 // Tags returns the socket's tags.
-func (s *Socket) Tags() []string { return s.tags }
+func (s *Socket) Tags() []string {
+	if s.rec == nil {
+		return nil
+	}
+	return s.rec.tags
+}
 
 // SetTags replaces the socket's tags.
-func (s *Socket) SetTags(tags []string) { s.tags = tags }
+func (s *Socket) SetTags(tags []string) { s.record().tags = tags }
 
 // Attachment returns the socket's attachment.
-func (s *Socket) Attachment() []byte { return s.attachment }
+func (s *Socket) Attachment() []byte {
+	if s.rec == nil {
+		return nil
+	}
+	return s.rec.attachment
+}
 
 // SetAttachment replaces the socket's attachment.
-func (s *Socket) SetAttachment(b []byte) { s.attachment = b }
+func (s *Socket) SetAttachment(b []byte) { s.record().attachment = b }
+
+func (s *Socket) record() *record {
+	if s.rec == nil {
+		s.rec = new(record)
+	}
+	return s.rec
+}
 
 // Value returns what the room stored with SetValue.
 func (s *Socket) Value() any { return s.value }
@@ -132,7 +161,8 @@ func (s *Socket) Close(code int, reason string) {
 	l := s.loop
 	l.mu.Lock()
 	if s.closeReq == 0 {
-		s.closeReq, s.closeText = uint16(code), reason
+		s.closeReq = uint16(code)
+		l.queue(s).closeText = reason
 	}
 	wake := l.markDirty(s)
 	l.mu.Unlock()
@@ -158,22 +188,20 @@ func (s *Socket) enqueue(frame []byte) error {
 // consumer when the queue would pass its limit. It reports whether the
 // loop has work: false when the socket was already closing. l.mu is held.
 func (s *Socket) queueLocked(frame []byte) bool {
-	if s.closeReq != 0 || s.slow {
+	if s.closeReq != 0 || s.mflags.has(mSlow) {
 		return false
 	}
+	q := s.loop.queue(s)
 	// One frame always fits an empty queue, so a message as large as the
 	// largest allowed can be sent whatever the queue limit.
-	if s.outBytes > 0 && s.outBytes+len(frame) > s.loop.srv.cfg.WriteQueueBytes {
-		s.slow = true
-		s.loop.putIOV(s.out)
-		s.out, s.outBytes = nil, 0
+	if q.bytes > 0 && q.bytes+len(frame) > s.loop.srv.cfg.WriteQueueBytes {
+		s.mflags |= mSlow
+		clear(q.frames)
+		q.frames, q.bytes = q.frames[:0], 0
 		return true
 	}
-	if s.out == nil {
-		s.out = s.loop.newIOV()
-	}
-	s.out = append(s.out, frame)
-	s.outBytes += len(frame)
+	q.frames = append(q.frames, frame)
+	q.bytes += len(frame)
 	return true
 }
 
@@ -182,16 +210,14 @@ func (s *Socket) answer(response []byte, a joinAnswer) {
 	l := s.loop
 	l.mu.Lock()
 	s.joinAns = a
-	if s.out == nil {
-		s.out = l.newIOV()
-	}
 	// The response goes before anything queued; nothing can be, since the
 	// socket is unknown to the room until Accept returns, but the order
 	// must not rest on that.
-	s.out = append(s.out, nil)
-	copy(s.out[1:], s.out)
-	s.out[0] = response
-	s.outBytes += len(response)
+	q := l.queue(s)
+	q.frames = append(q.frames, nil)
+	copy(q.frames[1:], q.frames)
+	q.frames[0] = response
+	q.bytes += len(response)
 	wake := l.markDirty(s)
 	l.mu.Unlock()
 	l.wakeIf(wake)

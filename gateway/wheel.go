@@ -19,7 +19,7 @@ type wheel struct {
 // file puts s in the slot for tick at (or the farthest one), replacing its
 // current place.
 func (w *wheel) file(s *Socket, at uint32) {
-	if s.inWheel {
+	if s.flags.has(flagInWheel) {
 		w.remove(s)
 	}
 	if int32(at-w.now) < 1 {
@@ -34,12 +34,13 @@ func (w *wheel) file(s *Socket, at uint32) {
 		s.wnext.wprev = s
 	}
 	w.slots[i] = s
-	s.wslot, s.inWheel = at, true
+	s.wslot = at
+	s.flags |= flagInWheel
 	w.count++
 }
 
 func (w *wheel) remove(s *Socket) {
-	if !s.inWheel {
+	if !s.flags.has(flagInWheel) {
 		return
 	}
 	if s.wprev != nil {
@@ -50,7 +51,8 @@ func (w *wheel) remove(s *Socket) {
 	if s.wnext != nil {
 		s.wnext.wprev = s.wprev
 	}
-	s.wnext, s.wprev, s.inWheel = nil, nil, false
+	s.wnext, s.wprev = nil, nil
+	s.flags &^= flagInWheel
 	w.count--
 }
 
@@ -65,7 +67,8 @@ func (w *wheel) advance(to uint32, due func(*Socket)) {
 		w.slots[i] = nil
 		for s != nil {
 			next := s.wnext
-			s.wnext, s.wprev, s.inWheel = nil, nil, false
+			s.wnext, s.wprev = nil, nil
+			s.flags &^= flagInWheel
 			w.count--
 			due(s)
 			s = next
