@@ -203,7 +203,7 @@ type handshaker struct {
 	rw   io.ReadWriter
 
 	// The handshake in progress.
-	head       *requestHead
+	head       requestHead
 	kind, name string
 	protocol   string
 }
@@ -240,13 +240,13 @@ func newHandshaker(l *loop) *handshaker {
 // its room. The 101 response waits for the room's answer.
 func (hs *handshaker) upgrade(s *Socket, h *requestHead) gnet.Action {
 	l := hs.l
-	hs.head, hs.kind, hs.name, hs.protocol = h, "", "", ""
+	hs.head, hs.kind, hs.name, hs.protocol = *h, "", "", ""
 	hs.ext.Reset()
 	hs.rd.Reset(h.raw)
 	hs.resp.Reset()
 	result, err := hs.up.Upgrade(hs.rw)
 	response := bytes.Clone(hs.resp.Bytes())
-	hs.head = nil
+	hs.head = requestHead{}
 	if err != nil {
 		if ce := l.srv.log.Check(debugLevel, "bad handshake"); ce != nil {
 			ce.Write(socketField(s), errField(err))
