@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -17,11 +18,15 @@ import (
 // Keeping accept separate also leaves room to hand the listener to a new
 // process on restart.
 //
-// At the open-file limit the acceptor keeps serving: it holds one spare
-// descriptor, and when accept fails for lack of descriptors it gives the
-// spare up to accept the waiting client, answers 503 and closes it, then
-// takes the spare back. Existing sockets are never touched; accepting
-// resumes as soon as descriptors free up.
+// gnet's enroll waits for the loop to register each connection, so several
+// goroutines accept from the one listener (one per event loop) and their
+// waits overlap.
+//
+// At the open-file limit the acceptor keeps serving: each goroutine holds
+// one spare descriptor, and when accept fails for lack of descriptors it
+// gives the spare up to accept the waiting client, answers 503 and closes
+// it, then takes the spare back. Existing sockets are never touched;
+// accepting resumes as soon as descriptors free up.
 //
 // gnet's enroll duplicates each accepted descriptor, which would fail one
 // descriptor short of the limit and drop that client without an answer.
@@ -34,36 +39,78 @@ import (
 type acceptor struct {
 	srv     *Server
 	ln      *net.TCPListener
-	reserve int // the spare descriptor, or -1
 	stopped atomic.Bool
-	limit   int64 // RLIMIT_NOFILE when the acceptor started
-	tightAt int64 // connections held when the limit was met; 0 when not tight
+	limit   int64        // RLIMIT_NOFILE when the acceptor started
+	tightAt atomic.Int64 // connections held when the limit was met; 0 when not tight
+	wg      sync.WaitGroup
 
+	logMu      sync.Mutex
 	lastLog    time.Time
 	suppressed int
 }
 
 func newAcceptor(srv *Server, ln *net.TCPListener) *acceptor {
-	a := &acceptor{srv: srv, ln: ln, reserve: -1}
+	a := &acceptor{srv: srv, ln: ln}
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Cur < 1<<40 {
 		a.limit = int64(rl.Cur)
 	}
-	a.takeReserve()
 	return a
 }
 
-func (a *acceptor) run() {
+// run accepts on n goroutines until stop, and returns when all are done.
+func (a *acceptor) run(n int) {
+	for range max(n, 1) {
+		w := &acceptWorker{a: a, reserve: -1}
+		w.takeReserve()
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			w.run()
+		}()
+	}
+	a.wg.Wait()
+}
+
+func (a *acceptor) stop() {
+	if a.stopped.CompareAndSwap(false, true) {
+		_ = a.ln.Close()
+	}
+}
+
+// tightSlack is the margin, in descriptors, that counts as near the limit.
+const tightSlack = 256
+
+func (a *acceptor) tight() bool {
+	conns := a.srv.stats.conns.Load()
+	at := a.tightAt.Load()
+	if at > 0 && conns < at-tightSlack {
+		a.tightAt.CompareAndSwap(at, 0)
+		at = 0
+	}
+	return at > 0 || (a.limit > 0 && conns+tightSlack >= a.limit)
+}
+
+func (a *acceptor) metLimit() { a.tightAt.Store(max(a.srv.stats.conns.Load(), 1)) }
+
+// acceptWorker is one accepting goroutine with its spare descriptor.
+type acceptWorker struct {
+	a       *acceptor
+	reserve int // the spare descriptor, or -1
+}
+
+func (w *acceptWorker) run() {
+	a := w.a
+	defer w.releaseReserve()
 	backoff := time.Duration(0)
 	for {
 		c, err := a.ln.AcceptTCP()
 		if err != nil {
 			if a.stopped.Load() || errors.Is(err, net.ErrClosed) {
-				a.releaseReserve()
 				return
 			}
 			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				a.refuseAtLimit()
+				w.refuseAtLimit()
 				continue
 			}
 			a.srv.stats.acceptErrors.Add(1)
@@ -73,32 +120,26 @@ func (a *acceptor) run() {
 			continue
 		}
 		backoff = 0
-		a.enroll(c)
+		w.enroll(c)
 	}
 }
 
-func (a *acceptor) stop() {
-	if a.stopped.CompareAndSwap(false, true) {
-		_ = a.ln.Close()
-	}
-}
-
-// enroll hands a connection to gnet, which duplicates its descriptor; the
-// spare's slot is lent for the duplicate so that it cannot fail at the
-// limit.
-func (a *acceptor) enroll(c *net.TCPConn) {
+// enroll hands a connection to gnet, which duplicates its descriptor; near
+// the limit the spare's slot is lent for the duplicate.
+func (w *acceptWorker) enroll(c *net.TCPConn) {
+	a := w.a
 	s := &Socket{id: a.srv.nextID.Add(1), http: &httpConn{}}
 	tight := a.tight()
 	if tight {
-		a.releaseReserve()
+		w.releaseReserve()
 	}
 	_, err := a.srv.cli.EnrollContext(c, s)
 	if tight {
-		a.takeReserve()
+		w.takeReserve()
 	}
 	if err != nil {
 		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-			a.tightAt = max(a.srv.stats.conns.Load(), 1)
+			a.metLimit()
 		}
 		a.srv.stats.acceptErrors.Add(1)
 		a.logLimited("enrolling a connection failed", zap.Error(err))
@@ -107,36 +148,26 @@ func (a *acceptor) enroll(c *net.TCPConn) {
 	a.srv.stats.accepted.Add(1)
 }
 
-// tightSlack is the margin, in descriptors, that counts as near the limit.
-const tightSlack = 256
-
-func (a *acceptor) tight() bool {
-	conns := a.srv.stats.conns.Load()
-	if a.tightAt > 0 && conns < a.tightAt-tightSlack {
-		a.tightAt = 0
-	}
-	return a.tightAt > 0 || (a.limit > 0 && conns+tightSlack >= a.limit)
-}
-
 // refuseAtLimit accepts one waiting client on the spare descriptor and
 // turns it away with 503.
-func (a *acceptor) refuseAtLimit() {
+func (w *acceptWorker) refuseAtLimit() {
+	a := w.a
 	a.srv.stats.refusedAtLimit.Add(1)
-	a.tightAt = max(a.srv.stats.conns.Load(), 1)
+	a.metLimit()
 	a.logLimited("open-file limit reached: refusing new connections with 503; open sockets are unaffected")
-	if a.reserve < 0 {
-		a.takeReserve()
-		if a.reserve < 0 {
+	if w.reserve < 0 {
+		w.takeReserve()
+		if w.reserve < 0 {
 			// Someone else holds every descriptor; wait for one to free.
 			time.Sleep(10 * time.Millisecond)
 			return
 		}
 	}
-	a.releaseReserve()
+	w.releaseReserve()
 	if c, err := a.ln.AcceptTCP(); err == nil {
 		refuse(c)
 	}
-	a.takeReserve()
+	w.takeReserve()
 }
 
 var limitResponse = errorResponse(503, "server at its connection limit", map[string][]string{"Retry-After": {"1"}})
@@ -160,26 +191,28 @@ func refuse(c *net.TCPConn) {
 	_ = c.Close()
 }
 
-func (a *acceptor) takeReserve() {
-	if a.reserve >= 0 {
+func (w *acceptWorker) takeReserve() {
+	if w.reserve >= 0 {
 		return
 	}
 	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err == nil {
-		a.reserve = fd
+		w.reserve = fd
 	}
 }
 
-func (a *acceptor) releaseReserve() {
-	if a.reserve >= 0 {
-		_ = unix.Close(a.reserve)
-		a.reserve = -1
+func (w *acceptWorker) releaseReserve() {
+	if w.reserve >= 0 {
+		_ = unix.Close(w.reserve)
+		w.reserve = -1
 	}
 }
 
 // logLimited logs at most once per interval, counting what it held back.
 func (a *acceptor) logLimited(msg string, fields ...zap.Field) {
 	const interval = 10 * time.Second
+	a.logMu.Lock()
+	defer a.logMu.Unlock()
 	now := time.Now()
 	if now.Sub(a.lastLog) < interval {
 		a.suppressed++
