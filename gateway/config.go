@@ -32,6 +32,7 @@ const (
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultTick              = time.Second
 	DefaultCompressThreshold = 128
+	DefaultFlushPace         = time.Millisecond
 )
 
 // Config configures a Server. The zero value serves the built-in echo
@@ -65,6 +66,13 @@ type Config struct {
 	HTTPIdleTimeout time.Duration
 	// Tick is the resolution of every deadline above.
 	Tick time.Duration
+	// FlushPace batches broadcast writes under load: after a loop writes
+	// to many sockets at once, its next write waits until this much time
+	// has passed, so frames queued meanwhile leave together, one writev
+	// per socket. An isolated message goes out at once; a stream gains at
+	// most this much latency and costs far less CPU per frame. Negative
+	// disables pacing.
+	FlushPace time.Duration
 	// DisableCompression turns permessage-deflate off.
 	DisableCompression bool
 	// CompressThreshold is the smallest message den compresses for a client
@@ -122,6 +130,7 @@ func (c *Config) setDefaults() {
 	def(&c.CloseTimeout, DefaultCloseTimeout)
 	def(&c.HTTPIdleTimeout, DefaultHTTPIdleTimeout)
 	def(&c.Tick, DefaultTick)
+	def(&c.FlushPace, DefaultFlushPace)
 	if c.EventLoops == 0 {
 		c.EventLoops = runtime.NumCPU()
 	}

@@ -29,6 +29,10 @@ func TestMain(m *testing.M) {
 		runLimitedServer(v)
 		return
 	}
+	if v := os.Getenv(benchServerEnv); v != "" {
+		runBenchServer(v)
+		return
+	}
 	os.Exit(m.Run())
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -24,6 +25,9 @@ type loop struct {
 	mu          sync.Mutex
 	dirty       []*Socket
 	flushQueued bool        // a flush is on its way; no need to wake the loop
+	taskPending bool        // a flush task is scheduled
+	pacedUntil  int64       // monotonic ns before which a new flush waits (see Config.FlushPace)
+	pacer       *time.Timer // schedules a paced flush
 	qFree       []*outQueue // spare write queues
 
 	// Owned by the loop goroutine.
@@ -40,6 +44,10 @@ type loop struct {
 	peerReason    string
 	peerReasonFor *Socket
 }
+
+// paceSockets is the size of flush, in sockets written, after which the
+// next flush waits out Config.FlushPace.
+const paceSockets = 64
 
 // work is one dirty socket's share of a flush, taken under mu.
 type work struct {
@@ -75,16 +83,31 @@ func (l *loop) markDirty(s *Socket) bool {
 	if l.flushQueued {
 		return false
 	}
-	l.flushQueued = true
+	l.flushQueued, l.taskPending = true, true
 	return true
 }
 
+// wakeIf schedules a flush task when markDirty asked for one. After a
+// large flush the task waits out the flush pace, so a stream of
+// broadcasts is written in batches rather than a writev per frame.
 func (l *loop) wakeIf(wake bool) {
-	if wake {
-		if err := l.el.Execute(context.Background(), (*flushTask)(l)); err != nil {
-			// The engine is stopping; its connections close with it.
-			l.srv.log.Debug("flush not scheduled", errField(err))
-		}
+	if !wake {
+		return
+	}
+	l.mu.Lock()
+	wait := l.pacedUntil - l.srv.monotonic()
+	l.mu.Unlock()
+	if wait > 0 {
+		l.pacer.Reset(time.Duration(wait))
+		return
+	}
+	l.execFlush()
+}
+
+func (l *loop) execFlush() {
+	if err := l.el.Execute(context.Background(), (*flushTask)(l)); err != nil {
+		// The engine is stopping; its connections close with it.
+		l.srv.log.Debug("flush not scheduled", errField(err))
 	}
 }
 
@@ -113,11 +136,28 @@ func (l *loop) putQueue(q *outQueue) {
 }
 
 // holdFlush tells writers that a flush will follow, so they do not wake the
-// loop while it is already running a read event.
+// loop while it is already running an event.
 func (l *loop) holdFlush() {
 	l.mu.Lock()
 	l.flushQueued = true
 	l.mu.Unlock()
+}
+
+// deferFlush ends an event that held the flush: what it queued is written
+// by a task that runs after the other events of this poll round, so frames
+// for one socket from several events leave in one writev.
+func (l *loop) deferFlush() {
+	l.mu.Lock()
+	schedule := len(l.dirty) > 0 && !l.taskPending
+	if schedule {
+		l.taskPending = true
+	} else if !l.taskPending {
+		l.flushQueued = false
+	}
+	l.mu.Unlock()
+	if schedule {
+		l.wakeIf(true)
+	}
 }
 
 // flush writes what other goroutines queued and acts on joins' answers and
@@ -126,7 +166,7 @@ func (l *loop) flush() {
 	l.mu.Lock()
 	batch := l.dirty
 	l.dirty = l.spare[:0]
-	l.flushQueued = false
+	l.flushQueued, l.taskPending = false, false
 	for _, s := range batch {
 		s.mflags &^= mDirty
 		l.work = append(l.work, work{s: s, q: s.q, join: s.joinAns, slow: s.mflags.has(mSlow), closeReq: s.closeReq})
@@ -135,6 +175,12 @@ func (l *loop) flush() {
 	l.spare = batch
 	l.mu.Unlock()
 
+	if pace := l.srv.cfg.FlushPace; pace > 0 && len(l.work) >= paceSockets {
+		until := l.srv.monotonic() + int64(pace)
+		l.mu.Lock()
+		l.pacedUntil = until
+		l.mu.Unlock()
+	}
 	for i := range l.work {
 		w := &l.work[i]
 		l.act(w)

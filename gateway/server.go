@@ -33,6 +33,7 @@ type Server struct {
 	limitsDeflate wsframe.Limits
 	ticks         ticks
 	start         time.Time
+	monoStart     time.Time
 
 	cli      *gnet.Client
 	acceptor *acceptor
@@ -103,6 +104,7 @@ func (srv *Server) Start() error {
 	}
 	srv.baseCtx, srv.cancel = context.WithCancel(context.Background())
 	srv.start = srv.cfg.Clock.Now()
+	srv.monoStart = time.Now()
 	srv.acceptor = newAcceptor(srv, ln.(*net.TCPListener))
 	srv.bg.Add(2)
 	go func() { defer srv.bg.Done(); srv.acceptor.run(srv.cfg.EventLoops) }()
@@ -117,6 +119,10 @@ func (srv *Server) Addr() net.Addr { return srv.acceptor.ln.Addr() }
 // Ready reports whether the server accepts new work: false once Shutdown
 // has begun.
 func (srv *Server) Ready() bool { return !srv.draining.Load() }
+
+// monotonic is nanoseconds on the monotonic clock since the server
+// started; flush pacing measures sub-millisecond waits with it.
+func (srv *Server) monotonic() int64 { return int64(time.Since(srv.monoStart)) }
 
 // nowTick is the current wheel tick.
 func (srv *Server) nowTick() uint32 {
@@ -148,6 +154,8 @@ func (srv *Server) loopOf(el gnet.EventLoop) *loop {
 	if l == nil {
 		l = &loop{srv: srv, el: el}
 		l.hs = newHandshaker(l)
+		l.pacer = time.AfterFunc(time.Hour, l.execFlush)
+		l.pacer.Stop()
 		l.wheel.now = srv.nowTick()
 		srv.loops[el] = l
 		set := append(append([]*loop(nil), *srv.loopSet.Load()...), l)
@@ -197,7 +205,7 @@ func (e *events) OnTraffic(c gnet.Conn) gnet.Action {
 			action = gnet.Close
 		}
 	}
-	l.flush()
+	l.deferFlush()
 	return action
 }
 
