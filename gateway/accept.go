@@ -42,6 +42,9 @@ type acceptor struct {
 	stopped atomic.Bool
 	limit   int64        // RLIMIT_NOFILE when the acceptor started
 	tightAt atomic.Int64 // connections held when the limit was met; 0 when not tight
+	// tightMu makes accepting one goroutine's job while tight: another
+	// goroutine's accept could take the slot an enroll's duplicate needs.
+	tightMu sync.Mutex
 	wg      sync.WaitGroup
 
 	logMu      sync.Mutex
@@ -103,33 +106,45 @@ func (w *acceptWorker) run() {
 	a := w.a
 	defer w.releaseReserve()
 	backoff := time.Duration(0)
-	for {
-		c, err := a.ln.AcceptTCP()
-		if err != nil {
-			if a.stopped.Load() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				w.refuseAtLimit()
-				continue
-			}
-			a.srv.stats.acceptErrors.Add(1)
-			a.logLimited("accept failed", zap.Error(err))
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			time.Sleep(backoff)
-			continue
+	for !a.stopped.Load() {
+		tight := a.tight()
+		if tight {
+			a.tightMu.Lock()
 		}
-		backoff = 0
-		w.enroll(c)
+		backoff = w.acceptOne(tight, backoff)
+		if tight {
+			a.tightMu.Unlock()
+		}
 	}
+}
+
+// acceptOne accepts and enrolls one connection, or handles the failure;
+// it returns the backoff for the next failure.
+func (w *acceptWorker) acceptOne(tight bool, backoff time.Duration) time.Duration {
+	a := w.a
+	c, err := a.ln.AcceptTCP()
+	switch {
+	case err == nil:
+		w.enroll(c, tight)
+		return 0
+	case a.stopped.Load() || errors.Is(err, net.ErrClosed):
+		return 0
+	case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
+		w.refuseAtLimit()
+		return 0
+	}
+	a.srv.stats.acceptErrors.Add(1)
+	a.logLimited("accept failed", zap.Error(err))
+	backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+	time.Sleep(backoff)
+	return backoff
 }
 
 // enroll hands a connection to gnet, which duplicates its descriptor; near
 // the limit the spare's slot is lent for the duplicate.
-func (w *acceptWorker) enroll(c *net.TCPConn) {
+func (w *acceptWorker) enroll(c *net.TCPConn, tight bool) {
 	a := w.a
-	s := &Socket{id: a.srv.nextID.Add(1), http: &httpConn{}}
-	tight := a.tight()
+	s := &Socket{id: a.srv.nextID.Add(1)}
 	if tight {
 		w.releaseReserve()
 	}

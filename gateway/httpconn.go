@@ -21,15 +21,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// httpConn is a connection's HTTP state, kept only until it becomes a
-// WebSocket.
-type httpConn struct {
-	served  int   // requests answered on this connection
-	reading bool  // bytes of the next request have arrived
-	sent100 bool  // "100 Continue" went out for the current request
-	join    *Join // while joining
-}
-
 // readHTTP parses requests on a connection that speaks HTTP: a WebSocket
 // handshake goes to the room, any other request to the handler. One
 // request at a time; pipelined ones wait in the buffer.
@@ -39,8 +30,8 @@ func (l *loop) readHTTP(s *Socket) gnet.Action {
 	if len(buf) == 0 {
 		return gnet.None
 	}
-	if !s.http.reading {
-		s.http.reading = true
+	if !s.flags.has(flagReading) {
+		s.flags |= flagReading
 		s.since = l.wheel.now
 	}
 	h, ok, err := parseHead(buf, cfg.MaxHeaderBytes)
@@ -88,8 +79,8 @@ func (l *loop) readHTTP(s *Socket) gnet.Action {
 
 // continue100 answers "Expect: 100-continue" once while a body is awaited.
 func (l *loop) continue100(s *Socket, h *requestHead) gnet.Action {
-	if h.expect100 && !s.http.sent100 {
-		s.http.sent100 = true
+	if h.expect100 && !s.flags.has(flagSent100) {
+		s.flags |= flagSent100
 		l.writeNow(s, []byte("HTTP/1.1 100 Continue\r\n\r\n"))
 	}
 	return gnet.None
@@ -176,8 +167,7 @@ func (l *loop) finishHTTP(s *Socket, resp []byte, keepAlive bool) {
 	}
 	l.holdFlush()
 	defer l.flush()
-	s.http.served++
-	s.http.reading, s.http.sent100 = false, false
+	s.flags = s.flags&^(flagReading|flagSent100) | flagServed
 	l.writeNow(s, resp)
 	if !keepAlive {
 		l.closeConn(s)
@@ -245,25 +235,26 @@ func (hs *handshaker) upgrade(s *Socket, h *requestHead) gnet.Action {
 	hs.rd.Reset(h.raw)
 	hs.resp.Reset()
 	result, err := hs.up.Upgrade(hs.rw)
-	response := bytes.Clone(hs.resp.Bytes())
 	hs.head = requestHead{}
 	if err != nil {
 		if ce := l.srv.log.Check(debugLevel, "bad handshake"); ce != nil {
 			ce.Write(socketField(s), errField(err))
 		}
-		l.writeNow(s, response)
+		l.writeNow(s, bytes.Clone(hs.resp.Bytes()))
 		s.state = stateClosed
 		return gnet.Close
 	}
-	head := bytes.Clone(h.raw)
-	_, _ = s.conn.Discard(h.size())
+	response := responses.Get().(*[]byte)
+	*response = append((*response)[:0], hs.resp.Bytes()...)
 	_, s.deflate = hs.ext.Accepted()
 	s.deflate = s.deflate && !l.srv.cfg.DisableCompression
 	s.state = stateJoining
-	j := &Join{Kind: hs.kind, Name: hs.name, Subprotocol: result.Protocol, s: s, response: response,
-		head: head, remote: s.conn.RemoteAddr(), ctx: l.srv.baseCtx}
-	s.http.join = j
+	j := &Join{Kind: hs.kind, Name: hs.name, Subprotocol: result.Protocol, s: s, response: response, head: h.raw}
+	s.join = j
 	l.srv.rooms.Join(j)
+	// The head lives in gnet's buffer: it is gone once discarded.
+	j.head = nil
+	_, _ = s.conn.Discard(h.size())
 	return gnet.None
 }
 

@@ -31,24 +31,18 @@ func TestSlowConsumer(t *testing.T) {
 	}
 	defer other.Close()
 
+	// Flood echo requests without reading the echoes. Writes give up after
+	// a while: once den stops echoing, TCP may leave this side waiting on
+	// a zero window, and that wait is not what the test is about.
 	frame := wsframe.AppendMaskedFrame(nil, true, 0, wsframe.OpBinary, make([]byte, 16<<10), testMask)
-	done := make(chan error, 1)
 	go func() {
-		for i := 0; i < 2000; i++ {
+		for i := 0; i < 2000 && srv.Stats().SlowConsumers == 0; i++ {
+			c.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
 			if _, err := c.conn.Write(frame); err != nil {
-				done <- nil // den closed the connection: expected
-				return
-			}
-			if srv.Stats().SlowConsumers > 0 {
-				done <- nil
 				return
 			}
 		}
-		done <- errors.New("wrote 32 MiB without being cut off")
 	}()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
 	waitFor(t, "slow consumer counted", func() bool { return srv.Stats().SlowConsumers == 1 })
 
 	// The other socket is unharmed.

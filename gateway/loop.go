@@ -208,6 +208,12 @@ func (l *loop) act(w *work) {
 		switch w.join {
 		case joinAccepted:
 			l.writeOut(s, frames)
+			// Written (gnet copies what the kernel does not take): the
+			// response can serve the next handshake.
+			if r := s.join.response; r != nil {
+				s.join.response = nil
+				responses.Put(r)
+			}
 			l.open(s)
 		case joinRefused:
 			l.writeOut(s, frames)
@@ -258,7 +264,7 @@ func (l *loop) writeNow(s *Socket, b []byte) {
 func (l *loop) open(s *Socket) {
 	s.state = stateOpen
 	s.flags |= flagOpened
-	s.http = nil
+	s.join = nil
 	s.lastRead = l.wheel.now
 	l.srv.stats.open.Add(1)
 	l.wheel.file(s, l.wheel.now+l.srv.ticks.ping)
@@ -411,7 +417,7 @@ func (l *loop) due(s *Socket) {
 	switch s.state {
 	case stateHTTP:
 		limit := t.handshake
-		if s.http.served > 0 && s.conn.InboundBuffered() == 0 {
+		if s.flags.has(flagServed) && s.conn.InboundBuffered() == 0 {
 			limit = t.idle
 		}
 		if now-s.since < limit {
@@ -428,7 +434,7 @@ func (l *loop) due(s *Socket) {
 			l.wheel.file(s, s.since+t.handshake)
 			return
 		}
-		if s.http.join.answered.CompareAndSwap(false, true) {
+		if s.join.answered.CompareAndSwap(false, true) {
 			l.srv.stats.handshakeTimeouts.Add(1)
 			l.writeNow(s, errorResponse(503, "room did not answer", nil))
 			l.closeConn(s)

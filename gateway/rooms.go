@@ -1,9 +1,8 @@
 package gateway
 
 import (
-	"context"
-	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 )
 
@@ -40,21 +39,29 @@ type Join struct {
 	Subprotocol string
 
 	s        *Socket
-	response []byte // the 101 response, written on Accept
-	head     []byte // a copy of the request head, parsed when asked for
-	remote   net.Addr
-	ctx      context.Context
+	response *[]byte // the 101 response, from responses; written on Accept
+	head     []byte  // the request head in the connection's buffer, during Join only
 	req      *http.Request
 	answered atomic.Bool
 }
 
+// responses recycles 101 responses: a handshake's response is written once
+// and dropped, and a storm of handshakes should not be a storm of garbage.
+var responses = sync.Pool{New: func() any {
+	b := make([]byte, 0, 256)
+	return &b
+}}
+
 // Request returns the handshake request: URL with query, Header, Host and
-// RemoteAddr, with an empty Body. It is parsed on first use, so a room
-// that does not look pays nothing; it is not safe for concurrent use.
+// RemoteAddr, with an empty Body. It is parsed from the connection's
+// buffer on first use, so a room that does not look pays nothing; that
+// buffer is only valid during Rooms.Join, so a room that needs the request
+// must call Request there. Later calls return what was parsed then, or
+// nil. Request is not safe for concurrent use.
 func (j *Join) Request() *http.Request {
-	if j.req == nil {
+	if j.req == nil && j.head != nil {
 		h, _, _ := parseHead(j.head, len(j.head)+1)
-		j.req = buildRequest(&h, nil, j.remote, j.ctx)
+		j.req = buildRequest(&h, nil, j.s.conn.RemoteAddr(), j.s.loop.srv.baseCtx)
 	}
 	return j.req
 }
@@ -67,7 +74,7 @@ func (j *Join) Accept() *Socket {
 	if !j.answered.CompareAndSwap(false, true) {
 		return nil
 	}
-	j.s.answer(j.response, joinAccepted)
+	j.s.answer(*j.response, joinAccepted)
 	return j.s
 }
 

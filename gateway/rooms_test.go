@@ -31,13 +31,16 @@ type closeEvent struct {
 func newHub() *hub { return &hub{sockets: map[*Socket]bool{}, closed: make(chan closeEvent, 16)} }
 
 func (h *hub) Join(j *Join) {
+	// The request is only readable during Join; the answer comes later
+	// from another goroutine, as the rooms runtime's will.
+	user := j.Request().URL.Query().Get("user")
 	go func() {
 		if h.refuse != 0 {
 			j.Refuse(h.refuse, "not today")
 			return
 		}
 		s := j.Accept()
-		s.SetTags([]string{j.Request().URL.Query().Get("user")})
+		s.SetTags([]string{user})
 		// Sent at once: must reach the client after the 101, not before.
 		_ = s.Send(true, []byte("welcome "+s.Tags()[0]))
 		h.mu.Lock()

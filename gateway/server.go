@@ -218,7 +218,7 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 	l.wheel.remove(s)
 	e.srv.stats.conns.Add(-1)
 	if s.state == stateJoining {
-		s.http.join.answered.Store(true)
+		s.join.answered.Store(true)
 	}
 	s.state = stateClosed
 	if s.dec != nil {
@@ -315,7 +315,7 @@ func (t *drainTask) Run(context.Context) error {
 		case stateOpen:
 			l.startClose(s, wsframe.CloseServiceRestart, "server shutting down")
 		case stateJoining:
-			if s.http.join.answered.CompareAndSwap(false, true) {
+			if s.join.answered.CompareAndSwap(false, true) {
 				l.writeNow(s, errorResponse(503, "server shutting down", nil))
 				l.closeConn(s)
 			}

@@ -36,7 +36,7 @@ const (
 // Socket is one client connection: an HTTP connection until it upgrades,
 // then a WebSocket. While idle it holds no goroutine, timer or buffer:
 // its record is 128 bytes beside gnet's own, and what it needs only for a
-// while (the HTTP side, a partial frame, queued frames, tags) hangs off
+// while (a pending join, a partial frame, queued frames, tags) hangs off
 // pointers that are nil otherwise.
 //
 // Send, SendFrame and Close are safe from any goroutine. Tags, attachment
@@ -53,7 +53,7 @@ type Socket struct {
 	wnext    *Socket
 	wprev    *Socket
 	dec      *wsframe.Decoder // only while a frame or message is incomplete
-	http     *httpConn        // only while speaking HTTP or joining
+	join     *Join            // only while joining
 	lastRead uint32           // wheel tick of the last bytes read
 	since    uint32           // wheel tick the current state (or the ping) began
 	wslot    uint32
@@ -78,6 +78,9 @@ const (
 	flagPeerClosed                         // the peer's close frame arrived
 	flagSentClose                          // den's close frame went out
 	flagOpened                             // the socket was accepted: Closed is owed
+	flagServed                             // an HTTP response went out on this connection
+	flagReading                            // bytes of the next HTTP request have arrived
+	flagSent100                            // "100 Continue" went out for the current request
 )
 
 type lockedFlags uint8
