@@ -251,7 +251,7 @@ func (hs *handshaker) upgrade(s *Socket, h *requestHead) gnet.Action {
 	s.state = stateJoining
 	j := &Join{Kind: hs.kind, Name: hs.name, Subprotocol: result.Protocol, s: s, response: response, head: h.raw}
 	s.join = j
-	l.srv.rooms.Join(j)
+	l.join(j)
 	// The head lives in gnet's buffer: it is gone once discarded.
 	j.head = nil
 	_, _ = s.conn.Discard(h.size())

@@ -2,8 +2,12 @@ package gateway
 
 import (
 	"context"
+	"net/http"
+	"runtime/debug"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -203,8 +207,7 @@ func (l *loop) act(w *work) {
 	if w.q != nil {
 		frames, queued, closeText = w.q.frames, w.q.bytes, w.q.closeText
 	}
-	switch s.state {
-	case stateJoining:
+	if s.state == stateJoining {
 		switch w.join {
 		case joinAccepted:
 			l.writeOut(s, frames)
@@ -215,21 +218,27 @@ func (l *loop) act(w *work) {
 				responses.Put(r)
 			}
 			l.open(s)
+			frames, queued = nil, 0
 		case joinRefused:
 			l.writeOut(s, frames)
 			l.closeConn(s)
-		}
-	case stateOpen:
-		if backlog := s.conn.OutboundBuffered(); w.slow || (backlog > 0 && backlog+queued > l.srv.cfg.WriteQueueBytes) {
-			l.srv.stats.slowConsumers.Add(1)
-			l.srv.log.Debug("slow consumer", socketField(s))
-			l.startClose(s, wsframe.ClosePolicyViolation, "slow consumer")
+			return
+		default:
 			return
 		}
-		l.writeOut(s, frames)
-		if w.closeReq != 0 {
-			l.startClose(s, wsframe.StatusCode(w.closeReq), closeText)
-		}
+	}
+	if s.state != stateOpen {
+		return // closing or gone: nothing more is written
+	}
+	if backlog := s.conn.OutboundBuffered(); w.slow || (backlog > 0 && backlog+queued > l.srv.cfg.WriteQueueBytes) {
+		l.srv.stats.slowConsumers.Add(1)
+		l.srv.log.Debug("slow consumer", socketField(s))
+		l.startClose(s, wsframe.ClosePolicyViolation, "slow consumer")
+		return
+	}
+	l.writeOut(s, frames)
+	if w.closeReq != 0 {
+		l.startClose(s, wsframe.StatusCode(w.closeReq), closeText)
 	}
 }
 
@@ -388,7 +397,7 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 				defer func() { l.inflate = nil }() // do not pin a large buffer
 			}
 		}
-		l.srv.rooms.Message(s, m.Op == wsframe.OpText, payload)
+		return l.message(s, m.Op == wsframe.OpText, payload)
 	case wsframe.OpPing:
 		if s.state == stateOpen {
 			l.writeNow(s, wsframe.AppendFrame(nil, wsframe.OpPong, 0, m.Payload))
@@ -468,6 +477,43 @@ func (l *loop) due(s *Socket) {
 		}
 		l.closeConn(s)
 	}
+}
+
+// errRoomPanic fails a socket whose room code panicked on the loop.
+var errRoomPanic = &wsframe.CloseError{Code: wsframe.CloseInternalError, Reason: "internal error"}
+
+// message hands a message to Rooms. Rooms code runs on the loop; a panic
+// in it fails that socket with 1011, not the loop and its other sockets.
+func (l *loop) message(s *Socket, text bool, payload []byte) (action gnet.Action) {
+	defer func() {
+		if v := recover(); v != nil {
+			l.srv.log.Error("Rooms.Message panicked", socketField(s), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			action = l.fail(s, errRoomPanic)
+		}
+	}()
+	l.srv.rooms.Message(s, text, payload)
+	return gnet.None
+}
+
+// join hands a handshake to Rooms; a panic refuses it with 500.
+func (l *loop) join(j *Join) {
+	defer func() {
+		if v := recover(); v != nil {
+			l.srv.log.Error("Rooms.Join panicked", zap.String("kind", j.Kind), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			j.Refuse(http.StatusInternalServerError, "internal error")
+		}
+	}()
+	l.srv.rooms.Join(j)
+}
+
+// closed reports a socket's end to Rooms; a panic there is logged.
+func (l *loop) closed(s *Socket, code int, reason string, clean bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			l.srv.log.Error("Rooms.Closed panicked", socketField(s), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	l.srv.rooms.Closed(s, code, reason, clean)
 }
 
 var pingFrame = wsframe.AppendFrame(nil, wsframe.OpPing, 0, nil)

@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
 
 	"github.com/den-rooms/den/internal/wsframe"
 )
@@ -236,5 +237,61 @@ func TestShutdown(t *testing.T) {
 func TestSocketRecordSize(t *testing.T) {
 	if n := unsafe.Sizeof(Socket{}); n > 128 {
 		t.Fatalf("Socket is %d bytes, want at most 128", n)
+	}
+}
+
+// panicky is a Rooms whose code panics on demand.
+type panicky struct{ Echo }
+
+func (panicky) Join(j *Join) {
+	if j.Name == "bad-join" {
+		panic("join bug")
+	}
+	s := j.Accept()
+	if j.Name == "kick" {
+		// Closed before the loop has even written the 101: the close
+		// must still happen, after it.
+		s.Close(4001, "go away")
+	}
+}
+
+func (panicky) Message(s *Socket, text bool, p []byte) {
+	if string(p) == "boom" {
+		panic("message bug")
+	}
+	_ = s.Send(text, p)
+}
+
+// TestRoomPanics: a panic in room code fails that socket (1011) or that
+// join (500); the loop and its other sockets go on.
+func TestRoomPanics(t *testing.T) {
+	srv := startServer(t, Config{Rooms: panicky{}, EventLoops: 1, Logger: zap.NewNop()})
+	other := dialRaw(t, srv)
+	other.upgrade("/rooms/echo/ok")
+
+	c := dialRaw(t, srv)
+	c.upgrade("/rooms/echo/ok")
+	c.frame(true, 0, wsframe.OpText, []byte("boom"))
+	c.expectClose(wsframe.CloseInternalError)
+
+	bad := dialRaw(t, srv)
+	bad.send(request("/rooms/echo/bad-join", hUpgrade, hConn, hKey, hVersion))
+	if resp := bad.response(); resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("panicking join: %d", resp.StatusCode)
+	}
+
+	other.frame(true, 0, wsframe.OpText, []byte("fine"))
+	if f := other.mustRead(); string(f.payload) != "fine" {
+		t.Fatalf("other socket: %q", f.payload)
+	}
+}
+
+func TestCloseRightAfterAccept(t *testing.T) {
+	srv := startServer(t, Config{Rooms: panicky{}})
+	c := dialRaw(t, srv)
+	c.upgrade("/rooms/echo/kick")
+	f := c.mustRead()
+	if code, reason := wsframe.ParseClose(f.payload); f.op != wsframe.OpClose || code != 4001 || string(reason) != "go away" {
+		t.Fatalf("got %v %d %q, want close 4001", f.op, code, reason)
 	}
 }

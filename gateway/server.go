@@ -242,7 +242,7 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 			reason = l.peerReason
 			l.peerReason, l.peerReasonFor = "", nil
 		}
-		e.srv.rooms.Closed(s, code, reason, clean)
+		l.closed(s, code, reason, clean)
 	}
 	c.SetContext(nil)
 	return gnet.None
