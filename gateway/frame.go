@@ -49,6 +49,17 @@ func (f *Frame) bytes(deflate bool, threshold int) []byte {
 // Broadcast queues f for every socket in to. Sockets that are closing are
 // skipped. It takes each event loop's lock once, not once per socket.
 func Broadcast(f *Frame, to []*Socket) {
+	if len(to) == 0 {
+		return
+	}
+	// Compress before taking any loop's lock, if a recipient needs it.
+	threshold := to[0].loop.srv.cfg.CompressThreshold
+	for _, s := range to {
+		if s.deflate {
+			f.bytes(true, threshold)
+			break
+		}
+	}
 	for len(to) > 0 {
 		l := to[0].loop
 		l.mu.Lock()
@@ -62,7 +73,7 @@ func Broadcast(f *Frame, to []*Socket) {
 				rest = append(rest, s)
 				continue
 			}
-			if s.queueLocked(f.bytes(s.deflate, l.srv.cfg.CompressThreshold)) {
+			if s.queueLocked(f.bytes(s.deflate, threshold)) {
 				wake = l.markDirty(s) || wake
 			}
 		}

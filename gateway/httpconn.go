@@ -66,10 +66,13 @@ func (l *loop) readHTTP(s *Socket) gnet.Action {
 		body = bytes.Clone(buf[n : n+int(h.length)])
 		n += int(h.length)
 	}
-	req := buildRequest(&h, body, s.conn.RemoteAddr(), l.srv.baseCtx)
+	ctx, cancel := context.WithCancel(l.srv.baseCtx)
+	req := buildRequest(&h, body, s.conn.RemoteAddr(), ctx)
 	if req == nil {
+		cancel()
 		return l.reject(s, errBadRequest)
 	}
+	l.requests[s] = cancel
 	_, _ = s.conn.Discard(n)
 	s.state = stateHTTPBusy
 	l.wheel.remove(s)
@@ -165,11 +168,18 @@ func (l *loop) finishHTTP(s *Socket, resp []byte, keepAlive bool) {
 	if s.state != stateHTTPBusy {
 		return // the client went away
 	}
+	if cancel := l.requests[s]; cancel != nil {
+		cancel()
+		delete(l.requests, s)
+	}
 	l.holdFlush()
 	defer l.flush()
 	s.flags = s.flags&^(flagReading|flagSent100) | flagServed
-	l.writeNow(s, resp)
-	if !keepAlive {
+	if !l.writeNow(s, resp) {
+		return
+	}
+	if !keepAlive || l.overLimit(s) {
+		// Closing, or pipelining requests while not reading the answers.
 		l.closeConn(s)
 		return
 	}
@@ -253,7 +263,7 @@ func (hs *handshaker) upgrade(s *Socket, h *requestHead) gnet.Action {
 	s.join = j
 	l.join(j)
 	// The head lives in gnet's buffer: it is gone once discarded.
-	j.head = nil
+	j.endHead()
 	_, _ = s.conn.Discard(h.size())
 	return gnet.None
 }

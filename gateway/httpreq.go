@@ -130,7 +130,10 @@ func parseHead(p []byte, maxBytes int) (h requestHead, ok bool, err error) {
 	if h.minor == 1 {
 		h.keepAlive = !close
 	} else {
-		h.keepAlive = keepAlive && !close
+		// RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding
+		// may have been framed wrongly by an intermediary; do not reuse
+		// the connection.
+		h.keepAlive = keepAlive && !close && !h.chunked
 	}
 	h.expect100 = h.expect100 && h.minor == 1
 	return h, true, nil
@@ -301,86 +304,132 @@ func hasToken(value []byte, token string) bool {
 // maxChunkLine bounds a chunk-size line, extensions included.
 const maxChunkLine = 1024
 
+// chunkOverhead bounds the framing a chunked body may spend beyond its
+// data (sizes, extensions, line ends, trailers), so a body of many tiny
+// chunks cannot make den buffer far more than MaxBodyBytes.
+func chunkOverhead(maxBody int64) int64 { return maxBody/4 + 16<<10 }
+
 // parseChunked decodes a chunked body at the start of p. It returns the
 // body and the bytes it took, or n == 0 while the body is incomplete.
-// Trailer fields are read and dropped. The body may not pass maxBody.
+// Framing must use CRLF: a proxy in front of den that accepts bare LF
+// here would frame the body differently, which is how requests are
+// smuggled. Trailer fields are read and dropped. The data may not pass
+// maxBody, nor the framing chunkOverhead(maxBody).
 func parseChunked(p []byte, maxBody int64) (body []byte, n int, err error) {
+	maxWire := maxBody + chunkOverhead(maxBody)
 	var size int64
 	i := 0
 	// First pass: find the end and the size, so the body is copied once.
 	for {
-		line, next, ok := chunkLine(p, i)
-		if !ok {
-			if len(p)-i > maxChunkLine {
-				return nil, 0, errBadChunk
-			}
-			return nil, 0, nil
+		line, next, err := chunkLine(p, i)
+		if err != nil || line == nil {
+			return nil, 0, incomplete(err, len(p), maxWire)
 		}
-		if semi := bytes.IndexByte(line, ';'); semi >= 0 {
-			line = line[:semi]
-		}
-		line = bytes.TrimRight(line, " \t")
-		cs, perr := strconv.ParseInt(string(line), 16, 64)
-		if perr != nil || cs < 0 || len(line) == 0 || line[0] == '+' || line[0] == '-' {
-			return nil, 0, errBadChunk
+		cs, err := chunkSize(line, maxBody-size)
+		if err != nil {
+			return nil, 0, err
 		}
 		i = next
 		if cs == 0 {
 			break
 		}
-		if size += cs; size > maxBody {
-			return nil, 0, errBodyTooLarge
-		}
+		size += cs
 		if int64(len(p)-i) < cs+2 {
-			return nil, 0, nil
+			return nil, 0, incomplete(nil, len(p), maxWire)
 		}
 		i += int(cs)
-		if p[i] == '\r' {
-			i++
-		}
-		if p[i] != '\n' {
+		if p[i] != '\r' || p[i+1] != '\n' {
 			return nil, 0, errBadChunk
 		}
-		i++
+		i += 2
 	}
-	// Trailer section: fields until a blank line.
+	// Trailer section: fields until an empty line.
 	for {
-		line, next, ok := chunkLine(p, i)
-		if !ok {
-			if len(p)-i > maxChunkLine {
-				return nil, 0, errBadChunk
-			}
-			return nil, 0, nil
+		line, next, err := chunkLine(p, i)
+		if err != nil || line == nil {
+			return nil, 0, incomplete(err, len(p), maxWire)
 		}
 		i = next
 		if len(line) == 0 {
 			break
 		}
+		if _, _, ok := splitField(line); !ok {
+			return nil, 0, errBadChunk
+		}
+	}
+	if int64(i) > maxWire {
+		return nil, 0, errBodyTooLarge
 	}
 	body = make([]byte, 0, size)
 	for j := 0; ; {
 		line, next, _ := chunkLine(p, j)
-		if semi := bytes.IndexByte(line, ';'); semi >= 0 {
-			line = line[:semi]
-		}
-		cs, _ := strconv.ParseInt(string(bytes.TrimRight(line, " \t")), 16, 64)
+		cs, _ := chunkSize(line, maxBody)
 		if cs == 0 {
 			break
 		}
 		body = append(body, p[next:next+int(cs)]...)
-		j = next + int(cs)
-		if p[j] == '\r' {
-			j++
-		}
-		j++
+		j = next + int(cs) + 2
 	}
 	return body, i, nil
 }
 
-func chunkLine(p []byte, i int) (line []byte, next int, ok bool) {
-	j := bytes.IndexByte(p[i:], '\n')
-	if j < 0 || j > maxChunkLine {
-		return nil, 0, false
+// incomplete is parseChunked's answer when the body has not all arrived:
+// wait for more, unless the framing is broken or already too long.
+func incomplete(err error, have int, maxWire int64) error {
+	if err != nil {
+		return err
 	}
-	return bytes.TrimSuffix(p[i:i+j], []byte{'\r'}), i + j + 1, true
+	if int64(have) > maxWire {
+		return errBodyTooLarge
+	}
+	return nil
+}
+
+// chunkLine returns the CRLF-terminated line at p[i:] without its CRLF,
+// and where the next line starts; line is nil while the line is
+// incomplete.
+func chunkLine(p []byte, i int) (line []byte, next int, err error) {
+	j := bytes.IndexByte(p[i:], '\n')
+	if j < 0 {
+		if len(p)-i > maxChunkLine {
+			return nil, 0, errBadChunk
+		}
+		return nil, 0, nil
+	}
+	if j > maxChunkLine || j == 0 || p[i+j-1] != '\r' {
+		return nil, 0, errBadChunk
+	}
+	return p[i : i+j-1], i + j + 1, nil
+}
+
+// chunkSize parses a chunk-size line (hex size, then optional extensions)
+// and refuses a size over room.
+func chunkSize(line []byte, room int64) (int64, error) {
+	hex, ext, _ := bytes.Cut(line, []byte{';'})
+	hex = bytes.TrimRight(hex, " \t")
+	if len(hex) == 0 || len(hex) > 16 || !isFieldValue(ext) {
+		return 0, errBadChunk
+	}
+	var cs int64
+	for _, c := range hex {
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, errBadChunk
+		}
+		if cs > room>>4 {
+			return 0, errBodyTooLarge
+		}
+		cs = cs<<4 | int64(d)
+		if cs > room {
+			return 0, errBodyTooLarge
+		}
+	}
+	return cs, nil
 }

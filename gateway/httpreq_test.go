@@ -137,3 +137,26 @@ func FuzzParseChunked(f *testing.F) {
 		}
 	})
 }
+
+// TestChunkedLimits: sizes that would overflow, framing that grows without
+// data, and bare LF framing are all refused, not buffered or misread.
+func TestChunkedLimits(t *testing.T) {
+	cases := []struct {
+		name string
+		in   string
+		want error
+	}{
+		{"size overflowing int64", "1\r\nA\r\n7fffffffffffffff\r\n" + strings.Repeat("B", 64), errBodyTooLarge},
+		{"17 hex digits", "10000000000000000\r\n", errBadChunk},
+		{"bare LF after data", "1\r\nA\n0\r\n\r\n", errBadChunk},
+		{"bare LF size line", "1\nA\r\n0\r\n\r\n", errBadChunk},
+		{"control byte in extension", "1;a\x01\r\nA\r\n0\r\n\r\n", errBadChunk},
+		{"endless trailers", "0\r\n" + strings.Repeat("X-T: v\r\n", 40000), errBodyTooLarge},
+		{"endless tiny chunks", strings.Repeat("1;"+strings.Repeat("e", 900)+"\r\nA\r\n", 400), errBodyTooLarge},
+	}
+	for _, tc := range cases {
+		if _, _, err := parseChunked([]byte(tc.in), 64<<10); err != tc.want {
+			t.Errorf("%s: err %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}

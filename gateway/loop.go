@@ -35,13 +35,14 @@ type loop struct {
 	qFree       []*outQueue // spare write queues
 
 	// Owned by the loop goroutine.
-	hs      *handshaker
-	wheel   wheel
-	dec     wsframe.Decoder // for sockets without a partial frame of their own
-	work    []work
-	spare   []*Socket // the other half of the dirty list's double buffer
-	drain   []*Socket // sockets a shutdown batch closes
-	inflate []byte
+	hs       *handshaker
+	requests map[*Socket]context.CancelFunc // HTTP requests being handled
+	wheel    wheel
+	dec      wsframe.Decoder // for sockets without a partial frame of their own
+	work     []work
+	spare    []*Socket // the other half of the dirty list's double buffer
+	drain    []*Socket // sockets a shutdown batch closes
+	inflate  []byte
 	// The peer's close reason for the socket closing now: OnClose follows
 	// the close frame in the same callback, so the reason need not be
 	// kept in every socket.
@@ -135,7 +136,7 @@ func (l *loop) putQueue(q *outQueue) {
 		return
 	}
 	clear(q.frames)
-	q.frames, q.bytes, q.closeText = q.frames[:0], 0, ""
+	q.response, q.frames, q.bytes, q.closeText = nil, q.frames[:0], 0, ""
 	l.qFree = append(l.qFree, q)
 }
 
@@ -201,26 +202,31 @@ func (l *loop) flush() {
 
 func (l *loop) act(w *work) {
 	s := w.s
+	var response []byte
 	var frames [][]byte
 	var queued int
 	var closeText string
 	if w.q != nil {
-		frames, queued, closeText = w.q.frames, w.q.bytes, w.q.closeText
+		response, frames, queued, closeText = w.q.response, w.q.frames, w.q.bytes, w.q.closeText
 	}
 	if s.state == stateJoining {
 		switch w.join {
 		case joinAccepted:
-			l.writeOut(s, frames)
+			_, _ = s.conn.Write(response)
+			alive := !s.flags.has(flagGone) && l.writeOut(s, frames)
 			// Written (gnet copies what the kernel does not take): the
 			// response can serve the next handshake.
 			if r := s.join.response; r != nil {
 				s.join.response = nil
 				responses.Put(r)
 			}
-			l.open(s)
+			if !alive {
+				return
+			}
 			frames, queued = nil, 0
+			l.open(s)
 		case joinRefused:
-			l.writeOut(s, frames)
+			_, _ = s.conn.Write(response)
 			l.closeConn(s)
 			return
 		default:
@@ -231,41 +237,58 @@ func (l *loop) act(w *work) {
 		return // closing or gone: nothing more is written
 	}
 	if backlog := s.conn.OutboundBuffered(); w.slow || (backlog > 0 && backlog+queued > l.srv.cfg.WriteQueueBytes) {
-		l.srv.stats.slowConsumers.Add(1)
-		l.srv.log.Debug("slow consumer", socketField(s))
-		l.startClose(s, wsframe.ClosePolicyViolation, "slow consumer")
+		l.slowConsumer(s)
 		return
 	}
-	l.writeOut(s, frames)
-	if w.closeReq != 0 {
+	if l.writeOut(s, frames) && w.closeReq != 0 {
 		l.startClose(s, wsframe.StatusCode(w.closeReq), closeText)
 	}
 }
 
-// writeOut writes a queue with as few system calls as writev allows.
-func (l *loop) writeOut(s *Socket, out [][]byte) {
-	const iovMax = 1024
-	for len(out) > 0 {
-		n := min(len(out), iovMax)
-		if _, err := s.conn.Writev(out[:n]); err != nil {
-			return // gnet closes the connection on a write error
-		}
-		out = out[n:]
-	}
+// slowConsumer closes a socket that does not read what it is sent.
+func (l *loop) slowConsumer(s *Socket) {
+	l.srv.stats.slowConsumers.Add(1)
+	l.srv.log.Debug("slow consumer", socketField(s))
+	l.startClose(s, wsframe.ClosePolicyViolation, "slow consumer")
 }
 
-// writeNow writes one buffer from the loop, after anything queued.
-func (l *loop) writeNow(s *Socket, b []byte) {
+// overLimit reports whether gnet holds more for s than its write queue
+// allows: the client is not reading.
+func (l *loop) overLimit(s *Socket) bool {
+	return s.conn.OutboundBuffered() > l.srv.cfg.WriteQueueBytes
+}
+
+// writeOut writes frames with as few system calls as writev allows. It
+// reports whether the socket is still there: gnet closes a connection
+// whose write fails, and OnClose runs before the write returns.
+func (l *loop) writeOut(s *Socket, frames [][]byte) bool {
+	const iovMax = 1024
+	for len(frames) > 0 && !s.flags.has(flagGone) {
+		n := min(len(frames), iovMax)
+		_, _ = s.conn.Writev(frames[:n])
+		frames = frames[n:]
+	}
+	return !s.flags.has(flagGone)
+}
+
+// writeNow writes b from the loop at once, after the frames queued for s,
+// which it writes first so the order holds. It reports whether the socket
+// is still there (see writeOut).
+func (l *loop) writeNow(s *Socket, b []byte) bool {
+	var frames [][]byte
 	l.mu.Lock()
-	queued := s.q != nil && len(s.q.frames) > 0
-	if queued {
-		s.q.frames = append(s.q.frames, b)
-		s.q.bytes += len(b)
+	if s.q != nil && len(s.q.frames) > 0 {
+		frames = s.q.frames
+		s.q.frames, s.q.bytes = nil, 0
 	}
 	l.mu.Unlock()
-	if !queued {
+	if !l.writeOut(s, frames) {
+		return false
+	}
+	if len(b) > 0 {
 		_, _ = s.conn.Write(b)
 	}
+	return !s.flags.has(flagGone)
 }
 
 // open moves an accepted socket to the open state and reads what the client
@@ -277,8 +300,14 @@ func (l *loop) open(s *Socket) {
 	s.lastRead = l.wheel.now
 	l.srv.stats.open.Add(1)
 	l.wheel.file(s, l.wheel.now+l.srv.ticks.ping)
+	if l.srv.draining.Load() {
+		// Shutdown began while the room was deciding, and its sweep has
+		// passed this socket by.
+		l.startClose(s, wsframe.CloseServiceRestart, "server shutting down")
+		return
+	}
 	if s.conn.InboundBuffered() > 0 {
-		if l.readFrames(s) == gnet.Close {
+		if l.readFrames(s) == gnet.Close && !s.flags.has(flagGone) {
 			l.closeConn(s)
 		}
 	}
@@ -287,6 +316,9 @@ func (l *loop) open(s *Socket) {
 // closeConn closes the TCP connection from a task on the loop; OnClose
 // follows at once.
 func (l *loop) closeConn(s *Socket) {
+	if s.flags.has(flagGone) {
+		return
+	}
 	s.state = stateClosed
 	_ = l.el.Close(s.conn)
 }
@@ -297,23 +329,26 @@ func (l *loop) startClose(s *Socket, code wsframe.StatusCode, reason string) {
 	if s.state != stateOpen {
 		return
 	}
-	l.sendClose(s, code, reason)
+	if !l.sendClose(s, code, reason) {
+		return
+	}
 	s.state = stateClosing
 	s.since = l.wheel.now
 	l.wheel.file(s, l.wheel.now+l.srv.ticks.close)
 }
 
-// sendClose writes den's close frame once and records the code that Closed
-// reports if the peer never answers.
-func (l *loop) sendClose(s *Socket, code wsframe.StatusCode, reason string) {
+// sendClose writes den's close frame once, after whatever was queued, and
+// records the code that Closed reports if the peer never answers. It
+// reports whether the socket is still there.
+func (l *loop) sendClose(s *Socket, code wsframe.StatusCode, reason string) bool {
 	if s.flags.has(flagSentClose) {
-		return
+		return !s.flags.has(flagGone)
 	}
 	s.flags |= flagSentClose
 	if s.closeCode == 0 {
 		s.closeCode = uint16(code)
 	}
-	l.writeNow(s, wsframe.AppendClose(nil, code, reason))
+	return l.writeNow(s, wsframe.AppendClose(nil, code, reason))
 }
 
 // fail closes the connection after a protocol error: the close frame
@@ -331,8 +366,9 @@ func (l *loop) fail(s *Socket, ce *wsframe.CloseError) gnet.Action {
 // readFrames decodes what the client sent on an open or closing socket.
 func (l *loop) readFrames(s *Socket) gnet.Action {
 	buf, _ := s.conn.Peek(-1)
+	own := s.dec != nil
 	dec := s.dec
-	if dec == nil {
+	if !own {
 		dec = &l.dec
 	}
 	lim := &l.srv.limits
@@ -352,21 +388,34 @@ func (l *loop) readFrames(s *Socket) gnet.Action {
 			break
 		}
 		action = l.handle(s, m)
+		if s.flags.has(flagGone) {
+			break
+		}
 	}
-	_, _ = s.conn.Discard(off)
+	if s.flags.has(flagGone) {
+		// gnet closed the connection inside a write, and OnClose took the
+		// socket's decoder back; neither it nor the buffer may be touched.
+		if !own {
+			l.dec = wsframe.Decoder{}
+		}
+		return gnet.None
+	}
+	if off > 0 { // gnet's Discard(0) would drop the whole buffer
+		_, _ = s.conn.Discard(off)
+	}
 	switch {
 	case action != gnet.None:
 		*dec = wsframe.Decoder{}
-		if s.dec != nil {
+		if own {
 			decoders.Put(s.dec)
 			s.dec = nil
 		}
-	case s.dec == nil && !dec.Idle():
+	case !own && !dec.Idle():
 		// A frame is incomplete: the socket needs a decoder of its own
 		// until it ends.
 		s.dec = decoders.Get().(*wsframe.Decoder)
 		*s.dec, l.dec = l.dec, wsframe.Decoder{}
-	case s.dec != nil && dec.Idle():
+	case own && dec.Idle():
 		decoders.Put(s.dec)
 		s.dec = nil
 	}
@@ -399,7 +448,12 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 		}
 		return l.message(s, m.Op == wsframe.OpText, payload)
 	case wsframe.OpPing:
-		if s.state == stateOpen {
+		switch {
+		case s.state != stateOpen:
+		case l.overLimit(s):
+			// Pings from a client that does not read its pongs.
+			l.slowConsumer(s)
+		default:
 			l.writeNow(s, wsframe.AppendFrame(nil, wsframe.OpPong, 0, m.Payload))
 		}
 	case wsframe.OpClose:
@@ -443,7 +497,7 @@ func (l *loop) due(s *Socket) {
 			l.wheel.file(s, s.since+t.handshake)
 			return
 		}
-		if s.join.answered.CompareAndSwap(false, true) {
+		if s.join.abandon() {
 			l.srv.stats.handshakeTimeouts.Add(1)
 			l.writeNow(s, errorResponse(503, "room did not answer", nil))
 			l.closeConn(s)
@@ -468,8 +522,9 @@ func (l *loop) due(s *Socket) {
 		}
 		s.flags |= flagPinged
 		s.since = now
-		l.writeNow(s, pingFrame)
-		l.wheel.file(s, now+t.pong)
+		if l.writeNow(s, pingFrame) {
+			l.wheel.file(s, now+t.pong)
+		}
 	case stateClosing:
 		if now-s.since < t.close {
 			l.wheel.file(s, s.since+t.close)

@@ -40,9 +40,31 @@ type Join struct {
 
 	s        *Socket
 	response *[]byte // the 101 response, from responses; written on Accept
-	head     []byte  // the request head in the connection's buffer, during Join only
-	req      *http.Request
-	answered atomic.Bool
+	state    atomic.Int32
+
+	mu   sync.Mutex    // guards head and req
+	head []byte        // the request head in the connection's buffer, during Join only
+	req  *http.Request // parsed on demand
+}
+
+// A join's state moves once from pending to one of the others.
+const (
+	joinOpen      int32 = iota // waiting for the room
+	joinTaken                  // Accept won
+	joinTurned                 // Refuse won
+	joinAbandoned              // den gave up: timeout, shutdown, or the client left
+)
+
+// abandon ends a join from den's side; it reports false when the room
+// answered first.
+func (j *Join) abandon() bool { return j.state.CompareAndSwap(joinOpen, joinAbandoned) }
+
+// endHead makes the request head unreachable: the connection's buffer it
+// lives in is about to be reused.
+func (j *Join) endHead() {
+	j.mu.Lock()
+	j.head = nil
+	j.mu.Unlock()
 }
 
 // responses recycles 101 responses: a handshake's response is written once
@@ -57,10 +79,14 @@ var responses = sync.Pool{New: func() any {
 // buffer on first use, so a room that does not look pays nothing; that
 // buffer is only valid during Rooms.Join, so a room that needs the request
 // must call Request there. Later calls return what was parsed then, or
-// nil. Request is not safe for concurrent use.
+// nil. It is safe from any goroutine.
 func (j *Join) Request() *http.Request {
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	if j.req == nil && j.head != nil {
 		h, _, _ := parseHead(j.head, len(j.head)+1)
+		// While head is set the loop is inside Join, so the connection
+		// is alive and its address stable.
 		j.req = buildRequest(&h, nil, j.s.conn.RemoteAddr(), j.s.loop.srv.baseCtx)
 	}
 	return j.req
@@ -71,7 +97,7 @@ func (j *Join) Request() *http.Request {
 // Refuse may be called once between them; later calls return nil and do
 // nothing.
 func (j *Join) Accept() *Socket {
-	if !j.answered.CompareAndSwap(false, true) {
+	if !j.state.CompareAndSwap(joinOpen, joinTaken) {
 		return nil
 	}
 	j.s.answer(*j.response, joinAccepted)
@@ -81,7 +107,7 @@ func (j *Join) Accept() *Socket {
 // Refuse turns the client away with an HTTP status (4xx or 5xx) and a
 // short plain-text reason.
 func (j *Join) Refuse(status int, reason string) {
-	if !j.answered.CompareAndSwap(false, true) {
+	if !j.state.CompareAndSwap(joinOpen, joinTurned) {
 		return
 	}
 	if status < 400 || status > 599 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -152,7 +153,7 @@ func (srv *Server) loopOf(el gnet.EventLoop) *loop {
 	defer srv.loopsMu.Unlock()
 	l := srv.loops[el]
 	if l == nil {
-		l = &loop{srv: srv, el: el}
+		l = &loop{srv: srv, el: el, requests: make(map[*Socket]context.CancelFunc)}
 		l.hs = newHandshaker(l)
 		l.pacer = time.AfterFunc(time.Hour, l.execFlush)
 		l.pacer.Stop()
@@ -183,11 +184,18 @@ func (e *events) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.None
 }
 
-func (e *events) OnTraffic(c gnet.Conn) gnet.Action {
+func (e *events) OnTraffic(c gnet.Conn) (action gnet.Action) {
 	s := c.Context().(*Socket)
 	l := s.loop
+	defer func() {
+		// A bug reachable from client bytes must cost that connection,
+		// not the process: gnet does not recover its loops.
+		if v := recover(); v != nil {
+			e.srv.log.Error("panic handling a connection's input", socketField(s), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			action = gnet.Close
+		}
+	}()
 	l.holdFlush()
-	action := gnet.None
 	switch s.state {
 	case stateHTTP:
 		action = l.readHTTP(s)
@@ -217,21 +225,32 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 	l := s.loop
 	l.wheel.remove(s)
 	e.srv.stats.conns.Add(-1)
-	if s.state == stateJoining {
-		s.join.answered.Store(true)
+	owed := s.flags.has(flagOpened)
+	if s.state == stateJoining && !s.join.abandon() && s.join.state.Load() == joinTaken {
+		// Accepted, but the client left before the loop wrote the 101:
+		// the room has the socket and is owed its end.
+		owed = true
 	}
 	s.state = stateClosed
+	s.flags |= flagGone
 	if s.dec != nil {
+		*s.dec = wsframe.Decoder{}
 		decoders.Put(s.dec)
 		s.dec = nil
+	}
+	if cancel := l.requests[s]; cancel != nil {
+		cancel() // the handler's request context ends with its connection
+		delete(l.requests, s)
 	}
 	l.mu.Lock()
 	l.putQueue(s.q)
 	s.q = nil
 	s.mflags |= mSlow // refuse further frames
 	l.mu.Unlock()
-	if s.flags.has(flagOpened) {
-		e.srv.stats.open.Add(-1)
+	if owed {
+		if s.flags.has(flagOpened) {
+			e.srv.stats.open.Add(-1)
+		}
 		both := flagPeerClosed | flagSentClose
 		code, clean := int(s.closeCode), s.flags&both == both
 		if code == 0 {
@@ -315,7 +334,7 @@ func (t *drainTask) Run(context.Context) error {
 		case stateOpen:
 			l.startClose(s, wsframe.CloseServiceRestart, "server shutting down")
 		case stateJoining:
-			if s.join.answered.CompareAndSwap(false, true) {
+			if s.join.abandon() {
 				l.writeNow(s, errorResponse(503, "server shutting down", nil))
 				l.closeConn(s)
 			}

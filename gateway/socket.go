@@ -70,7 +70,7 @@ type Socket struct {
 	joinAns   joinAnswer  // loop.mu: a join's answer not yet acted on
 }
 
-type socketFlags uint8
+type socketFlags uint16
 
 const (
 	flagPinged     socketFlags = 1 << iota // a keepalive ping is unanswered
@@ -81,6 +81,7 @@ const (
 	flagServed                             // an HTTP response went out on this connection
 	flagReading                            // bytes of the next HTTP request have arrived
 	flagSent100                            // "100 Continue" went out for the current request
+	flagGone                               // gnet closed the connection (OnClose ran)
 )
 
 type lockedFlags uint8
@@ -101,6 +102,7 @@ type record struct {
 
 // outQueue is a socket's write queue, taken whole by the loop.
 type outQueue struct {
+	response  []byte // the handshake's answer, written before frames; not counted
 	frames    [][]byte
 	bytes     int
 	closeText string
@@ -213,14 +215,10 @@ func (s *Socket) answer(response []byte, a joinAnswer) {
 	l := s.loop
 	l.mu.Lock()
 	s.joinAns = a
-	// The response goes before anything queued; nothing can be, since the
-	// socket is unknown to the room until Accept returns, but the order
-	// must not rest on that.
-	q := l.queue(s)
-	q.frames = append(q.frames, nil)
-	copy(q.frames[1:], q.frames)
-	q.frames[0] = response
-	q.bytes += len(response)
+	// The response goes before any frame and does not count against the
+	// queue limit: a room may send a message of the largest size right
+	// after Accept.
+	l.queue(s).response = response
 	wake := l.markDirty(s)
 	l.mu.Unlock()
 	l.wakeIf(wake)

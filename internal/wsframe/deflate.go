@@ -3,7 +3,6 @@ package wsframe
 import (
 	"bytes"
 	"compress/flate"
-	"errors"
 	"io"
 	"slices"
 	"sync"
@@ -12,6 +11,12 @@ import (
 // deflateTail is what a sender strips from each compressed message and a
 // receiver appends before inflating (RFC 7692 section 7.2.1).
 var deflateTail = []byte{0x00, 0x00, 0xff, 0xff}
+
+// inflateTail is deflateTail followed by an empty final stored block. A
+// sync-flushed stream gives Go's flate no end of its own, so a whole
+// message and a truncated one would both end in io.ErrUnexpectedEOF; with
+// a final block behind the tail, only a whole message reaches io.EOF.
+var inflateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
 
 // Errors from Inflate.
 var (
@@ -64,7 +69,7 @@ var inflaters = sync.Pool{New: func() any { return new(inflater) }}
 func Inflate(dst, payload []byte, maxLen int64) ([]byte, error) {
 	f := inflaters.Get().(*inflater)
 	defer inflaters.Put(f)
-	f.src = tailReader{p: payload, tail: deflateTail}
+	f.src = tailReader{p: payload, tail: inflateTail}
 	if f.fr == nil {
 		f.fr = flate.NewReader(&f.src)
 	} else if err := f.fr.(flate.Resetter).Reset(&f.src, nil); err != nil {
@@ -88,11 +93,10 @@ func Inflate(dst, payload []byte, maxLen int64) ([]byte, error) {
 		}
 		switch {
 		case err == nil:
-		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-			// The sync-flushed stream has no final block: running out of
-			// input after the appended tail is its normal end.
+		case err == io.EOF:
 			return dst, nil
 		default:
+			// Corrupt, or truncated: the stream ended inside a block.
 			return dst[:start], ErrInflate
 		}
 	}

@@ -1,0 +1,378 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/den-rooms/den/internal/wsframe"
+)
+
+// Regression tests for failures found in review: each names what went
+// wrong.
+
+// runFunc runs a function as a gnet task on a loop.
+type runFunc func()
+
+func (f runFunc) Run(context.Context) error { f(); return nil }
+
+// onLoop runs f on l's goroutine and waits for it.
+func onLoop(l *loop, f func()) {
+	done := make(chan struct{})
+	_ = l.el.Execute(context.Background(), runFunc(func() { f(); close(done) }))
+	<-done
+}
+
+// blockLoop keeps l busy in a task until the returned function is called,
+// so events and tasks queue up behind it in a known order.
+func blockLoop(l *loop) (release func()) {
+	started, unblock := make(chan struct{}), make(chan struct{})
+	_ = l.el.Execute(context.Background(), runFunc(func() { close(started); <-unblock }))
+	<-started
+	return func() { close(unblock) }
+}
+
+// TestFrameSplitAcrossReads: a header, or a control frame, that arrives in
+// two reads was once dropped whole (gnet's Discard(0) discards everything).
+// The pause only makes the split likely; the test cannot fail spuriously.
+func TestFrameSplitAcrossReads(t *testing.T) {
+	srv := startServer(t, Config{})
+	c := dialRaw(t, srv)
+	c.upgrade("/rooms/echo/split")
+	text := wsframe.AppendMaskedFrame(nil, true, 0, wsframe.OpText, []byte("hello"), testMask)
+	ping := wsframe.AppendMaskedFrame(nil, true, 0, wsframe.OpPing, []byte("0123456789"), testMask)
+	for _, tc := range []struct {
+		frame []byte
+		cut   int
+		want  wsframe.Opcode
+	}{{text, 1, wsframe.OpText}, {ping, 8, wsframe.OpPong}} {
+		c.send(tc.frame[:tc.cut])
+		time.Sleep(50 * time.Millisecond)
+		c.send(tc.frame[tc.cut:])
+		if f := c.mustRead(); f.op != tc.want {
+			code, reason := wsframe.ParseClose(f.payload)
+			t.Fatalf("got op %v (close %d %q), want %v", f.op, code, reason, tc.want)
+		}
+	}
+}
+
+type recRooms struct {
+	Echo
+	mu     sync.Mutex
+	closed []closeEvent
+}
+
+func (r *recRooms) Join(j *Join) { j.Accept() }
+func (r *recRooms) Closed(_ *Socket, code int, reason string, clean bool) {
+	r.mu.Lock()
+	r.closed = append(r.closed, closeEvent{code, reason, clean})
+	r.mu.Unlock()
+}
+func (r *recRooms) events() []closeEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]closeEvent(nil), r.closed...)
+}
+
+// TestCloseReplyBehindQueuedFrames: a message and a close frame in one
+// write; the echo was queued, and the close reply once went into the
+// queue behind it, which closing then dropped.
+func TestCloseReplyBehindQueuedFrames(t *testing.T) {
+	r := &recRooms{}
+	srv := startServer(t, Config{Rooms: r})
+	c := dialRaw(t, srv)
+	c.upgrade("/rooms/echo/x")
+	b := wsframe.AppendMaskedFrame(nil, true, 0, wsframe.OpText, []byte("hi"), testMask)
+	b = wsframe.AppendMaskedFrame(b, true, 0, wsframe.OpClose, closePayload(1000, "bye"), testMask)
+	c.send(b)
+	if f := c.mustRead(); f.op != wsframe.OpText || string(f.payload) != "hi" {
+		t.Fatalf("first frame %v %q, want the echo", f.op, f.payload)
+	}
+	if f := c.mustRead(); f.op != wsframe.OpClose {
+		t.Fatalf("second frame %v, want the close reply", f.op)
+	}
+	c.expectEOF()
+	waitFor(t, "Closed", func() bool { return len(r.events()) == 1 })
+	if ev := r.events()[0]; ev != (closeEvent{1000, "bye", true}) {
+		t.Fatalf("Closed got %+v", ev)
+	}
+}
+
+// TestDrainBehindQueuedFrame: shutdown's 1012 goes out after a frame that
+// was queued for the socket, not instead of it.
+func TestDrainBehindQueuedFrame(t *testing.T) {
+	srv := startServer(t, Config{})
+	c := dialRaw(t, srv)
+	c.upgrade("/rooms/echo/x")
+	waitFor(t, "open", func() bool { return srv.Stats().Sockets == 1 })
+	for _, l := range *srv.loopSet.Load() {
+		onLoop(l, func() {
+			l.wheel.each(func(s *Socket) {
+				if s.state == stateOpen {
+					_ = s.Send(true, []byte("queued"))
+				}
+			})
+			_ = (*drainTask)(l).Run(context.Background())
+		})
+	}
+	if f := c.mustRead(); string(f.payload) != "queued" {
+		t.Fatalf("first frame %v %q, want the queued one", f.op, f.payload)
+	}
+	f := c.mustRead()
+	if code, _ := wsframe.ParseClose(f.payload); f.op != wsframe.OpClose || code != wsframe.CloseServiceRestart {
+		t.Fatalf("then %v %d, want close 1012", f.op, code)
+	}
+}
+
+// trackRooms records the sockets Accept handed out until Closed. Closed may
+// come before the goroutine that accepted records the socket, as it would
+// for any room that answers from its own goroutine; done remembers it.
+type trackRooms struct {
+	Echo
+	async bool
+	mu    sync.Mutex
+	open  map[*Socket]bool
+	done  map[*Socket]int
+}
+
+func (r *trackRooms) Join(j *Join) {
+	take := func() {
+		if s := j.Accept(); s != nil {
+			r.mu.Lock()
+			if r.done[s] == 0 {
+				r.open[s] = true
+			}
+			r.mu.Unlock()
+		}
+	}
+	if r.async {
+		go take()
+		return
+	}
+	take()
+}
+
+func (r *trackRooms) Closed(s *Socket, _ int, _ string, _ bool) {
+	r.mu.Lock()
+	delete(r.open, s)
+	r.done[s]++
+	r.mu.Unlock()
+}
+
+func (r *trackRooms) count() (open, twice int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, n := range r.done {
+		if n > 1 {
+			twice++
+		}
+	}
+	return len(r.open), twice
+}
+
+// TestEveryAcceptedSocketIsClosed: clients that leave right after their
+// handshake, before den writes the 101: the room was once never told.
+func TestEveryAcceptedSocketIsClosed(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		r := &trackRooms{async: async, open: map[*Socket]bool{}, done: map[*Socket]int{}}
+		srv := startServer(t, Config{Rooms: r})
+		for range 200 {
+			c, err := net.Dial("tcp", srv.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Write(request("/rooms/echo/x", hUpgrade, hConn, hKey, hVersion))
+			c.Close()
+		}
+		waitFor(t, "every accepted socket closed", func() bool {
+			open, _ := r.count()
+			return srv.Stats().Conns == 0 && open == 0
+		})
+		if _, twice := r.count(); twice > 0 {
+			t.Fatalf("%d sockets got Closed more than once", twice)
+		}
+	}
+}
+
+// TestRequestFromRoomGoroutine: Join.Request from another goroutine while
+// the loop moves on must not race (run with -race) or read a reused buffer.
+func TestRequestFromRoomGoroutine(t *testing.T) {
+	srv := startServer(t, Config{Rooms: asyncRequest{}})
+	for range 20 {
+		c := dialRaw(t, srv)
+		c.upgrade("/rooms/echo/x?k=v")
+		c.conn.Close()
+	}
+}
+
+type asyncRequest struct{ Echo }
+
+func (asyncRequest) Join(j *Join) {
+	go func() {
+		if r := j.Request(); r != nil && r.URL.Query().Get("k") != "v" {
+			panic("request parsed from a reused buffer: " + r.RequestURI)
+		}
+		j.Accept()
+	}()
+}
+
+// TestPingFloodIsSlowConsumer: pings from a client that never reads its
+// pongs once grew den's buffer without bound. The server side's kernel
+// buffer is made small so the pongs back up in den, not in the kernel.
+func TestPingFloodIsSlowConsumer(t *testing.T) {
+	srv := startServer(t, Config{WriteQueueBytes: 64 << 10})
+	c := dialRaw(t, srv)
+	c.conn.(*net.TCPConn).SetReadBuffer(4096)
+	c.upgrade("/rooms/echo/x")
+	waitFor(t, "open", func() bool { return srv.Stats().Sockets == 1 })
+	for _, l := range *srv.loopSet.Load() {
+		onLoop(l, func() {
+			l.wheel.each(func(s *Socket) { _ = s.conn.SetWriteBuffer(4096) })
+		})
+	}
+	batch := bytes.Repeat(wsframe.AppendMaskedFrame(nil, true, 0, wsframe.OpPing, bytes.Repeat([]byte("p"), 125), testMask), 1000)
+	go func() {
+		for range 80 {
+			c.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.conn.Write(batch); err != nil {
+				return
+			}
+		}
+	}()
+	waitFor(t, "slow consumer", func() bool { return srv.Stats().SlowConsumers == 1 })
+}
+
+// holdRooms hands joins to the test.
+type holdRooms struct {
+	Echo
+	joins  chan *Join
+	closed atomic.Int32
+}
+
+func (r *holdRooms) Join(j *Join)                      { r.joins <- j }
+func (r *holdRooms) Closed(*Socket, int, string, bool) { r.closed.Add(1) }
+
+// TestAcceptAfterClientReset: the room accepts a client that has already
+// reset its connection. den once opened the socket anyway: counted open
+// for ever, never Closed, back in the wheel.
+func TestAcceptAfterClientReset(t *testing.T) {
+	r := &holdRooms{joins: make(chan *Join, 1)}
+	srv := startServer(t, Config{Rooms: r})
+	c, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write(request("/rooms/echo/x", hUpgrade, hConn, hKey, hVersion))
+	j := <-r.joins
+	l := j.s.loop
+	release := blockLoop(l)
+	c.(*net.TCPConn).SetLinger(0)
+	c.Close() // RST
+	if j.Accept() == nil {
+		t.Fatal("Accept refused")
+	}
+	release()
+	waitFor(t, "the socket gone and Closed once", func() bool {
+		st := srv.Stats()
+		return st.Conns == 0 && st.Sockets == 0 && r.closed.Load() == 1
+	})
+	var inWheel int
+	onLoop(l, func() { inWheel = l.wheel.count })
+	if inWheel != 0 {
+		t.Fatalf("%d sockets left in the wheel", inWheel)
+	}
+}
+
+// TestLargeWelcome: a room that sends a message of the largest size right
+// after Accept once tripped the queue limit and lost the 101.
+func TestLargeWelcome(t *testing.T) {
+	srv := startServer(t, Config{Rooms: bigWelcome{}})
+	c := dialRaw(t, srv)
+	c.upgrade("/rooms/echo/x")
+	if f := c.mustRead(); len(f.payload) != 1<<20-16 {
+		t.Fatalf("welcome of %d bytes", len(f.payload))
+	}
+}
+
+type bigWelcome struct{ Echo }
+
+func (bigWelcome) Join(j *Join) { _ = j.Accept().Send(false, make([]byte, 1<<20-16)) }
+
+// TestShutdownWhileRoomDecides: a join answered after shutdown's sweep
+// passed it once opened and stayed open, holding Shutdown to its deadline.
+func TestShutdownWhileRoomDecides(t *testing.T) {
+	r := &holdRooms{joins: make(chan *Join, 1)}
+	srv, err := New(Config{Rooms: r, Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, srv)
+	c.send(request("/rooms/echo/x", hUpgrade, hConn, hKey, hVersion))
+	j := <-r.joins
+	release := blockLoop(j.s.loop)
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res <- srv.Shutdown(ctx)
+	}()
+	waitFor(t, "shutdown begun", func() bool { return !srv.Ready() })
+	j.Accept()
+	release()
+	if resp := c.response(); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	f := c.mustRead()
+	if code, _ := wsframe.ParseClose(f.payload); f.op != wsframe.OpClose || code != wsframe.CloseServiceRestart {
+		t.Fatalf("got %v %d, want close 1012", f.op, code)
+	}
+	c.frame(true, 0, wsframe.OpClose, closePayload(1012, ""))
+	c.expectEOF()
+	if err := <-res; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+// TestHostileChunkedBodies: a chunk size that overflowed once panicked the
+// loop and killed the process; endless trailers were buffered without end.
+func TestHostileChunkedBodies(t *testing.T) {
+	srv := startServer(t, Config{EventLoops: 1})
+	canary := dialRaw(t, srv)
+	canary.upgrade("/rooms/echo/canary")
+	post := "POST /x HTTP/1.1\r\nHost: den\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+	c := dialRaw(t, srv)
+	c.send([]byte(post + "1\r\nA\r\n7fffffffffffffff\r\nxx\r\n"))
+	if resp := c.response(); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("overflowing chunk size: %d", resp.StatusCode)
+	}
+
+	c = dialRaw(t, srv)
+	c.send([]byte(post + "1\r\nA\r\n0\r\n"))
+	line := []byte("X-Pad: " + strings.Repeat("a", 1000) + "\r\n")
+	go func() {
+		for range 2000 { // 2 MB of trailers for a 1 MiB body limit
+			c.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.conn.Write(line); err != nil {
+				return
+			}
+		}
+	}()
+	if resp := c.response(); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("endless trailers: %d", resp.StatusCode)
+	}
+
+	canary.frame(true, 0, wsframe.OpText, []byte("alive"))
+	if f := canary.mustRead(); string(f.payload) != "alive" {
+		t.Fatalf("canary: %q", f.payload)
+	}
+}
