@@ -22,7 +22,9 @@ const (
 	DefaultMaxMessageBytes   = 1 << 20
 	MaxMaxMessageBytes       = 32 << 20
 	DefaultMaxHeaderBytes    = 8 << 10
+	MaxMaxHeaderBytes        = 1 << 20
 	DefaultMaxBodyBytes      = 1 << 20
+	MaxMaxBodyBytes          = 256 << 20
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultWriteQueueBytes   = 1 << 20
 	DefaultPingInterval      = 30 * time.Second
@@ -52,7 +54,10 @@ type Config struct {
 	// plain close if nothing arrived).
 	HandshakeTimeout time.Duration
 	// WriteQueueBytes bounds the bytes waiting to be written to one socket;
-	// over it the socket is closed with 1008 as a slow consumer.
+	// over it the socket is closed with 1008 as a slow consumer. One frame
+	// always fits an empty queue, and den's own replies (pongs, HTTP
+	// answers) may go one message beyond, so a client reading a large
+	// message is not cut off.
 	WriteQueueBytes int
 	// PingInterval is how long a socket may stay silent before den pings it.
 	PingInterval time.Duration
@@ -154,10 +159,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.MaxMessageBytes < 0 || c.MaxMessageBytes > MaxMaxMessageBytes:
 		return fmt.Errorf("max message bytes %d: must be between 1 and %d", c.MaxMessageBytes, MaxMaxMessageBytes)
-	case c.MaxHeaderBytes < 0 || (c.MaxHeaderBytes > 0 && c.MaxHeaderBytes < 256):
-		return fmt.Errorf("max header bytes %d: must be at least 256", c.MaxHeaderBytes)
-	case c.MaxBodyBytes < 0:
-		return errors.New("max body bytes must not be negative")
+	case c.MaxHeaderBytes < 0 || (c.MaxHeaderBytes > 0 && c.MaxHeaderBytes < 256) || c.MaxHeaderBytes > MaxMaxHeaderBytes:
+		return fmt.Errorf("max header bytes %d: must be between 256 and %d", c.MaxHeaderBytes, MaxMaxHeaderBytes)
+	case c.MaxBodyBytes < 0 || c.MaxBodyBytes > MaxMaxBodyBytes:
+		return fmt.Errorf("max body bytes %d: must be between 1 and %d", c.MaxBodyBytes, MaxMaxBodyBytes)
 	case c.WriteQueueBytes < 0:
 		return errors.New("write queue bytes must not be negative")
 	case c.EventLoops < 0:

@@ -26,6 +26,12 @@ import (
 // request at a time; pipelined ones wait in the buffer.
 func (l *loop) readHTTP(s *Socket) gnet.Action {
 	cfg := &l.srv.cfg
+	if s.flags.has(flagPaused) {
+		if int64(s.conn.InboundBuffered()) > int64(cfg.MaxHeaderBytes)+cfg.MaxBodyBytes {
+			return gnet.Close // piling up requests while not reading answers
+		}
+		return gnet.None
+	}
 	buf, _ := s.conn.Peek(-1)
 	if len(buf) == 0 {
 		return gnet.None
@@ -48,14 +54,21 @@ func (l *loop) readHTTP(s *Socket) gnet.Action {
 	var body []byte
 	switch {
 	case h.chunked:
+		st := l.chunks[s]
+		if st == nil {
+			st = new(chunkState)
+			l.chunks[s] = st
+		}
 		var bn int
-		body, bn, err = parseChunked(buf[n:], cfg.MaxBodyBytes)
+		body, bn, err = parseChunked(buf[n:], cfg.MaxBodyBytes, st)
 		if err != nil {
+			delete(l.chunks, s)
 			return l.reject(s, err)
 		}
 		if bn == 0 {
 			return l.continue100(s, &h)
 		}
+		delete(l.chunks, s)
 		n += bn
 	case h.length > cfg.MaxBodyBytes:
 		return l.reject(s, errBodyTooLarge)
@@ -98,9 +111,10 @@ func (l *loop) reject(s *Socket, err error) gnet.Action {
 	if ce := l.srv.log.Check(debugLevel, "bad request"); ce != nil {
 		ce.Write(socketField(s), zap.Int("status", he.status), zap.String("reason", he.reason))
 	}
-	l.writeNow(s, errorResponse(he.status, he.reason, nil))
-	s.state = stateClosed
-	return gnet.Close
+	if l.writeNow(s, errorResponse(he.status, he.reason, nil)) {
+		l.linger(s, false)
+	}
+	return gnet.None
 }
 
 // buildRequest makes an *http.Request of a parsed head, or nil if its
@@ -151,8 +165,11 @@ func (srv *Server) serveHTTP(s *Socket, r *http.Request, keepAlive bool) {
 		}()
 		srv.handler.ServeHTTP(w, r)
 	}()
-	keepAlive = keepAlive && !w.abort && !srv.draining.Load() && !hasToken([]byte(w.header.Get("Connection")), "close")
-	resp := w.bytes(keepAlive)
+	keepAlive = keepAlive && !srv.draining.Load() && !hasToken([]byte(w.header.Get("Connection")), "close")
+	var resp []byte
+	if !w.abort {
+		resp = w.bytes(keepAlive)
+	}
 	l := s.loop
 	err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		l.finishHTTP(s, resp, keepAlive)
@@ -163,7 +180,9 @@ func (srv *Server) serveHTTP(s *Socket, r *http.Request, keepAlive bool) {
 	}
 }
 
-// finishHTTP writes a response and reads the next request, if any.
+// finishHTTP writes a response and reads the next request, if any. A nil
+// response aborts the connection: the handler gave up mid-answer, and a
+// truncated body must not look complete.
 func (l *loop) finishHTTP(s *Socket, resp []byte, keepAlive bool) {
 	if s.state != stateHTTPBusy {
 		return // the client went away
@@ -174,18 +193,47 @@ func (l *loop) finishHTTP(s *Socket, resp []byte, keepAlive bool) {
 	}
 	l.holdFlush()
 	defer l.flush()
+	if resp == nil {
+		l.closeConn(s)
+		return
+	}
 	s.flags = s.flags&^(flagReading|flagSent100) | flagServed
 	if !l.writeNow(s, resp) {
 		return
 	}
-	if !keepAlive || l.overLimit(s) {
-		// Closing, or pipelining requests while not reading the answers.
-		l.closeConn(s)
+	if !keepAlive {
+		// The request was read whole; more pipelined behind it would be
+		// unread, so den waits for the client's FIN instead.
+		l.linger(s, s.conn.InboundBuffered() == 0)
 		return
 	}
 	s.state = stateHTTP
 	s.since = l.wheel.now
 	l.wheel.file(s, s.since+l.srv.ticks.idle)
+	l.resumeHTTP(s)
+}
+
+// resumeHTTP reads the next pipelined request, unless the client has not
+// read the answers so far: then requests wait, checked again each tick,
+// until it does or the handshake timeout passes.
+func (l *loop) resumeHTTP(s *Socket) {
+	if l.overLimit(s) {
+		if !s.flags.has(flagPaused) {
+			s.flags |= flagPaused
+			s.since = l.wheel.now
+		}
+		if l.wheel.now-s.since >= l.srv.ticks.handshake {
+			l.closeConn(s)
+			return
+		}
+		l.wheel.file(s, l.wheel.now+1)
+		return
+	}
+	if s.flags.has(flagPaused) {
+		s.flags &^= flagPaused
+		s.since = l.wheel.now
+		l.wheel.file(s, s.since+l.srv.ticks.idle)
+	}
 	if s.conn.InboundBuffered() > 0 && l.readHTTP(s) == gnet.Close {
 		l.closeConn(s)
 	}
@@ -250,9 +298,10 @@ func (hs *handshaker) upgrade(s *Socket, h *requestHead) gnet.Action {
 		if ce := l.srv.log.Check(debugLevel, "bad handshake"); ce != nil {
 			ce.Write(socketField(s), errField(err))
 		}
-		l.writeNow(s, bytes.Clone(hs.resp.Bytes()))
-		s.state = stateClosed
-		return gnet.Close
+		if l.writeNow(s, bytes.Clone(hs.resp.Bytes())) {
+			l.linger(s, false)
+		}
+		return gnet.None
 	}
 	response := responses.Get().(*[]byte)
 	*response = append((*response)[:0], hs.resp.Bytes()...)

@@ -309,44 +309,52 @@ const maxChunkLine = 1024
 // chunks cannot make den buffer far more than MaxBodyBytes.
 func chunkOverhead(maxBody int64) int64 { return maxBody/4 + 16<<10 }
 
-// parseChunked decodes a chunked body at the start of p. It returns the
-// body and the bytes it took, or n == 0 while the body is incomplete.
-// Framing must use CRLF: a proxy in front of den that accepts bare LF
-// here would frame the body differently, which is how requests are
-// smuggled. Trailer fields are read and dropped. The data may not pass
-// maxBody, nor the framing chunkOverhead(maxBody).
-func parseChunked(p []byte, maxBody int64) (body []byte, n int, err error) {
+// chunkState is how far parseChunked got in a body that has not all
+// arrived, so each byte is scanned once however slowly it comes.
+type chunkState struct {
+	pos     int   // where parsing resumes: a chunk-size or trailer line
+	size    int64 // data bytes in the chunks before pos
+	trailer bool  // the last chunk is behind pos; trailer lines remain
+}
+
+// parseChunked decodes a chunked body at the start of p, resuming where st
+// left off. It returns the body and the bytes it took, or n == 0 while the
+// body is incomplete. Framing must use CRLF: a proxy in front of den that
+// accepts bare LF here would frame the body differently, which is how
+// requests are smuggled. Trailer fields are read and dropped. The data may
+// not pass maxBody, nor the framing chunkOverhead(maxBody).
+func parseChunked(p []byte, maxBody int64, st *chunkState) (body []byte, n int, err error) {
 	maxWire := maxBody + chunkOverhead(maxBody)
-	var size int64
-	i := 0
-	// First pass: find the end and the size, so the body is copied once.
-	for {
+	i := st.pos
+	for !st.trailer {
 		line, next, err := chunkLine(p, i)
 		if err != nil || line == nil {
+			st.pos = i
 			return nil, 0, incomplete(err, len(p), maxWire)
 		}
-		cs, err := chunkSize(line, maxBody-size)
+		cs, err := chunkSize(line, maxBody-st.size)
 		if err != nil {
 			return nil, 0, err
 		}
-		i = next
 		if cs == 0 {
+			i, st.trailer = next, true
 			break
 		}
-		size += cs
-		if int64(len(p)-i) < cs+2 {
+		if int64(len(p)-next) < cs+2 {
+			st.pos = i
 			return nil, 0, incomplete(nil, len(p), maxWire)
 		}
-		i += int(cs)
-		if p[i] != '\r' || p[i+1] != '\n' {
+		end := next + int(cs)
+		if p[end] != '\r' || p[end+1] != '\n' {
 			return nil, 0, errBadChunk
 		}
-		i += 2
+		st.size += cs
+		i = end + 2
 	}
-	// Trailer section: fields until an empty line.
 	for {
 		line, next, err := chunkLine(p, i)
 		if err != nil || line == nil {
+			st.pos = i
 			return nil, 0, incomplete(err, len(p), maxWire)
 		}
 		i = next
@@ -360,7 +368,7 @@ func parseChunked(p []byte, maxBody int64) (body []byte, n int, err error) {
 	if int64(i) > maxWire {
 		return nil, 0, errBodyTooLarge
 	}
-	body = make([]byte, 0, size)
+	body = make([]byte, 0, st.size)
 	for j := 0; ; {
 		line, next, _ := chunkLine(p, j)
 		cs, _ := chunkSize(line, maxBody)

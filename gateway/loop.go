@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -37,6 +38,7 @@ type loop struct {
 	// Owned by the loop goroutine.
 	hs       *handshaker
 	requests map[*Socket]context.CancelFunc // HTTP requests being handled
+	chunks   map[*Socket]*chunkState        // chunked bodies still arriving
 	wheel    wheel
 	dec      wsframe.Decoder // for sockets without a partial frame of their own
 	work     []work
@@ -223,11 +225,14 @@ func (l *loop) act(w *work) {
 			if !alive {
 				return
 			}
-			frames, queued = nil, 0
 			l.open(s)
+			if w.closeReq != 0 {
+				l.startClose(s, wsframe.StatusCode(w.closeReq), closeText)
+			}
+			return
 		case joinRefused:
 			_, _ = s.conn.Write(response)
-			l.closeConn(s)
+			l.linger(s, false)
 			return
 		default:
 			return
@@ -253,9 +258,11 @@ func (l *loop) slowConsumer(s *Socket) {
 }
 
 // overLimit reports whether gnet holds more for s than its write queue
-// allows: the client is not reading.
+// allows: the client is not reading. Den's own replies (pongs, HTTP
+// answers) may go a message beyond the queue limit, so a client busy
+// reading a large message is not cut off for pinging meanwhile.
 func (l *loop) overLimit(s *Socket) bool {
-	return s.conn.OutboundBuffered() > l.srv.cfg.WriteQueueBytes
+	return int64(s.conn.OutboundBuffered()) > int64(l.srv.cfg.WriteQueueBytes)+l.srv.cfg.MaxMessageBytes
 }
 
 // writeOut writes frames with as few system calls as writev allows. It
@@ -313,6 +320,44 @@ func (l *loop) open(s *Socket) {
 	}
 }
 
+// linger ends a connection once what den wrote has left: gnet's own close
+// would drop what the kernel has not taken yet. When the peer has nothing
+// more to send (peerDone: its close frame, or a whole request, was read),
+// den closes as soon as its buffer is empty. Otherwise closing with input
+// unread would make the kernel reset the connection, discarding what it
+// still had to send: den stops reading, sends FIN once its buffer is
+// empty, and closes when the peer's FIN arrives (gnet closes on EOF) or the
+// close timeout passes.
+func (l *loop) linger(s *Socket, peerDone bool) {
+	if s.flags.has(flagGone) {
+		return
+	}
+	s.state = stateLinger
+	s.since = l.wheel.now
+	if peerDone {
+		s.flags |= flagPeerDone
+	}
+	l.shutWhenDrained(s)
+}
+
+// shutWhenDrained closes, or sends FIN, once den's output has all reached
+// the kernel, and files the socket to look again next tick if it has not.
+func (l *loop) shutWhenDrained(s *Socket) {
+	if !s.flags.has(flagShut) && s.conn.OutboundBuffered() == 0 {
+		if s.flags.has(flagPeerDone) {
+			l.closeConn(s)
+			return
+		}
+		s.flags |= flagShut
+		_ = unix.Shutdown(s.conn.Fd(), unix.SHUT_WR)
+	}
+	if s.flags.has(flagShut) {
+		l.wheel.file(s, s.since+l.srv.ticks.close)
+	} else {
+		l.wheel.file(s, l.wheel.now+1)
+	}
+}
+
 // closeConn closes the TCP connection from a task on the loop; OnClose
 // follows at once.
 func (l *loop) closeConn(s *Socket) {
@@ -351,16 +396,17 @@ func (l *loop) sendClose(s *Socket, code wsframe.StatusCode, reason string) bool
 	return l.writeNow(s, wsframe.AppendClose(nil, code, reason))
 }
 
-// fail closes the connection after a protocol error: the close frame
-// carries the code, and the connection ends without waiting.
+// fail ends the connection after a protocol error: the close frame
+// carries the code, and nothing more the client sends is read.
 func (l *loop) fail(s *Socket, ce *wsframe.CloseError) gnet.Action {
 	l.srv.stats.protocolErrors.Add(1)
 	if ce := l.srv.log.Check(debugLevel, "protocol error"); ce != nil {
 		ce.Write(socketField(s))
 	}
-	l.sendClose(s, ce.Code, ce.Reason)
-	s.state = stateClosed
-	return gnet.Close
+	if l.sendClose(s, ce.Code, ce.Reason) {
+		l.linger(s, false)
+	}
+	return gnet.None
 }
 
 // readFrames decodes what the client sent on an open or closing socket.
@@ -388,7 +434,7 @@ func (l *loop) readFrames(s *Socket) gnet.Action {
 			break
 		}
 		action = l.handle(s, m)
-		if s.flags.has(flagGone) {
+		if s.flags.has(flagGone) || s.state == stateLinger {
 			break
 		}
 	}
@@ -400,11 +446,14 @@ func (l *loop) readFrames(s *Socket) gnet.Action {
 		}
 		return gnet.None
 	}
-	if off > 0 { // gnet's Discard(0) would drop the whole buffer
+	switch {
+	case s.state == stateLinger:
+		_, _ = s.conn.Discard(-1) // nothing after the end is read
+	case off > 0: // gnet's Discard(0) would drop the whole buffer
 		_, _ = s.conn.Discard(off)
 	}
 	switch {
-	case action != gnet.None:
+	case action != gnet.None || s.state == stateLinger:
 		*dec = wsframe.Decoder{}
 		if own {
 			decoders.Put(s.dec)
@@ -465,9 +514,9 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 		if code == wsframe.CloseNoStatus {
 			reply = wsframe.CloseNormal
 		}
-		l.sendClose(s, reply, "")
-		s.state = stateClosed
-		return gnet.Close
+		if l.sendClose(s, reply, "") {
+			l.linger(s, true) // the close handshake is complete
+		}
 	}
 	return gnet.None
 }
@@ -479,6 +528,10 @@ func (l *loop) due(s *Socket) {
 	t := &l.srv.ticks
 	switch s.state {
 	case stateHTTP:
+		if s.flags.has(flagPaused) {
+			l.resumeHTTP(s)
+			return
+		}
 		limit := t.handshake
 		if s.flags.has(flagServed) && s.conn.InboundBuffered() == 0 {
 			limit = t.idle
@@ -487,11 +540,14 @@ func (l *loop) due(s *Socket) {
 			l.wheel.file(s, s.since+limit)
 			return
 		}
-		if s.conn.InboundBuffered() > 0 {
-			l.srv.stats.handshakeTimeouts.Add(1)
-			l.writeNow(s, errorResponse(408, "request timeout", nil))
+		if s.conn.InboundBuffered() == 0 {
+			l.closeConn(s)
+			return
 		}
-		l.closeConn(s)
+		l.srv.stats.handshakeTimeouts.Add(1)
+		if l.writeNow(s, errorResponse(408, "request timeout", nil)) {
+			l.linger(s, false)
+		}
 	case stateJoining:
 		if now-s.since < t.handshake {
 			l.wheel.file(s, s.since+t.handshake)
@@ -499,8 +555,9 @@ func (l *loop) due(s *Socket) {
 		}
 		if s.join.abandon() {
 			l.srv.stats.handshakeTimeouts.Add(1)
-			l.writeNow(s, errorResponse(503, "room did not answer", nil))
-			l.closeConn(s)
+			if l.writeNow(s, errorResponse(503, "room did not answer", nil)) {
+				l.linger(s, false)
+			}
 		} else {
 			// The answer is on its way to this loop; wait for it.
 			l.wheel.file(s, now+1)
@@ -513,7 +570,7 @@ func (l *loop) due(s *Socket) {
 			}
 			l.srv.stats.keepaliveTimeouts.Add(1)
 			l.sendClose(s, wsframe.CloseGoingAway, "ping timeout")
-			l.closeConn(s)
+			l.closeConn(s) // the peer is gone: nothing to wait for
 			return
 		}
 		if now-s.lastRead < t.ping {
@@ -531,6 +588,12 @@ func (l *loop) due(s *Socket) {
 			return
 		}
 		l.closeConn(s)
+	case stateLinger:
+		if now-s.since >= t.close {
+			l.closeConn(s)
+			return
+		}
+		l.shutWhenDrained(s)
 	}
 }
 

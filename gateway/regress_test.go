@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/den-rooms/den/internal/wsframe"
 )
@@ -374,5 +377,130 @@ func TestHostileChunkedBodies(t *testing.T) {
 	canary.frame(true, 0, wsframe.OpText, []byte("alive"))
 	if f := canary.mustRead(); string(f.payload) != "alive" {
 		t.Fatalf("canary: %q", f.payload)
+	}
+}
+
+// bigHandler answers /big with 8 MiB and /abort with half an answer.
+func bigHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /big", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write(bytes.Repeat([]byte("b"), 8<<20))
+	})
+	mux.HandleFunc("GET /abort", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte(`{"items":[1,2,`))
+		panic(http.ErrAbortHandler)
+	})
+	return mux
+}
+
+// TestLargeResponsesArriveWhole: den once closed a connection with part
+// of a response still in its buffer (gnet's close writes once and drops
+// the rest), and closed kept-alive connections whose answer was large.
+func TestLargeResponsesArriveWhole(t *testing.T) {
+	srv := startServer(t, Config{Handler: bigHandler()})
+	c := dialRaw(t, srv)
+	for _, close := range []bool{false, false, true} {
+		req := request("/big")
+		if close {
+			req = request("/big", "Connection: close")
+		}
+		c.send(req)
+		resp := c.response()
+		if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || len(b) != 8<<20 {
+			t.Fatalf("close=%v: status %d, %d bytes of %d", close, resp.StatusCode, len(b), 8<<20)
+		}
+	}
+	c.expectEOF()
+}
+
+// TestAbortedHandler: a handler that aborts mid-answer must not look like
+// a complete response.
+func TestAbortedHandler(t *testing.T) {
+	srv := startServer(t, Config{Handler: bigHandler()})
+	c := dialRaw(t, srv)
+	c.send(request("/abort"))
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if resp, err := http.ReadResponse(c.br, nil); err == nil {
+		b, err := io.ReadAll(resp.Body)
+		t.Fatalf("got a response: %d %q %v", resp.StatusCode, b, err)
+	}
+}
+
+// TestLargeMessagesAndControl: an 8 MiB echo followed by a ping, then by
+// the client's close, all written before reading: the whole echo, then the
+// pong, then the close reply arrive. den once cut such a client off as a
+// slow consumer, and once lost the tail behind the close.
+func TestLargeMessagesAndControl(t *testing.T) {
+	srv := startServer(t, Config{MaxMessageBytes: 16 << 20})
+	c := dialRaw(t, srv)
+	c.upgrade("/rooms/echo/big")
+	msg := bytes.Repeat([]byte("m"), 8<<20)
+	var b []byte
+	b = wsframe.AppendMaskedFrame(b, true, 0, wsframe.OpBinary, msg, testMask)
+	b = wsframe.AppendMaskedFrame(b, true, 0, wsframe.OpPing, []byte("p"), testMask)
+	b = wsframe.AppendMaskedFrame(b, true, 0, wsframe.OpClose, closePayload(1000, ""), testMask)
+	go c.conn.Write(b)
+	if f := c.mustRead(); f.op != wsframe.OpBinary || len(f.payload) != len(msg) {
+		t.Fatalf("first: %v of %d bytes", f.op, len(f.payload))
+	}
+	if f := c.mustRead(); f.op != wsframe.OpPong {
+		code, reason := wsframe.ParseClose(f.payload)
+		t.Fatalf("second: %v (%d %q), want the pong", f.op, code, reason)
+	}
+	if f := c.mustRead(); f.op != wsframe.OpClose {
+		t.Fatalf("third: %v, want the close reply", f.op)
+	}
+	c.expectEOF()
+}
+
+// TestMaxSizeWelcome: a room may send the largest message right after
+// Accept, even when the kernel cannot take it all at once.
+func TestMaxSizeWelcome(t *testing.T) {
+	srv := startServer(t, Config{Rooms: hugeWelcome{}, MaxMessageBytes: 16 << 20})
+	c := dialRaw(t, srv)
+	c.upgrade("/rooms/echo/x")
+	if f := c.mustRead(); f.op != wsframe.OpBinary || len(f.payload) != 16<<20 {
+		code, reason := wsframe.ParseClose(f.payload)
+		t.Fatalf("welcome: %v of %d bytes (%d %q)", f.op, len(f.payload), code, reason)
+	}
+}
+
+type hugeWelcome struct{ Echo }
+
+func (hugeWelcome) Join(j *Join) { _ = j.Accept().Send(false, make([]byte, 16<<20)) }
+
+// TestPanicLeavesLoopWorking: after a panic on client input was recovered,
+// the loop once never flushed again, so frames for idle sockets waited for
+// unrelated input.
+func TestPanicLeavesLoopWorking(t *testing.T) {
+	srv := startServer(t, Config{EventLoops: 1, Logger: zap.NewNop(), Subprotocol: func(kind string, _ []string) string {
+		if kind == "boom" {
+			panic("subprotocol hook bug")
+		}
+		return ""
+	}})
+	idle := dialRaw(t, srv)
+	idle.upgrade("/rooms/echo/idle")
+	waitFor(t, "open", func() bool { return srv.Stats().Sockets == 1 })
+
+	bad := dialRaw(t, srv)
+	bad.send(request("/rooms/boom/x", hUpgrade, hConn, hKey, hVersion, "Sec-WebSocket-Protocol: p"))
+	bad.expectEOF()
+
+	var s *Socket
+	for _, l := range *srv.loopSet.Load() {
+		onLoop(l, func() {
+			l.wheel.each(func(x *Socket) {
+				if x.state == stateOpen {
+					s = x
+				}
+			})
+		})
+	}
+	if err := s.Send(true, []byte("still flushing")); err != nil {
+		t.Fatal(err)
+	}
+	if f := idle.mustRead(); string(f.payload) != "still flushing" {
+		t.Fatalf("got %q", f.payload)
 	}
 }

@@ -20,7 +20,10 @@ type Rooms interface {
 	// returns.
 	Message(s *Socket, text bool, payload []byte)
 	// Closed reports, exactly once per accepted socket and on its event
-	// loop, that s is gone. code is the peer's close code (1005 if its
+	// loop, that s is gone. If Accept was called on another goroutine and
+	// the client left at that moment, Closed may come before Accept has
+	// returned: a room must not record a socket it was already told is
+	// closed. code is the peer's close code (1005 if its
 	// close frame had none), else the code den closed with, else 1006 for
 	// a connection that dropped. reason is the peer's, or "". clean
 	// reports that close frames went both ways.

@@ -151,6 +151,8 @@ func TestClosedEvents(t *testing.T) {
 	c.upgrade("/rooms/hub/r?user=c")
 	c.mustRead()
 	c.frame(true, 0, 5, nil)
+	c.expectClose(wsframe.CloseProtocolError) // den's close frame, then its FIN
+	c.conn.Close()                            // as a client does on both
 	if ev := <-h.closed; ev.code != 1002 || ev.clean {
 		t.Fatalf("protocol error: %+v", ev)
 	}

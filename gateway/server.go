@@ -153,7 +153,7 @@ func (srv *Server) loopOf(el gnet.EventLoop) *loop {
 	defer srv.loopsMu.Unlock()
 	l := srv.loops[el]
 	if l == nil {
-		l = &loop{srv: srv, el: el, requests: make(map[*Socket]context.CancelFunc)}
+		l = &loop{srv: srv, el: el, requests: make(map[*Socket]context.CancelFunc), chunks: make(map[*Socket]*chunkState)}
 		l.hs = newHandshaker(l)
 		l.pacer = time.AfterFunc(time.Hour, l.execFlush)
 		l.pacer.Stop()
@@ -187,15 +187,18 @@ func (e *events) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 func (e *events) OnTraffic(c gnet.Conn) (action gnet.Action) {
 	s := c.Context().(*Socket)
 	l := s.loop
+	l.holdFlush()
+	defer l.deferFlush()
 	defer func() {
 		// A bug reachable from client bytes must cost that connection,
-		// not the process: gnet does not recover its loops.
+		// not the process: gnet does not recover its loops. The loop's
+		// scratch state may be half-written; start it afresh.
 		if v := recover(); v != nil {
 			e.srv.log.Error("panic handling a connection's input", socketField(s), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			l.dec, l.inflate, l.hs.head = wsframe.Decoder{}, nil, requestHead{}
 			action = gnet.Close
 		}
 	}()
-	l.holdFlush()
 	switch s.state {
 	case stateHTTP:
 		action = l.readHTTP(s)
@@ -203,17 +206,16 @@ func (e *events) OnTraffic(c gnet.Conn) (action gnet.Action) {
 		s.lastRead = l.wheel.now
 		s.flags &^= flagPinged
 		action = l.readFrames(s)
-	case stateClosed:
+	case stateLinger, stateClosed:
 		_, _ = c.Discard(-1)
 	case stateJoining, stateHTTPBusy:
 		// Input waits for the room's answer or the handler's response,
 		// within bounds: a client may send frames right behind its
 		// handshake, but not megabytes.
-		if c.InboundBuffered() > e.srv.cfg.MaxHeaderBytes+int(e.srv.cfg.MaxBodyBytes) {
+		if int64(c.InboundBuffered()) > int64(e.srv.cfg.MaxHeaderBytes)+e.srv.cfg.MaxBodyBytes {
 			action = gnet.Close
 		}
 	}
-	l.deferFlush()
 	return action
 }
 
@@ -242,6 +244,7 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 		cancel() // the handler's request context ends with its connection
 		delete(l.requests, s)
 	}
+	delete(l.chunks, s)
 	l.mu.Lock()
 	l.putQueue(s.q)
 	s.q = nil
@@ -334,9 +337,8 @@ func (t *drainTask) Run(context.Context) error {
 		case stateOpen:
 			l.startClose(s, wsframe.CloseServiceRestart, "server shutting down")
 		case stateJoining:
-			if s.join.abandon() {
-				l.writeNow(s, errorResponse(503, "server shutting down", nil))
-				l.closeConn(s)
+			if s.join.abandon() && l.writeNow(s, errorResponse(503, "server shutting down", nil)) {
+				l.linger(s, false)
 			}
 		}
 	}

@@ -21,6 +21,7 @@ const (
 	stateJoining                   // a valid handshake waits for its room's answer
 	stateOpen                      // WebSocket open
 	stateClosing                   // den sent a close frame and waits for the peer's
+	stateLinger                    // den is done: its output drains, then FIN, then the peer's FIN
 	stateClosed                    // done; the TCP connection is closing
 )
 
@@ -82,6 +83,9 @@ const (
 	flagReading                            // bytes of the next HTTP request have arrived
 	flagSent100                            // "100 Continue" went out for the current request
 	flagGone                               // gnet closed the connection (OnClose ran)
+	flagShut                               // den shut its side down (FIN sent)
+	flagPaused                             // pipelined requests wait: the client is not reading answers
+	flagPeerDone                           // lingering, the peer has nothing more to send: close once drained
 )
 
 type lockedFlags uint8

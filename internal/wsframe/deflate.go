@@ -67,6 +67,9 @@ var inflaters = sync.Pool{New: func() any { return new(inflater) }}
 // maxLen bytes, so a small bomb costs no more than maxLen. Messages are inflated
 // without context takeover: no state outlives the call.
 func Inflate(dst, payload []byte, maxLen int64) ([]byte, error) {
+	if len(payload) == 0 {
+		return dst, nil // an empty message sent with RSV1: nothing to inflate
+	}
 	f := inflaters.Get().(*inflater)
 	defer inflaters.Put(f)
 	f.src = tailReader{p: payload, tail: inflateTail}

@@ -33,6 +33,14 @@ func TestInflateCapsOutput(t *testing.T) {
 	}
 }
 
+func TestInflateEmpty(t *testing.T) {
+	for _, p := range [][]byte{nil, Deflate(nil, nil)} {
+		if out, err := Inflate(nil, p, 10); err != nil || len(out) != 0 {
+			t.Fatalf("empty message %x: %q %v", p, out, err)
+		}
+	}
+}
+
 func TestInflateCorrupt(t *testing.T) {
 	_, err := Inflate(nil, []byte{0xff, 0xff, 0xff, 0xff, 0xff}, 1<<20)
 	if !errors.Is(err, ErrInflate) {
