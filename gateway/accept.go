@@ -19,8 +19,8 @@ import (
 // process on restart.
 //
 // gnet's enroll waits for the loop to register each connection, so several
-// goroutines accept from the one listener (one per event loop) and their
-// waits overlap.
+// goroutines accept from the one listener and their waits overlap; a loop
+// then registers several connections per wake-up (see acceptorsPerLoop).
 //
 // At the open-file limit the acceptor keeps serving: each goroutine holds
 // one spare descriptor, and when accept fails for lack of descriptors it
@@ -80,6 +80,11 @@ func (a *acceptor) stop() {
 		_ = a.ln.Close()
 	}
 }
+
+// acceptorsPerLoop is how many goroutines accept per event loop. Measured
+// on two cores: 1 costs 45-47 µs of server CPU per connection, 4 costs
+// 38-43, 16 costs 36-38; each holds one spare descriptor.
+const acceptorsPerLoop = 8
 
 // tightSlack is the margin, in descriptors, that counts as near the limit.
 const tightSlack = 256

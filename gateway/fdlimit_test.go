@@ -62,13 +62,13 @@ func runLimitedServer(limit string) {
 	_ = srv.Shutdown(ctx)
 }
 
-// TestOpenFileLimit runs den in a process allowed 64 descriptors and
+// TestOpenFileLimit runs den in a process allowed 128 descriptors and
 // connects until it is full: den keeps every open socket working, refuses
 // newcomers with 503 (logging once, not per attempt), and accepts again
 // when sockets close.
 func TestOpenFileLimit(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fdLimitEnv+"=64")
+	cmd.Env = append(os.Environ(), fdLimitEnv+"=128")
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
@@ -94,7 +94,7 @@ func TestOpenFileLimit(t *testing.T) {
 	// Connect until den refuses.
 	var open []net.Conn
 	refused := 0
-	for refused < 20 && len(open) < 200 {
+	for refused < 20 && len(open) < 300 {
 		c, status, err := dialEcho(addr)
 		switch {
 		case err != nil:

@@ -108,7 +108,7 @@ func (srv *Server) Start() error {
 	srv.monoStart = time.Now()
 	srv.acceptor = newAcceptor(srv, ln.(*net.TCPListener))
 	srv.bg.Add(2)
-	go func() { defer srv.bg.Done(); srv.acceptor.run(srv.cfg.EventLoops) }()
+	go func() { defer srv.bg.Done(); srv.acceptor.run(acceptorsPerLoop * srv.cfg.EventLoops) }()
 	go func() { defer srv.bg.Done(); srv.runTicker() }()
 	srv.log.Info("listening", zap.Stringer("addr", ln.Addr()), zap.Int("event_loops", srv.cfg.EventLoops))
 	return nil
