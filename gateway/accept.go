@@ -239,7 +239,7 @@ func (a *acceptor) logLimited(msg string, fields ...zap.Field) {
 		return
 	}
 	if a.suppressed > 0 {
-		fields = append(fields, zap.Int("suppressed", a.suppressed))
+		fields = append(fields, zap.Int(logSuppressed, a.suppressed))
 	}
 	a.srv.log.Warn(msg, fields...)
 	a.lastLog, a.suppressed = now, 0

@@ -109,7 +109,7 @@ func (l *loop) reject(s *Socket, err error) gnet.Action {
 		he = errBadRequest
 	}
 	if ce := l.srv.log.Check(debugLevel, "bad request"); ce != nil {
-		ce.Write(socketField(s), zap.Int("status", he.status), zap.String("reason", he.reason))
+		ce.Write(socketField(s), zap.Int(logStatus, he.status), zap.String(logReason, he.reason))
 	}
 	if l.writeNow(s, errorResponse(he.status, he.reason, nil)) {
 		l.linger(s, false)
@@ -159,7 +159,7 @@ func (srv *Server) serveHTTP(s *Socket, r *http.Request, keepAlive bool) {
 					w.abort = true
 					return
 				}
-				srv.log.Error("HTTP handler panicked", zap.Any("panic", v), zap.String("path", r.URL.Path), zap.ByteString("stack", debug.Stack()))
+				srv.log.Error("HTTP handler panicked", zap.Any(logPanic, v), zap.String(logPath, r.URL.Path), zap.ByteString(logStack, debug.Stack()))
 				w.reset(http.StatusInternalServerError)
 			}
 		}()

@@ -605,7 +605,7 @@ var errRoomPanic = &wsframe.CloseError{Code: wsframe.CloseInternalError, Reason:
 func (l *loop) message(s *Socket, text bool, payload []byte) (action gnet.Action) {
 	defer func() {
 		if v := recover(); v != nil {
-			l.srv.log.Error("Rooms.Message panicked", socketField(s), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			l.srv.log.Error("Rooms.Message panicked", socketField(s), zap.Any(logPanic, v), zap.ByteString(logStack, debug.Stack()))
 			action = l.fail(s, errRoomPanic)
 		}
 	}()
@@ -617,7 +617,7 @@ func (l *loop) message(s *Socket, text bool, payload []byte) (action gnet.Action
 func (l *loop) join(j *Join) {
 	defer func() {
 		if v := recover(); v != nil {
-			l.srv.log.Error("Rooms.Join panicked", zap.String("kind", j.Kind), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			l.srv.log.Error("Rooms.Join panicked", zap.String(logKind, j.Kind), zap.Any(logPanic, v), zap.ByteString(logStack, debug.Stack()))
 			j.Refuse(http.StatusInternalServerError, "internal error")
 		}
 	}()
@@ -628,7 +628,7 @@ func (l *loop) join(j *Join) {
 func (l *loop) closed(s *Socket, code int, reason string, clean bool) {
 	defer func() {
 		if v := recover(); v != nil {
-			l.srv.log.Error("Rooms.Closed panicked", socketField(s), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			l.srv.log.Error("Rooms.Closed panicked", socketField(s), zap.Any(logPanic, v), zap.ByteString(logStack, debug.Stack()))
 		}
 	}()
 	l.srv.rooms.Closed(s, code, reason, clean)

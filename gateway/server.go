@@ -110,7 +110,7 @@ func (srv *Server) Start() error {
 	srv.bg.Add(2)
 	go func() { defer srv.bg.Done(); srv.acceptor.run(acceptorsPerLoop * srv.cfg.EventLoops) }()
 	go func() { defer srv.bg.Done(); srv.runTicker() }()
-	srv.log.Info("listening", zap.Stringer("addr", ln.Addr()), zap.Int("event_loops", srv.cfg.EventLoops))
+	srv.log.Info("listening", zap.Stringer(logAddr, ln.Addr()), zap.Int(logEventLoops, srv.cfg.EventLoops))
 	return nil
 }
 
@@ -194,7 +194,7 @@ func (e *events) OnTraffic(c gnet.Conn) (action gnet.Action) {
 		// not the process: gnet does not recover its loops. The loop's
 		// scratch state may be half-written; start it afresh.
 		if v := recover(); v != nil {
-			e.srv.log.Error("panic handling a connection's input", socketField(s), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			e.srv.log.Error("panic handling a connection's input", socketField(s), zap.Any(logPanic, v), zap.ByteString(logStack, debug.Stack()))
 			l.dec, l.inflate, l.hs.head = wsframe.Decoder{}, nil, requestHead{}
 			action = gnet.Close
 		}
