@@ -41,6 +41,7 @@ type acceptor struct {
 	ln      *net.TCPListener
 	stopped atomic.Bool
 	limit   int64        // RLIMIT_NOFILE when the acceptor started
+	workers int64        // accepting goroutines, each holding a spare descriptor
 	tightAt atomic.Int64 // connections held when the limit was met; 0 when not tight
 	// tightMu makes accepting one goroutine's job while tight: another
 	// goroutine's accept could take the slot an enroll's duplicate needs.
@@ -63,7 +64,8 @@ func newAcceptor(srv *Server, ln *net.TCPListener) *acceptor {
 
 // run accepts on n goroutines until stop, and returns when all are done.
 func (a *acceptor) run(n int) {
-	for range max(n, 1) {
+	a.workers = int64(max(n, 1))
+	for range a.workers {
 		w := &acceptWorker{a: a, reserve: -1}
 		w.takeReserve()
 		a.wg.Add(1)
@@ -81,14 +83,21 @@ func (a *acceptor) stop() {
 	}
 }
 
-// acceptorsPerLoop is how many goroutines accept per event loop. Measured
-// on two cores: 1 costs 45-47 µs of server CPU per connection, 4 costs
-// 38-43, 16 costs 36-38; each holds one spare descriptor.
-const acceptorsPerLoop = 8
+// acceptorsPerLoop is how many goroutines accept per event loop, up to
+// maxAcceptors in all. Measured on two cores: 1 costs 45-47 µs of server
+// CPU per connection, 4 costs 38-43, 16 costs 36-38. Each holds one spare
+// descriptor.
+const (
+	acceptorsPerLoop = 8
+	maxAcceptors     = 16
+)
 
 // tightSlack is the margin, in descriptors, that counts as near the limit.
 const tightSlack = 256
 
+// tight reports whether the process is near its descriptor limit. Besides
+// connections it counts the spare descriptors and each loop's epoll and
+// eventfd, so with many loops the limit is not met before tight is.
 func (a *acceptor) tight() bool {
 	conns := a.srv.stats.conns.Load()
 	at := a.tightAt.Load()
@@ -96,7 +105,8 @@ func (a *acceptor) tight() bool {
 		a.tightAt.CompareAndSwap(at, 0)
 		at = 0
 	}
-	return at > 0 || (a.limit > 0 && conns+tightSlack >= a.limit)
+	fixed := a.workers + 2*int64(a.srv.cfg.EventLoops)
+	return at > 0 || (a.limit > 0 && conns+fixed+tightSlack >= a.limit)
 }
 
 func (a *acceptor) metLimit() { a.tightAt.Store(max(a.srv.stats.conns.Load(), 1)) }
@@ -124,12 +134,20 @@ func (w *acceptWorker) run() {
 }
 
 // acceptOne accepts and enrolls one connection, or handles the failure;
-// it returns the backoff for the next failure.
+// it returns the backoff for the next failure. tight says whether the
+// caller holds tightMu.
 func (w *acceptWorker) acceptOne(tight bool, backoff time.Duration) time.Duration {
 	a := w.a
 	c, err := a.ln.AcceptTCP()
 	switch {
 	case err == nil:
+		if !tight && a.tight() {
+			// The limit came near while this goroutine waited in accept:
+			// lend the spare as a tight enroll does.
+			a.tightMu.Lock()
+			defer a.tightMu.Unlock()
+			tight = true
+		}
 		w.enroll(c, tight)
 		return 0
 	case a.stopped.Load() || errors.Is(err, net.ErrClosed):

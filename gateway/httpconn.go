@@ -32,6 +32,9 @@ func (l *loop) readHTTP(s *Socket) gnet.Action {
 		}
 		return gnet.None
 	}
+	if b := l.bodies[s]; b != nil {
+		return l.readBody(s, b)
+	}
 	buf, _ := s.conn.Peek(-1)
 	if len(buf) == 0 {
 		return gnet.None
@@ -50,46 +53,90 @@ func (l *loop) readHTTP(s *Socket) gnet.Action {
 	if h.upgrade {
 		return l.hs.upgrade(s, &h)
 	}
-	n := h.size()
-	var body []byte
-	switch {
-	case h.chunked:
-		st := l.chunks[s]
-		if st == nil {
-			st = new(chunkState)
-			l.chunks[s] = st
-		}
-		var bn int
-		body, bn, err = parseChunked(buf[n:], cfg.MaxBodyBytes, st)
+	if !h.chunked && h.length <= 0 {
+		req, err := l.newRequest(s, &h, nil)
 		if err != nil {
-			delete(l.chunks, s)
 			return l.reject(s, err)
 		}
-		if bn == 0 {
-			return l.continue100(s, &h)
-		}
-		delete(l.chunks, s)
-		n += bn
-	case h.length > cfg.MaxBodyBytes:
-		return l.reject(s, errBodyTooLarge)
-	case h.length > 0:
-		if int64(len(buf)-n) < h.length {
-			return l.continue100(s, &h)
-		}
-		body = bytes.Clone(buf[n : n+int(h.length)])
-		n += int(h.length)
+		_, _ = s.conn.Discard(h.size())
+		return l.dispatch(s, req, h.keepAlive)
 	}
+	if h.length > cfg.MaxBodyBytes {
+		return l.reject(s, errBodyTooLarge)
+	}
+	// A body follows. Den takes it out of gnet's buffer as it arrives, so
+	// each byte is copied once however slowly it comes; the head is kept.
+	b := &pendingBody{head: bytes.Clone(h.raw), need: h.length}
+	b.h, _, _ = parseHead(b.head, len(b.head)+1)
+	if h.chunked {
+		b.chunks = &chunkReader{maxBody: cfg.MaxBodyBytes}
+	} else {
+		b.body = make([]byte, 0, min(h.length, 64<<10))
+	}
+	_, _ = s.conn.Discard(h.size())
+	l.bodies[s] = b
+	return l.readBody(s, b)
+}
+
+// pendingBody is a request whose body is still arriving.
+type pendingBody struct {
+	head   []byte // a copy of the request head, which h points into
+	h      requestHead
+	body   []byte
+	need   int64        // Content-Length bytes still to come
+	chunks *chunkReader // for a chunked body
+}
+
+// readBody takes what has arrived of a request's body, and dispatches the
+// request once it is whole.
+func (l *loop) readBody(s *Socket, b *pendingBody) gnet.Action {
+	buf, _ := s.conn.Peek(-1)
+	var n int
+	var done bool
+	if b.chunks != nil {
+		var err error
+		if n, done, err = b.chunks.feed(buf, &b.body); err != nil {
+			delete(l.bodies, s)
+			return l.reject(s, err)
+		}
+	} else {
+		n = int(min(b.need, int64(len(buf))))
+		b.body = append(b.body, buf[:n]...)
+		b.need -= int64(n)
+		done = b.need == 0
+	}
+	if n > 0 { // gnet's Discard(0) would drop the whole buffer
+		_, _ = s.conn.Discard(n)
+	}
+	if !done {
+		return l.continue100(s, &b.h)
+	}
+	delete(l.bodies, s)
+	req, err := l.newRequest(s, &b.h, b.body)
+	if err != nil {
+		return l.reject(s, err)
+	}
+	return l.dispatch(s, req, b.h.keepAlive)
+}
+
+// newRequest builds a request with a context that ends with the
+// connection.
+func (l *loop) newRequest(s *Socket, h *requestHead, body []byte) (*http.Request, error) {
 	ctx, cancel := context.WithCancel(l.srv.baseCtx)
-	req := buildRequest(&h, body, s.conn.RemoteAddr(), ctx)
+	req := buildRequest(h, body, s.conn.RemoteAddr(), ctx)
 	if req == nil {
 		cancel()
-		return l.reject(s, errBadRequest)
+		return nil, errBadRequest
 	}
 	l.requests[s] = cancel
-	_, _ = s.conn.Discard(n)
+	return req, nil
+}
+
+// dispatch hands a whole request to the handler's goroutine.
+func (l *loop) dispatch(s *Socket, req *http.Request, keepAlive bool) gnet.Action {
 	s.state = stateHTTPBusy
 	l.wheel.remove(s)
-	go l.srv.serveHTTP(s, req, h.keepAlive)
+	go l.srv.serveHTTP(s, req, keepAlive)
 	return gnet.None
 }
 
@@ -104,6 +151,7 @@ func (l *loop) continue100(s *Socket, h *requestHead) gnet.Action {
 
 // reject answers a request den cannot serve and closes the connection.
 func (l *loop) reject(s *Socket, err error) gnet.Action {
+	delete(l.bodies, s)
 	he, ok := err.(*httpError)
 	if !ok {
 		he = errBadRequest
@@ -215,14 +263,14 @@ func (l *loop) finishHTTP(s *Socket, resp []byte, keepAlive bool) {
 
 // resumeHTTP reads the next pipelined request, unless the client has not
 // read the answers so far: then requests wait, checked again each tick,
-// until it does or the handshake timeout passes.
+// until it does, or until it has read nothing for the handshake timeout.
 func (l *loop) resumeHTTP(s *Socket) {
 	if l.overLimit(s) {
 		if !s.flags.has(flagPaused) {
 			s.flags |= flagPaused
 			s.since = l.wheel.now
 		}
-		if l.wheel.now-s.since >= l.srv.ticks.handshake {
+		if !l.progress(s, l.srv.ticks.handshake) || l.wheel.now-s.since >= l.srv.ticks.handshake {
 			l.closeConn(s)
 			return
 		}
@@ -231,10 +279,11 @@ func (l *loop) resumeHTTP(s *Socket) {
 	}
 	if s.flags.has(flagPaused) {
 		s.flags &^= flagPaused
+		delete(l.draining, s)
 		s.since = l.wheel.now
 		l.wheel.file(s, s.since+l.srv.ticks.idle)
 	}
-	if s.conn.InboundBuffered() > 0 && l.readHTTP(s) == gnet.Close {
+	if s.conn.InboundBuffered() > 0 && l.guard(s, l.readHTTP) == gnet.Close {
 		l.closeConn(s)
 	}
 }

@@ -306,138 +306,139 @@ const maxChunkLine = 1024
 
 // chunkOverhead bounds the framing a chunked body may spend beyond its
 // data (sizes, extensions, line ends, trailers), so a body of many tiny
-// chunks cannot make den buffer far more than MaxBodyBytes.
+// chunks cannot make den read far more than MaxBodyBytes.
 func chunkOverhead(maxBody int64) int64 { return maxBody/4 + 16<<10 }
 
-// chunkState is how far parseChunked got in a body that has not all
-// arrived, so each byte is scanned once however slowly it comes.
-type chunkState struct {
-	pos     int   // where parsing resumes: a chunk-size or trailer line
-	size    int64 // data bytes in the chunks before pos
-	trailer bool  // the last chunk is behind pos; trailer lines remain
+// chunkReader decodes a chunked body as its bytes arrive, consuming
+// exactly the body and no more, so a pipelined request behind it stays
+// unread and no byte is looked at twice. Framing must use CRLF: a proxy in
+// front of den that accepted bare LF here would frame the body
+// differently, which is how requests are smuggled. Trailer fields are
+// read and dropped. The data may not pass maxBody, nor the framing
+// chunkOverhead(maxBody).
+type chunkReader struct {
+	maxBody int64
+	state   chunkStep
+	line    []byte // the size or trailer line so far
+	remain  int64  // data bytes left in the current chunk
+	size    int64  // data bytes so far
+	wire    int64  // bytes consumed in all
 }
 
-// parseChunked decodes a chunked body at the start of p, resuming where st
-// left off. It returns the body and the bytes it took, or n == 0 while the
-// body is incomplete. Framing must use CRLF: a proxy in front of den that
-// accepts bare LF here would frame the body differently, which is how
-// requests are smuggled. Trailer fields are read and dropped. The data may
-// not pass maxBody, nor the framing chunkOverhead(maxBody).
-func parseChunked(p []byte, maxBody int64, st *chunkState) (body []byte, n int, err error) {
-	maxWire := maxBody + chunkOverhead(maxBody)
-	i := st.pos
-	for !st.trailer {
-		line, next, err := chunkLine(p, i)
-		if err != nil || line == nil {
-			st.pos = i
-			return nil, 0, incomplete(err, len(p), maxWire)
+type chunkStep uint8
+
+const (
+	chunkSizeLine chunkStep = iota
+	chunkData
+	chunkDataCR
+	chunkDataLF
+	chunkTrailer
+	chunkDone
+)
+
+// feed consumes from p, appending data to *body, and reports how many
+// bytes it took and whether the body ended.
+func (c *chunkReader) feed(p []byte, body *[]byte) (n int, done bool, err error) {
+	maxWire := c.maxBody + chunkOverhead(c.maxBody)
+	for n < len(p) && c.state != chunkDone {
+		switch c.state {
+		case chunkSizeLine, chunkTrailer:
+			i := bytes.IndexByte(p[n:], '\n')
+			end := len(p)
+			if i >= 0 {
+				end = n + i + 1
+			}
+			if len(c.line)+end-n > maxChunkLine+2 {
+				return n, false, errBadChunk
+			}
+			c.line = append(c.line, p[n:end]...)
+			c.wire += int64(end - n)
+			n = end
+			if i < 0 {
+				break
+			}
+			line, ok := bytes.CutSuffix(c.line, []byte("\r\n"))
+			if !ok {
+				return n, false, errBadChunk
+			}
+			if err := c.endLine(line); err != nil {
+				return n, false, err
+			}
+			c.line = c.line[:0]
+		case chunkData:
+			k := int(min(c.remain, int64(len(p)-n)))
+			*body = append(*body, p[n:n+k]...)
+			n += k
+			c.size += int64(k)
+			c.wire += int64(k)
+			if c.remain -= int64(k); c.remain == 0 {
+				c.state = chunkDataCR
+			}
+		case chunkDataCR, chunkDataLF:
+			want := byte('\r')
+			if c.state == chunkDataLF {
+				want = '\n'
+			}
+			if p[n] != want {
+				return n, false, errBadChunk
+			}
+			n++
+			c.wire++
+			c.state++
+			if c.state > chunkDataLF {
+				c.state = chunkSizeLine
+			}
 		}
-		cs, err := chunkSize(line, maxBody-st.size)
-		if err != nil {
-			return nil, 0, err
+		if c.wire > maxWire {
+			return n, false, errBodyTooLarge
 		}
-		if cs == 0 {
-			i, st.trailer = next, true
-			break
-		}
-		if int64(len(p)-next) < cs+2 {
-			st.pos = i
-			return nil, 0, incomplete(nil, len(p), maxWire)
-		}
-		end := next + int(cs)
-		if p[end] != '\r' || p[end+1] != '\n' {
-			return nil, 0, errBadChunk
-		}
-		st.size += cs
-		i = end + 2
 	}
-	for {
-		line, next, err := chunkLine(p, i)
-		if err != nil || line == nil {
-			st.pos = i
-			return nil, 0, incomplete(err, len(p), maxWire)
-		}
-		i = next
+	return n, c.state == chunkDone, nil
+}
+
+// endLine acts on a complete size or trailer line.
+func (c *chunkReader) endLine(line []byte) error {
+	if c.state == chunkTrailer {
 		if len(line) == 0 {
-			break
+			c.state = chunkDone
+			return nil
 		}
 		if _, _, ok := splitField(line); !ok {
-			return nil, 0, errBadChunk
+			return errBadChunk
 		}
+		return nil
 	}
-	if int64(i) > maxWire {
-		return nil, 0, errBodyTooLarge
-	}
-	body = make([]byte, 0, st.size)
-	for j := 0; ; {
-		line, next, _ := chunkLine(p, j)
-		cs, _ := chunkSize(line, maxBody)
-		if cs == 0 {
-			break
-		}
-		body = append(body, p[next:next+int(cs)]...)
-		j = next + int(cs) + 2
-	}
-	return body, i, nil
-}
-
-// incomplete is parseChunked's answer when the body has not all arrived:
-// wait for more, unless the framing is broken or already too long.
-func incomplete(err error, have int, maxWire int64) error {
-	if err != nil {
-		return err
-	}
-	if int64(have) > maxWire {
-		return errBodyTooLarge
-	}
-	return nil
-}
-
-// chunkLine returns the CRLF-terminated line at p[i:] without its CRLF,
-// and where the next line starts; line is nil while the line is
-// incomplete.
-func chunkLine(p []byte, i int) (line []byte, next int, err error) {
-	j := bytes.IndexByte(p[i:], '\n')
-	if j < 0 {
-		if len(p)-i > maxChunkLine {
-			return nil, 0, errBadChunk
-		}
-		return nil, 0, nil
-	}
-	if j > maxChunkLine || j == 0 || p[i+j-1] != '\r' {
-		return nil, 0, errBadChunk
-	}
-	return p[i : i+j-1], i + j + 1, nil
-}
-
-// chunkSize parses a chunk-size line (hex size, then optional extensions)
-// and refuses a size over room.
-func chunkSize(line []byte, room int64) (int64, error) {
-	hex, ext, _ := bytes.Cut(line, []byte{';'})
-	hex = bytes.TrimRight(hex, " \t")
-	if len(hex) == 0 || len(hex) > 16 || !isFieldValue(ext) {
-		return 0, errBadChunk
+	size, ext, _ := bytes.Cut(line, []byte{';'})
+	size = bytes.TrimRight(size, " \t")
+	if len(size) == 0 || len(size) > 16 || !isFieldValue(ext) {
+		return errBadChunk
 	}
 	var cs int64
-	for _, c := range hex {
+	room := c.maxBody - c.size
+	for _, ch := range size {
 		var d byte
 		switch {
-		case c >= '0' && c <= '9':
-			d = c - '0'
-		case c >= 'a' && c <= 'f':
-			d = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			d = c - 'A' + 10
+		case ch >= '0' && ch <= '9':
+			d = ch - '0'
+		case ch >= 'a' && ch <= 'f':
+			d = ch - 'a' + 10
+		case ch >= 'A' && ch <= 'F':
+			d = ch - 'A' + 10
 		default:
-			return 0, errBadChunk
+			return errBadChunk
 		}
 		if cs > room>>4 {
-			return 0, errBodyTooLarge
+			return errBodyTooLarge
 		}
 		cs = cs<<4 | int64(d)
-		if cs > room {
-			return 0, errBodyTooLarge
-		}
 	}
-	return cs, nil
+	if cs > room {
+		return errBodyTooLarge
+	}
+	if cs == 0 {
+		c.state = chunkTrailer
+		return nil
+	}
+	c.state, c.remain = chunkData, cs
+	return nil
 }

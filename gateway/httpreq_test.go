@@ -66,19 +66,65 @@ func TestParseHead(t *testing.T) {
 	}
 }
 
-func TestParseChunked(t *testing.T) {
-	body, n, err := parseChunked([]byte("3\r\nabc\r\n1;x=y\r\nd\r\n0\r\nT: v\r\n\r\nNEXT"), 100, new(chunkState))
-	if err != nil || string(body) != "abcd" || n != len("3\r\nabc\r\n1;x=y\r\nd\r\n0\r\nT: v\r\n\r\n") {
-		t.Fatalf("body %q n %d err %v", body, n, err)
+// readChunked feeds in to a chunkReader step bytes at a time (0: all at
+// once), as reads arrive, and returns the body, the bytes consumed and
+// whether it ended.
+func readChunked(in []byte, maxBody int64, step int) (body []byte, n int, done bool, err error) {
+	c := &chunkReader{maxBody: maxBody}
+	for !done && err == nil && n < len(in) {
+		end := len(in)
+		if step > 0 {
+			end = min(len(in), n+step)
+		}
+		var k int
+		k, done, err = c.feed(in[n:end], &body)
+		n += k
+		if k == 0 && !done && end == len(in) {
+			break
+		}
 	}
-	if _, n, err := parseChunked([]byte("3\r\nab"), 100, new(chunkState)); n != 0 || err != nil {
-		t.Fatalf("partial: n %d err %v", n, err)
+	return body, n, done, err
+}
+
+func TestChunkReader(t *testing.T) {
+	in := "3\r\nabc\r\n1;x=y\r\nd\r\n0\r\nT: v\r\n\r\nNEXT"
+	for _, step := range []int{0, 1, 2, 5} {
+		body, n, done, err := readChunked([]byte(in), 100, step)
+		if err != nil || !done || string(body) != "abcd" || n != len(in)-len("NEXT") {
+			t.Fatalf("step %d: body %q n %d done %v err %v", step, body, n, done, err)
+		}
 	}
-	if _, _, err := parseChunked([]byte("zz\r\n"), 100, new(chunkState)); err != errBadChunk {
+	if _, _, done, err := readChunked([]byte("3\r\nab"), 100, 0); done || err != nil {
+		t.Fatalf("partial: done %v err %v", done, err)
+	}
+	if _, _, _, err := readChunked([]byte("zz\r\n"), 100, 0); err != errBadChunk {
 		t.Fatalf("bad size: %v", err)
 	}
-	if _, _, err := parseChunked([]byte("ff\r\n"), 100, new(chunkState)); err != errBodyTooLarge {
+	if _, _, _, err := readChunked([]byte("ff\r\n"), 100, 0); err != errBodyTooLarge {
 		t.Fatalf("over limit: %v", err)
+	}
+}
+
+// TestChunkedLimits: sizes that would overflow, framing that grows without
+// data, and bare LF framing are all refused, not buffered or misread.
+func TestChunkedLimits(t *testing.T) {
+	cases := []struct {
+		name string
+		in   string
+		want error
+	}{
+		{"size overflowing int64", "1\r\nA\r\n7fffffffffffffff\r\n" + strings.Repeat("B", 64), errBodyTooLarge},
+		{"17 hex digits", "10000000000000000\r\n", errBadChunk},
+		{"bare LF after data", "1\r\nA\n0\r\n\r\n", errBadChunk},
+		{"bare LF size line", "1\nA\r\n0\r\n\r\n", errBadChunk},
+		{"control byte in extension", "1;a\x01\r\nA\r\n0\r\n\r\n", errBadChunk},
+		{"endless trailers", "0\r\n" + strings.Repeat("X-T: v\r\n", 40000), errBodyTooLarge},
+		{"endless tiny chunks", strings.Repeat("1;"+strings.Repeat("e", 900)+"\r\nA\r\n", 400), errBodyTooLarge},
+	}
+	for _, tc := range cases {
+		if _, _, _, err := readChunked([]byte(tc.in), 64<<10, 0); err != tc.want {
+			t.Errorf("%s: err %v, want %v", tc.name, err, tc.want)
+		}
 	}
 }
 
@@ -100,7 +146,7 @@ func FuzzParseHead(f *testing.F) {
 			t.Fatalf("head length %d past input %d", h.size(), len(in))
 		}
 		if h.chunked {
-			_, _, _ = parseChunked(in[h.size():], 1<<20, new(chunkState))
+			_, _, _, _ = readChunked(in[h.size():], 1<<20, 0)
 		}
 		hdr := h.header()
 		r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(in[:h.size()])))
@@ -119,30 +165,20 @@ func FuzzParseHead(f *testing.F) {
 }
 
 // FuzzParseChunked compares den's chunked decoder with net/http's, and
-// checks that parsing as the bytes arrive gives what parsing them at once
+// checks that feeding it as bytes arrive gives what feeding them at once
 // gives.
 func FuzzParseChunked(f *testing.F) {
 	f.Add([]byte("5\r\nhello\r\n0\r\n\r\n"), uint8(3))
 	f.Add([]byte("3;ext\r\nabc\r\n0\r\nTrailer: x\r\n\r\n"), uint8(1))
 	f.Add([]byte("A\r\n0123456789\r\n0\r\n\r\n"), uint8(7))
 	f.Fuzz(func(t *testing.T, in []byte, step uint8) {
-		body, n, err := parseChunked(in, 1<<16, new(chunkState))
-		var st chunkState
-		var pbody []byte
-		var pn int
-		var perr error
-		for end := 0; end < len(in) && pn == 0 && perr == nil; {
-			end = min(len(in), end+int(step%8)+1)
-			pbody, pn, perr = parseChunked(in[:end], 1<<16, &st)
+		body, n, done, err := readChunked(in, 1<<16, 0)
+		pbody, pn, pdone, perr := readChunked(in, 1<<16, int(step%8)+1)
+		if err != perr || done != pdone || (err == nil && (n != pn || !bytes.Equal(body, pbody))) {
+			t.Fatalf("at once: %q %d %v %v; piecewise: %q %d %v %v", body, n, done, err, pbody, pn, pdone, perr)
 		}
-		if (err == nil) != (perr == nil) || n != pn || !bytes.Equal(body, pbody) {
-			t.Fatalf("at once: %q %d %v; piecewise: %q %d %v", body, n, err, pbody, pn, perr)
-		}
-		if err != nil || n == 0 {
+		if err != nil || !done {
 			return
-		}
-		if n > len(in) {
-			t.Fatalf("consumed %d of %d", n, len(in))
 		}
 		ref, rerr := io.ReadAll(httputil.NewChunkedReader(bytes.NewReader(in[:n])))
 		if rerr == nil && !bytes.Equal(ref, body) {

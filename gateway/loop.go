@@ -38,18 +38,46 @@ type loop struct {
 	// Owned by the loop goroutine.
 	hs       *handshaker
 	requests map[*Socket]context.CancelFunc // HTTP requests being handled
-	chunks   map[*Socket]*chunkState        // chunked bodies still arriving
+	bodies   map[*Socket]*pendingBody       // request bodies still arriving
 	wheel    wheel
 	dec      wsframe.Decoder // for sockets without a partial frame of their own
 	work     []work
 	spare    []*Socket // the other half of the dirty list's double buffer
 	drain    []*Socket // sockets a shutdown batch closes
 	inflate  []byte
-	// The peer's close reason for the socket closing now: OnClose follows
-	// the close frame in the same callback, so the reason need not be
-	// kept in every socket.
-	peerReason    string
-	peerReasonFor *Socket
+	// Peers' close reasons, from the close frame until OnClose reports
+	// them: rare and short-lived, so not a field of every socket.
+	reasons map[*Socket]string
+	// Output still draining for lingering or paused sockets; see progress.
+	draining map[*Socket]drainState
+}
+
+// drainState follows a socket whose buffered output den waits on.
+type drainState struct {
+	backlog int    // bytes gnet held at the last look
+	started uint32 // tick the wait began
+}
+
+// maxDrainWaits caps how many timeouts' worth of ticks den waits on a
+// client that keeps reading, however slowly.
+const maxDrainWaits = 12
+
+// progress records how much output s still has, and restarts s.since when
+// the client has read some since the last look: a client that reads
+// slowly but steadily is not cut off. It reports false once the whole
+// wait passed maxDrainWaits timeouts of limit ticks.
+func (l *loop) progress(s *Socket, limit uint32) bool {
+	now := l.wheel.now
+	b := s.conn.OutboundBuffered()
+	d, ok := l.draining[s]
+	if !ok {
+		d.started = now
+	} else if b < d.backlog {
+		s.since = now
+	}
+	d.backlog = b
+	l.draining[s] = d
+	return now-d.started < maxDrainWaits*limit
 }
 
 // paceSockets is the size of flush, in sockets written, after which the
@@ -176,7 +204,7 @@ func (l *loop) flush() {
 	l.flushQueued, l.taskPending = false, false
 	for _, s := range batch {
 		s.mflags &^= mDirty
-		l.work = append(l.work, work{s: s, q: s.q, join: s.joinAns, slow: s.mflags.has(mSlow), closeReq: s.closeReq})
+		l.work = append(l.work, work{s: s, q: s.q, join: s.joinAns, slow: s.mflags.has(mRefuse), closeReq: s.closeReq})
 		s.q, s.joinAns = nil, joinPending
 	}
 	l.spare = batch
@@ -226,7 +254,12 @@ func (l *loop) act(w *work) {
 				return
 			}
 			l.open(s)
-			if w.closeReq != 0 {
+			switch {
+			case w.slow:
+				// The room queued more than the queue holds before the
+				// socket was even open; what was dropped cannot be sent.
+				l.slowConsumer(s)
+			case w.closeReq != 0:
 				l.startClose(s, wsframe.StatusCode(w.closeReq), closeText)
 			}
 			return
@@ -313,10 +346,8 @@ func (l *loop) open(s *Socket) {
 		l.startClose(s, wsframe.CloseServiceRestart, "server shutting down")
 		return
 	}
-	if s.conn.InboundBuffered() > 0 {
-		if l.readFrames(s) == gnet.Close && !s.flags.has(flagGone) {
-			l.closeConn(s)
-		}
+	if s.conn.InboundBuffered() > 0 && l.guard(s, l.readFrames) == gnet.Close {
+		l.closeConn(s)
 	}
 }
 
@@ -332,6 +363,7 @@ func (l *loop) linger(s *Socket, peerDone bool) {
 	if s.flags.has(flagGone) {
 		return
 	}
+	l.refuseFrames(s)
 	s.state = stateLinger
 	s.since = l.wheel.now
 	if peerDone {
@@ -343,19 +375,50 @@ func (l *loop) linger(s *Socket, peerDone bool) {
 // shutWhenDrained closes, or sends FIN, once den's output has all reached
 // the kernel, and files the socket to look again next tick if it has not.
 func (l *loop) shutWhenDrained(s *Socket) {
-	if !s.flags.has(flagShut) && s.conn.OutboundBuffered() == 0 {
-		if s.flags.has(flagPeerDone) {
-			l.closeConn(s)
-			return
-		}
-		s.flags |= flagShut
-		_ = unix.Shutdown(s.conn.Fd(), unix.SHUT_WR)
-	}
 	if s.flags.has(flagShut) {
 		l.wheel.file(s, s.since+l.srv.ticks.close)
-	} else {
-		l.wheel.file(s, l.wheel.now+1)
+		return
 	}
+	if s.conn.OutboundBuffered() > 0 {
+		if !l.progress(s, l.srv.ticks.close) || l.wheel.now-s.since >= l.srv.ticks.close {
+			l.closeConn(s) // the client stopped reading
+			return
+		}
+		l.wheel.file(s, l.wheel.now+1)
+		return
+	}
+	delete(l.draining, s)
+	if s.flags.has(flagPeerDone) {
+		l.closeConn(s)
+		return
+	}
+	s.flags |= flagShut
+	_ = unix.Shutdown(s.conn.Fd(), unix.SHUT_WR)
+	s.since = l.wheel.now // now wait for the peer's FIN
+	l.wheel.file(s, s.since+l.srv.ticks.close)
+}
+
+// refuseFrames makes Send and Broadcast refuse the socket: after den's
+// close frame, data must not follow.
+func (l *loop) refuseFrames(s *Socket) {
+	l.mu.Lock()
+	s.mflags |= mRefuse
+	l.mu.Unlock()
+}
+
+// guard runs input handling for s. A bug reachable from client bytes must
+// cost that connection, not the process: gnet recovers neither its
+// callbacks nor its tasks. The loop's scratch state may be half-written,
+// so it starts afresh.
+func (l *loop) guard(s *Socket, read func(*Socket) gnet.Action) (action gnet.Action) {
+	defer func() {
+		if v := recover(); v != nil {
+			l.srv.log.Error("panic handling a connection's input", socketField(s), zap.Any(logPanic, v), zap.ByteString(logStack, debug.Stack()))
+			l.dec, l.inflate, l.hs.head = wsframe.Decoder{}, nil, requestHead{}
+			action = gnet.Close
+		}
+	}()
+	return read(s)
 }
 
 // closeConn closes the TCP connection from a task on the loop; OnClose
@@ -377,6 +440,7 @@ func (l *loop) startClose(s *Socket, code wsframe.StatusCode, reason string) {
 	if !l.sendClose(s, code, reason) {
 		return
 	}
+	l.refuseFrames(s)
 	s.state = stateClosing
 	s.since = l.wheel.now
 	l.wheel.file(s, l.wheel.now+l.srv.ticks.close)
@@ -509,7 +573,9 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 		code, reason := wsframe.ParseClose(m.Payload)
 		s.flags |= flagPeerClosed
 		s.closeCode = uint16(code)
-		l.peerReason, l.peerReasonFor = string(reason), s
+		if len(reason) > 0 {
+			l.reasons[s] = string(reason)
+		}
 		reply := code
 		if code == wsframe.CloseNoStatus {
 			reply = wsframe.CloseNormal
@@ -589,8 +655,8 @@ func (l *loop) due(s *Socket) {
 		}
 		l.closeConn(s)
 	case stateLinger:
-		if now-s.since >= t.close {
-			l.closeConn(s)
+		if s.flags.has(flagShut) && now-s.since >= t.close {
+			l.closeConn(s) // no FIN from the peer
 			return
 		}
 		l.shutWhenDrained(s)

@@ -504,3 +504,147 @@ func TestPanicLeavesLoopWorking(t *testing.T) {
 		t.Fatalf("got %q", f.payload)
 	}
 }
+
+// TestBurstOverLimitBeforeOpen: a room that queues more than the write
+// queue holds before the 101 is written once left the socket open and
+// mute for ever: frames refused, nothing sent, no close.
+func TestBurstOverLimitBeforeOpen(t *testing.T) {
+	srv := startServer(t, Config{Rooms: burstRoom{}, WriteQueueBytes: 64 << 10})
+	c := dialRaw(t, srv)
+	c.upgrade("/rooms/echo/x")
+	c.expectCloseAfterData(wsframe.ClosePolicyViolation)
+	waitFor(t, "slow consumer counted", func() bool { return srv.Stats().SlowConsumers == 1 })
+}
+
+type burstRoom struct{ Echo }
+
+func (burstRoom) Join(j *Join) {
+	s := j.Accept()
+	for range 3 {
+		_ = s.Send(false, make([]byte, 40<<10))
+	}
+}
+
+// TestPanicInPipelinedRequest: input read from a task (the next pipelined
+// request, after a response) is guarded too; a panic there once killed
+// the process.
+func TestPanicInPipelinedRequest(t *testing.T) {
+	srv := startServer(t, Config{Logger: zap.NewNop(), Subprotocol: func(kind string, _ []string) string {
+		if kind == "boom" {
+			panic("subprotocol hook bug")
+		}
+		return ""
+	}})
+	c := dialRaw(t, srv)
+	c.send(append(request("/livez"), request("/rooms/boom/x", hUpgrade, hConn, hKey, hVersion, "Sec-WebSocket-Protocol: p")...))
+	if resp := c.response(); resp.StatusCode != 200 {
+		t.Fatalf("first response %d", resp.StatusCode)
+	}
+	c.expectEOF()
+	other := dialRaw(t, srv)
+	other.upgrade("/rooms/echo/alive")
+}
+
+// TestSlowReaderGetsEverything: a client that reads steadily but slowly
+// once had large answers cut off at a timeout counted from the start.
+// Timeouts here are short and the server's socket buffer small, so den
+// holds most of the answer and the read outlasts several timeouts.
+func TestSlowReaderGetsEverything(t *testing.T) {
+	const size = 1 << 20
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /big", func(w http.ResponseWriter, _ *http.Request) { w.Write(bytes.Repeat([]byte("b"), size)) })
+	srv := startServer(t, Config{Handler: mux, WriteQueueBytes: 16 << 10, MaxMessageBytes: 16 << 10,
+		Tick: 20 * time.Millisecond, CloseTimeout: 100 * time.Millisecond, HandshakeTimeout: 100 * time.Millisecond})
+	for _, hdr := range []string{"X-Keep: alive", "Connection: close"} {
+		c := dialRaw(t, srv)
+		c.conn.(*net.TCPConn).SetReadBuffer(16 << 10)
+		c.send(request("/livez")) // open the connection on the loop
+		c.response()
+		for _, l := range *srv.loopSet.Load() {
+			onLoop(l, func() { l.wheel.each(func(s *Socket) { _ = s.conn.SetWriteBuffer(16 << 10) }) })
+		}
+		c.send(request("/big", hdr))
+		c.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		resp, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", hdr, err)
+		}
+		got := 0
+		buf := make([]byte, 8<<10)
+		for {
+			n, err := resp.Body.Read(buf)
+			got += n
+			if err != nil {
+				break
+			}
+			time.Sleep(2 * time.Millisecond) // about 4 MB/s: the answer takes several timeouts
+		}
+		if got != size {
+			t.Fatalf("%s: %d of %d bytes", hdr, got, size)
+		}
+	}
+}
+
+// TestBodyLeavesGnetBuffer: a body is taken out of gnet's buffer as it
+// arrives, so a client dribbling a large body does not make den copy the
+// whole buffer on every read.
+func TestBodyLeavesGnetBuffer(t *testing.T) {
+	srv := startServer(t, Config{})
+	c := dialRaw(t, srv)
+	c.send([]byte("POST /x HTTP/1.1\r\nHost: den\r\nContent-Length: 400000\r\n\r\n"))
+	c.send(make([]byte, 300000))
+	waitFor(t, "body taken from gnet's buffer", func() bool {
+		held := -1
+		for _, l := range *srv.loopSet.Load() {
+			onLoop(l, func() {
+				l.wheel.each(func(s *Socket) {
+					if b := l.bodies[s]; b != nil && len(b.body) == 300000 {
+						held = s.conn.InboundBuffered()
+					}
+				})
+			})
+		}
+		return held == 0
+	})
+}
+
+// TestPeerReasonWhileLingering: a socket that lingers after its peer's
+// close frame once lost that peer's reason to another socket's close.
+func TestPeerReasonWhileLingering(t *testing.T) {
+	r := &recRooms{}
+	srv := startServer(t, Config{Rooms: r, EventLoops: 1, MaxMessageBytes: 4 << 20, Tick: 50 * time.Millisecond})
+	a := dialRaw(t, srv)
+	a.conn.(*net.TCPConn).SetReadBuffer(64 << 10)
+	a.upgrade("/rooms/echo/a")
+	waitFor(t, "open", func() bool { return srv.Stats().Sockets == 1 })
+	for _, l := range *srv.loopSet.Load() {
+		onLoop(l, func() { l.wheel.each(func(s *Socket) { _ = s.conn.SetWriteBuffer(64 << 10) }) })
+	}
+	// A's echo backs up in den, so after its close den lingers.
+	var msg []byte
+	msg = wsframe.AppendMaskedFrame(msg, true, 0, wsframe.OpBinary, make([]byte, 1<<20), testMask)
+	msg = wsframe.AppendMaskedFrame(msg, true, 0, wsframe.OpClose, closePayload(4001, "reason-of-A"), testMask)
+	go a.conn.Write(msg)
+	waitFor(t, "A lingering", func() bool {
+		lingering := false
+		for _, l := range *srv.loopSet.Load() {
+			onLoop(l, func() { l.wheel.each(func(s *Socket) { lingering = lingering || s.state == stateLinger }) })
+		}
+		return lingering
+	})
+	b := dialRaw(t, srv)
+	b.upgrade("/rooms/echo/b")
+	b.frame(true, 0, wsframe.OpClose, closePayload(4002, "reason-of-B"))
+	b.expectClose(4002)
+	for { // A reads everything, then den closes it
+		if _, err := a.read(); err != nil {
+			break
+		}
+	}
+	waitFor(t, "both closed", func() bool { return len(r.events()) == 2 })
+	for _, ev := range r.events() {
+		if want := map[int]string{4001: "reason-of-A", 4002: "reason-of-B"}[ev.code]; ev.reason != want {
+			t.Fatalf("Closed %d with reason %q, want %q", ev.code, ev.reason, want)
+		}
+	}
+}

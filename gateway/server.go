@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,7 +107,7 @@ func (srv *Server) Start() error {
 	srv.monoStart = time.Now()
 	srv.acceptor = newAcceptor(srv, ln.(*net.TCPListener))
 	srv.bg.Add(2)
-	go func() { defer srv.bg.Done(); srv.acceptor.run(acceptorsPerLoop * srv.cfg.EventLoops) }()
+	go func() { defer srv.bg.Done(); srv.acceptor.run(min(acceptorsPerLoop*srv.cfg.EventLoops, maxAcceptors)) }()
 	go func() { defer srv.bg.Done(); srv.runTicker() }()
 	srv.log.Info("listening", zap.Stringer(logAddr, ln.Addr()), zap.Int(logEventLoops, srv.cfg.EventLoops))
 	return nil
@@ -153,7 +152,8 @@ func (srv *Server) loopOf(el gnet.EventLoop) *loop {
 	defer srv.loopsMu.Unlock()
 	l := srv.loops[el]
 	if l == nil {
-		l = &loop{srv: srv, el: el, requests: make(map[*Socket]context.CancelFunc), chunks: make(map[*Socket]*chunkState)}
+		l = &loop{srv: srv, el: el, requests: make(map[*Socket]context.CancelFunc), bodies: make(map[*Socket]*pendingBody),
+			reasons: make(map[*Socket]string), draining: make(map[*Socket]drainState)}
 		l.hs = newHandshaker(l)
 		l.pacer = time.AfterFunc(time.Hour, l.execFlush)
 		l.pacer.Stop()
@@ -189,23 +189,13 @@ func (e *events) OnTraffic(c gnet.Conn) (action gnet.Action) {
 	l := s.loop
 	l.holdFlush()
 	defer l.deferFlush()
-	defer func() {
-		// A bug reachable from client bytes must cost that connection,
-		// not the process: gnet does not recover its loops. The loop's
-		// scratch state may be half-written; start it afresh.
-		if v := recover(); v != nil {
-			e.srv.log.Error("panic handling a connection's input", socketField(s), zap.Any(logPanic, v), zap.ByteString(logStack, debug.Stack()))
-			l.dec, l.inflate, l.hs.head = wsframe.Decoder{}, nil, requestHead{}
-			action = gnet.Close
-		}
-	}()
 	switch s.state {
 	case stateHTTP:
-		action = l.readHTTP(s)
+		action = l.guard(s, l.readHTTP)
 	case stateOpen, stateClosing:
 		s.lastRead = l.wheel.now
 		s.flags &^= flagPinged
-		action = l.readFrames(s)
+		action = l.guard(s, l.readFrames)
 	case stateLinger, stateClosed:
 		_, _ = c.Discard(-1)
 	case stateJoining, stateHTTPBusy:
@@ -244,11 +234,15 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 		cancel() // the handler's request context ends with its connection
 		delete(l.requests, s)
 	}
-	delete(l.chunks, s)
+	delete(l.bodies, s)
+	delete(l.draining, s)
+	if !owed {
+		delete(l.reasons, s)
+	}
 	l.mu.Lock()
 	l.putQueue(s.q)
 	s.q = nil
-	s.mflags |= mSlow // refuse further frames
+	s.mflags |= mRefuse
 	l.mu.Unlock()
 	if owed {
 		if s.flags.has(flagOpened) {
@@ -259,11 +253,8 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 		if code == 0 {
 			code = int(wsframe.CloseAbnormal)
 		}
-		var reason string
-		if l.peerReasonFor == s {
-			reason = l.peerReason
-			l.peerReason, l.peerReasonFor = "", nil
-		}
+		reason := l.reasons[s]
+		delete(l.reasons, s)
 		l.closed(s, code, reason, clean)
 	}
 	c.SetContext(nil)

@@ -91,8 +91,8 @@ const (
 type lockedFlags uint8
 
 const (
-	mDirty lockedFlags = 1 << iota // on loop.dirty
-	mSlow                          // over the write queue limit
+	mDirty  lockedFlags = 1 << iota // on loop.dirty
+	mRefuse                         // frames are refused: over the write queue limit, or closing
 )
 
 func (f socketFlags) has(x socketFlags) bool { return f&x != 0 }
@@ -197,14 +197,14 @@ func (s *Socket) enqueue(frame []byte) error {
 // consumer when the queue would pass its limit. It reports whether the
 // loop has work: false when the socket was already closing. l.mu is held.
 func (s *Socket) queueLocked(frame []byte) bool {
-	if s.closeReq != 0 || s.mflags.has(mSlow) {
+	if s.closeReq != 0 || s.mflags.has(mRefuse) {
 		return false
 	}
 	q := s.loop.queue(s)
 	// One frame always fits an empty queue, so a message as large as the
 	// largest allowed can be sent whatever the queue limit.
 	if q.bytes > 0 && q.bytes+len(frame) > s.loop.srv.cfg.WriteQueueBytes {
-		s.mflags |= mSlow
+		s.mflags |= mRefuse
 		clear(q.frames)
 		q.frames, q.bytes = q.frames[:0], 0
 		return true
