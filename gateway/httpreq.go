@@ -151,35 +151,43 @@ func splitField(line []byte) (name, value []byte, ok bool) {
 	return line[:colon], value, isFieldValue(value)
 }
 
-// header builds the field map of a parsed head.
-func (h *requestHead) header() http.Header {
-	hdr := make(http.Header, 8)
+// fields calls f for each header field of a parsed head, in order, until
+// f returns false.
+func (h *requestHead) fields(f func(name, value []byte) bool) {
 	_, rest := nextLine(h.raw)
 	for {
 		var line []byte
 		line, rest = nextLine(rest)
 		if len(line) == 0 {
-			return hdr
+			return
 		}
-		name, value, _ := splitField(line)
-		key := textproto.CanonicalMIMEHeaderKey(string(name))
-		hdr[key] = append(hdr[key], string(value))
+		if name, value, _ := splitField(line); !f(name, value) {
+			return
+		}
 	}
 }
 
+// header builds the field map of a parsed head.
+func (h *requestHead) header() http.Header {
+	hdr := make(http.Header, 8)
+	h.fields(func(name, value []byte) bool {
+		key := textproto.CanonicalMIMEHeaderKey(string(name))
+		hdr[key] = append(hdr[key], string(value))
+		return true
+	})
+	return hdr
+}
+
 // field returns the first value of a header field, or nil.
-func (h *requestHead) field(name string) []byte {
-	_, rest := nextLine(h.raw)
-	for {
-		var line []byte
-		line, rest = nextLine(rest)
-		if len(line) == 0 {
-			return nil
+func (h *requestHead) field(name string) (value []byte) {
+	h.fields(func(n, v []byte) bool {
+		if bytes.EqualFold(n, []byte(name)) {
+			value = v
+			return false
 		}
-		if n, v, _ := splitField(line); bytes.EqualFold(n, []byte(name)) {
-			return v
-		}
-	}
+		return true
+	})
+	return value
 }
 
 func (h *requestHead) parseRequestLine(line []byte) error {
