@@ -152,7 +152,16 @@ func (s *Socket) SetValue(v any) { s.value = v }
 
 // Send queues one message for the socket. It copies payload.
 func (s *Socket) Send(text bool, payload []byte) error {
-	return s.SendFrame(NewFrame(text, payload))
+	if s.deflate && len(payload) >= s.loop.srv.cfg.CompressThreshold {
+		return s.SendFrame(NewFrame(text, payload))
+	}
+	// One recipient: encode straight into the queued buffer.
+	op := wsframe.OpBinary
+	if text {
+		op = wsframe.OpText
+	}
+	b := make([]byte, 0, wsframe.HeaderLen(len(payload))+len(payload))
+	return s.enqueue(wsframe.AppendFrame(b, op, 0, payload))
 }
 
 // SendFrame queues a prepared frame; one Frame may go to many sockets.
