@@ -63,7 +63,7 @@ func Broadcast(f *Frame, to []*Socket) {
 	for len(to) > 0 {
 		l := to[0].loop
 		l.mu.Lock()
-		rest := to[:0:0]
+		var rest []*Socket // the sockets of other loops, for the next pass
 		var wake bool
 		for i, s := range to {
 			if s.loop != l {
