@@ -20,13 +20,18 @@ type Frame struct {
 
 // NewFrame encodes a text or binary message; it copies payload.
 func NewFrame(text bool, payload []byte) *Frame {
+	plain, op := encode(text, payload)
+	return &Frame{plain: plain, hdrLen: len(plain) - len(payload), op: op}
+}
+
+// encode makes one final unmasked frame in a buffer of its exact size.
+func encode(text bool, payload []byte) ([]byte, wsframe.Opcode) {
 	op := wsframe.OpBinary
 	if text {
 		op = wsframe.OpText
 	}
-	plain := make([]byte, 0, wsframe.HeaderLen(len(payload))+len(payload))
-	plain = wsframe.AppendFrame(plain, op, 0, payload)
-	return &Frame{plain: plain, hdrLen: len(plain) - len(payload), op: op}
+	b := make([]byte, 0, wsframe.HeaderLen(len(payload))+len(payload))
+	return wsframe.AppendFrame(b, op, 0, payload), op
 }
 
 // bytes returns the encoding for a recipient.

@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -551,7 +552,7 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 			if err != nil {
 				return l.fail(s, err.(*wsframe.CloseError))
 			}
-			if m.Op == wsframe.OpText && !validUTF8(l.inflate) {
+			if m.Op == wsframe.OpText && !utf8.Valid(l.inflate) {
 				return l.fail(s, errInflatedUTF8)
 			}
 			payload = l.inflate
@@ -662,6 +663,10 @@ func (l *loop) due(s *Socket) {
 		l.shutWhenDrained(s)
 	}
 }
+
+// errInflatedUTF8 fails a socket whose compressed text inflates to invalid
+// UTF-8: the decoder could only check the compressed bytes.
+var errInflatedUTF8 = &wsframe.CloseError{Code: wsframe.CloseInvalidPayload, Reason: "text is not UTF-8"}
 
 // errRoomPanic fails a socket whose room code panicked on the loop.
 var errRoomPanic = &wsframe.CloseError{Code: wsframe.CloseInternalError, Reason: "internal error"}

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
@@ -359,10 +358,6 @@ func (t *closeIdleTask) Run(context.Context) error {
 	l.drain = l.drain[:0]
 	return nil
 }
-
-func validUTF8(b []byte) bool { return utf8.Valid(b) }
-
-var errInflatedUTF8 = &wsframe.CloseError{Code: wsframe.CloseInvalidPayload, Reason: "text is not UTF-8"}
 
 const debugLevel = zapcore.DebugLevel
 

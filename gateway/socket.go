@@ -156,12 +156,8 @@ func (s *Socket) Send(text bool, payload []byte) error {
 		return s.SendFrame(NewFrame(text, payload))
 	}
 	// One recipient: encode straight into the queued buffer.
-	op := wsframe.OpBinary
-	if text {
-		op = wsframe.OpText
-	}
-	b := make([]byte, 0, wsframe.HeaderLen(len(payload))+len(payload))
-	return s.enqueue(wsframe.AppendFrame(b, op, 0, payload))
+	b, _ := encode(text, payload)
+	return s.enqueue(b)
 }
 
 // SendFrame queues a prepared frame; one Frame may go to many sockets.
