@@ -1,6 +1,7 @@
 // Command den is a self-hosted realtime WebSocket room gateway.
 //
-//	den serve [flags]    run the gateway
+//	den serve [flags]                 run the gateway
+//	den loadtest SCENARIO [flags]     load-test den or any WebSocket server
 //
 // Every flag has a DEN_ environment variable (--max-message-bytes is
 // DEN_MAX_MESSAGE_BYTES); a flag on the command line wins.
@@ -19,7 +20,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, stop, os.Args[1:], os.Stderr)
+	err := run(ctx, stop, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	switch {
 	case err == nil:
@@ -27,6 +28,9 @@ func main() {
 		os.Exit(0)
 	case errors.Is(err, errUsage):
 		os.Exit(2)
+	case errors.Is(err, errThresholds):
+		fmt.Fprintln(os.Stderr, "den:", err)
+		os.Exit(3)
 	default:
 		fmt.Fprintln(os.Stderr, "den:", err)
 		os.Exit(1)
@@ -38,12 +42,14 @@ var errUsage = errors.New("usage")
 const usage = `den is a realtime WebSocket room gateway.
 
 Usage:
-  den serve [flags]   run the gateway (den serve -h lists the flags)
+  den serve [flags]               run the gateway (den serve -h lists the flags)
+  den loadtest SCENARIO [flags]   load-test den or any WebSocket server
+                                  (den loadtest lists the scenarios)
 `
 
 // run dispatches a subcommand. stopSignals restores default signal
 // handling, so a second SIGINT during shutdown ends the process at once.
-func run(ctx context.Context, stopSignals func(), args []string, stderr io.Writer) error {
+func run(ctx context.Context, stopSignals func(), args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errUsage
@@ -51,6 +57,10 @@ func run(ctx context.Context, stopSignals func(), args []string, stderr io.Write
 	switch args[0] {
 	case "serve":
 		return serve(ctx, stopSignals, args[1:], stderr)
+	case "loadtest":
+		return runLoadtest(ctx, args[1:], stdout, stderr)
+	case "loadtest-worker":
+		return loadtestWorker()
 	case "help", "-h", "--help":
 		fmt.Fprint(stderr, usage)
 		return nil

@@ -1,0 +1,500 @@
+package loadtest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"runtime"
+	"time"
+
+	hdr "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Options are how a run reports and what else it watches; Config is what
+// it does.
+type Options struct {
+	// Out receives progress lines and the summary; nil discards them.
+	// Terminal rewrites one progress line in place instead of printing a
+	// line per interval.
+	Out      io.Writer
+	Terminal bool
+	// ServerPIDs and MetricsURLs name the server(s) whose memory and CPU
+	// are sampled.
+	ServerPIDs  []int
+	MetricsURLs []string
+	// WorkerCommand starts one worker process (den loadtest-worker, which
+	// calls ServeWorker). Without it a run has one worker, in this process.
+	WorkerCommand func() *exec.Cmd
+	// Thresholds are checked into the Result.
+	Thresholds []Threshold
+}
+
+// fileReserve is descriptors a worker keeps for itself (stdio, epoll,
+// pipes, the runtime).
+const fileReserve = 64
+
+// workerEvent is a snapshot, or the end of a worker.
+type workerEvent struct {
+	worker int
+	snap   Snapshot
+	err    error // the worker failed; snap is unset
+}
+
+// workerHandle drives one worker, in this process or another.
+type workerHandle interface {
+	setPhase(p int32)
+	// abandon stops waiting for a worker that did not finish in time.
+	abandon()
+}
+
+type localWorker struct{ w *worker }
+
+func (l localWorker) setPhase(p int32) { l.w.setPhase(p) }
+func (l localWorker) abandon()         { l.w.setPhase(phaseClose) }
+
+type procWorker struct {
+	cmd *exec.Cmd
+	enc *json.Encoder
+	in  io.WriteCloser
+}
+
+func (p *procWorker) setPhase(ph int32) {
+	_ = p.enc.Encode(workerCommand{Phase: ph})
+	if ph == phaseClose {
+		_ = p.in.Close()
+	}
+}
+
+func (p *procWorker) abandon() { _ = p.cmd.Process.Kill() }
+
+// Run runs one load test until its scenario ends, cfg.Duration passes or
+// ctx is cancelled, whichever comes first, and returns what it measured.
+// A cancelled run still returns its Result, marked Interrupted.
+func Run(ctx context.Context, cfg Config, opt Options) (*Result, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Loops == 0 {
+		cfg.Loops = runtime.NumCPU()
+	}
+	if _, err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if opt.Out == nil {
+		opt.Out = io.Discard
+	}
+	workers := cfg.Workers
+	if workers == 0 {
+		perWorker := max(int(raiseFileLimit())-fileReserve, 1)
+		workers = (cfg.Count + perWorker - 1) / perWorker
+		if opt.WorkerCommand == nil {
+			workers = 1
+		}
+	}
+	if workers > 1 && opt.WorkerCommand == nil {
+		// A test or an embedding program that cannot re-execute itself.
+		return nil, configErr("--workers %d needs worker processes, and this build cannot start them", workers)
+	}
+	r := &runner{cfg: cfg, opt: opt, workers: workers, probe: newServerProbe(opt.ServerPIDs, opt.MetricsURLs)}
+	return r.run(ctx)
+}
+
+// runner is one Run's state, owned by its goroutine.
+type runner struct {
+	cfg     Config
+	opt     Options
+	workers int
+	probe   *serverProbe
+
+	handles []workerHandle
+	events  chan workerEvent
+	latest  []Snapshot
+	final   []bool
+	failed  error
+
+	latency, connect, interval *hdr.Histogram
+	res                        *Result
+	progress                   progress
+
+	phase                              int32
+	start, deadline, lastTick          time.Time
+	trafficStart, trafficEnd, drainEnd time.Time
+	trafficEnded, memTaken             bool
+	recvAtStart, sentAtStart           int64
+	cpuAtStart                         float64
+	lastTotals                         Counters
+}
+
+func (r *runner) run(ctx context.Context) (*Result, error) {
+	r.events = make(chan workerEvent, 16*r.workers)
+	r.latest = make([]Snapshot, r.workers)
+	r.final = make([]bool, r.workers)
+	r.latency, r.connect, r.interval = newHist(), newHist(), newHist()
+	r.res = &Result{
+		Scenario: r.cfg.Scenario, Config: r.cfg, Target: r.cfg.Count,
+		Workers: r.workers, Loops: r.cfg.Loops, Errors: map[string]int64{}, CloseCodes: map[string]int64{},
+	}
+	r.progress = progress{out: r.opt.Out, terminal: r.opt.Terminal}
+	if r.probe != nil {
+		rss, _, err := r.probe.sample(ctx)
+		if err != nil {
+			return nil, err
+		}
+		r.res.Server = &ServerSample{Source: r.probe.source(), BaseRSS: rss, PeakRSS: rss}
+	}
+	r.start = time.Now()
+	if err := r.startWorkers(); err != nil {
+		r.setPhase(phaseClose)
+		return nil, err
+	}
+	r.res.Started = r.start
+	r.deadline = r.start.Add(r.cfg.Duration)
+	tick := time.NewTicker(r.cfg.Interval)
+	defer tick.Stop()
+	stop := time.NewTimer(r.cfg.Duration)
+	defer stop.Stop()
+	interrupt := ctx.Done()
+	var killAt <-chan time.Time
+	r.lastTick = r.start
+	for !r.allFinal() {
+		select {
+		case ev := <-r.events:
+			r.take(ev)
+		case now := <-tick.C:
+			r.point(now)
+		case <-interrupt:
+			interrupt = nil
+			r.res.Interrupted = true
+		case <-stop.C:
+		case <-killAt:
+			for i, h := range r.handles {
+				if !r.final[i] {
+					h.abandon()
+				}
+			}
+			r.failed = errors.Join(r.failed, errors.New("loadtest: a worker did not stop within 10s"))
+			return r.finish(time.Now()), r.failed
+		}
+		now := time.Now()
+		if r.phase < phaseClose && (r.res.Interrupted || !now.Before(r.deadline)) {
+			r.endTraffic(ctx, now)
+			r.setPhase(phaseClose)
+		} else {
+			r.advance(ctx, now)
+		}
+		if r.phase == phaseClose && killAt == nil {
+			killAt = time.After(10 * time.Second)
+		}
+	}
+	return r.finish(time.Now()), r.failed
+}
+
+// advance moves the run to its next phase when the workers are ready.
+func (r *runner) advance(ctx context.Context, now time.Time) {
+	switch r.phase {
+	case phaseConnect:
+		if !r.all(func(s *Snapshot) bool { return s.Connected }) {
+			return
+		}
+		var last int64
+		for i := range r.latest {
+			last = max(last, r.latest[i].ConnectedAt)
+		}
+		r.res.RampSeconds = time.Unix(0, last).Sub(r.start).Seconds()
+		r.trafficStart = now
+		r.trafficEnd = r.deadline.Add(-r.cfg.Drain)
+		if r.cfg.Hold > 0 && now.Add(r.cfg.Hold).Before(r.trafficEnd) {
+			r.trafficEnd = now.Add(r.cfg.Hold)
+		}
+		totals := r.totals()
+		r.recvAtStart, r.sentAtStart = totals.Received, totals.Sent
+		if r.probe != nil {
+			_, r.cpuAtStart, _ = r.probe.sample(ctx)
+		}
+		r.setPhase(phaseTraffic)
+	case phaseTraffic:
+		if now.Before(r.trafficEnd) && !r.all(func(s *Snapshot) bool { return s.Done }) {
+			return
+		}
+		r.endTraffic(ctx, now)
+		r.drainEnd = now.Add(r.cfg.Drain)
+		r.setPhase(phaseDrain)
+	case phaseDrain:
+		// Wait until every worker has reported from the drain (so its
+		// memory after a collection is known) and every expected message
+		// is in, or the drain time is up.
+		if !r.all(func(s *Snapshot) bool { return s.Phase >= phaseDrain }) && now.Before(r.drainEnd) {
+			return
+		}
+		r.clientMemory()
+		t := r.totals()
+		if r.expected(&t) <= t.Delivered+t.Echoed || !now.Before(r.drainEnd) {
+			r.setPhase(phaseClose)
+		}
+	}
+}
+
+// endTraffic measures the end of the traffic or hold phase, once.
+func (r *runner) endTraffic(ctx context.Context, now time.Time) {
+	if r.trafficEnded {
+		return
+	}
+	r.trafficEnded = true
+	totals := r.totals()
+	if r.res.RampSeconds == 0 {
+		r.res.RampSeconds = now.Sub(r.start).Seconds()
+	}
+	if r.trafficStart.IsZero() {
+		return
+	}
+	secs := now.Sub(r.trafficStart).Seconds()
+	r.res.TrafficSeconds = secs
+	if secs > 0 {
+		r.res.MessageRate = float64(totals.Received-r.recvAtStart) / secs
+		r.res.SendRate = float64(totals.Sent-r.sentAtStart) / secs
+	}
+	srv := r.res.Server
+	if srv == nil {
+		return
+	}
+	rss, cpu, err := r.probe.sample(ctx)
+	if err != nil {
+		return
+	}
+	srv.HoldRSS, srv.OpenAtHold = rss, totals.Open()
+	srv.PeakRSS = max(srv.PeakRSS, rss)
+	srv.CPUSeconds = cpu - r.cpuAtStart
+	if n := totals.Received - r.recvAtStart; n > 0 {
+		srv.NanosPerMessage = srv.CPUSeconds * 1e9 / float64(n)
+	}
+	if srv.OpenAtHold > 0 {
+		srv.BytesPerConn = float64(srv.HoldRSS-srv.BaseRSS) / float64(srv.OpenAtHold)
+	}
+}
+
+func (r *runner) setPhase(p int32) {
+	r.phase = p
+	for _, h := range r.handles {
+		h.setPhase(p)
+	}
+}
+
+// expected is the deliveries and echoes the messages sent so far should
+// bring, when every connection is open; with some missing it cannot be
+// known, and the drain runs its full time.
+func (r *runner) expected(t *Counters) int64 {
+	if t.Open() < int64(r.cfg.Count) {
+		return 1<<63 - 1
+	}
+	switch r.cfg.Scenario {
+	case Broadcast:
+		return t.Sent * int64(r.cfg.Members-1)
+	case Echo:
+		return t.Sent
+	}
+	return 0
+}
+
+// clientMemory takes the workers' memory from their first snapshots in
+// the drain, after each collected its garbage.
+func (r *runner) clientMemory() {
+	if r.memTaken {
+		return
+	}
+	r.memTaken = true
+	var rss, growth int64
+	for i := range r.latest {
+		s := &r.latest[i]
+		rss += s.RSS
+		growth += s.RSS - s.BaseRSS
+	}
+	open := r.totals().Open()
+	r.res.Client = ClientMemory{RSSBytes: rss, GrowthBytes: growth, InProcess: r.workers == 1}
+	if open > 0 {
+		r.res.Client.BytesPerConn = float64(growth) / float64(open)
+	}
+}
+
+// startWorkers starts the workers: in this process when there is one, as
+// processes otherwise.
+func (r *runner) startWorkers() error {
+	if r.workers == 1 {
+		w, err := newWorker(r.cfg, 0, 1)
+		if err != nil {
+			return err
+		}
+		r.handles = append(r.handles, localWorker{w})
+		go func() {
+			err := w.serve(func(s Snapshot) error {
+				r.events <- workerEvent{worker: 0, snap: s}
+				return nil
+			})
+			if err != nil {
+				r.events <- workerEvent{worker: 0, err: err}
+			}
+		}()
+		return nil
+	}
+	for i := range r.workers {
+		cmd := r.opt.WorkerCommand()
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("loadtest: starting worker %d: %w", i, err)
+		}
+		p := &procWorker{cmd: cmd, enc: json.NewEncoder(in), in: in}
+		cfg := r.cfg
+		if err := p.enc.Encode(workerCommand{Config: &cfg, Worker: i, Workers: r.workers}); err != nil {
+			return fmt.Errorf("loadtest: worker %d: %w", i, err)
+		}
+		r.handles = append(r.handles, p)
+		go r.readWorker(i, cmd, out)
+	}
+	return nil
+}
+
+// readWorker forwards a worker process's snapshots; a worker that ends
+// without its final snapshot is an error.
+func (r *runner) readWorker(i int, cmd *exec.Cmd, out io.Reader) {
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	final := false
+	for sc.Scan() {
+		var s Snapshot
+		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+			r.events <- workerEvent{worker: i, err: fmt.Errorf("loadtest: worker %d: %w", i, err)}
+			break
+		}
+		final = final || s.Final
+		r.events <- workerEvent{worker: i, snap: s}
+	}
+	err := cmd.Wait()
+	if !final {
+		r.events <- workerEvent{worker: i, err: fmt.Errorf("loadtest: worker %d ended without a result: %v", i, err)}
+	}
+}
+
+// take folds a worker's event into the run.
+func (r *runner) take(ev workerEvent) {
+	if ev.err != nil {
+		r.failed = errors.Join(r.failed, ev.err)
+		r.final[ev.worker] = true
+		return
+	}
+	s := ev.snap
+	for name, b := range map[string][]byte{"latency": s.Latency, "connect": s.Connect} {
+		h, err := decodeHist(b)
+		if err != nil {
+			r.failed = errors.Join(r.failed, fmt.Errorf("loadtest: worker %d sent a bad %s histogram: %w", ev.worker, name, err))
+			continue
+		}
+		if name == "latency" {
+			r.latency.Merge(h)
+			r.interval.Merge(h)
+		} else {
+			r.connect.Merge(h)
+		}
+	}
+	s.Latency, s.Connect = nil, nil
+	r.latest[ev.worker] = s
+	r.final[ev.worker] = r.final[ev.worker] || s.Final
+	if open := r.totals().Open(); open > r.res.PeakOpen {
+		r.res.PeakOpen = open
+	}
+}
+
+func (r *runner) totals() Counters {
+	var c Counters
+	for i := range r.latest {
+		c.add(&r.latest[i].Counters)
+	}
+	return c
+}
+
+func (r *runner) all(f func(*Snapshot) bool) bool {
+	for i := range r.latest {
+		if !f(&r.latest[i]) && !r.final[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *runner) allFinal() bool {
+	for _, f := range r.final {
+		if !f {
+			return false
+		}
+	}
+	return true
+}
+
+// point closes one interval: a point for the charts and a progress line.
+func (r *runner) point(now time.Time) {
+	t := r.totals()
+	dt := now.Sub(r.lastTick).Seconds()
+	if dt <= 0 {
+		return
+	}
+	p := Point{
+		T:           now.Sub(r.start).Seconds(),
+		Open:        t.Open(),
+		Failed:      t.Failed,
+		ConnectRate: float64(t.Opened-r.lastTotals.Opened) / dt,
+		SendRate:    float64(t.Sent-r.lastTotals.Sent) / dt,
+		RecvRate:    float64(t.Received-r.lastTotals.Received) / dt,
+	}
+	if r.interval.TotalCount() > 0 {
+		p.P50 = float64(r.interval.ValueAtQuantile(50)) / 1000
+		p.P99 = float64(r.interval.ValueAtQuantile(99)) / 1000
+		p.Max = float64(r.interval.Max()) / 1000
+	}
+	r.interval.Reset()
+	if srv := r.res.Server; srv != nil {
+		if rss, _, err := r.probe.sample(context.Background()); err == nil {
+			p.ServerRSS = rss
+			srv.PeakRSS = max(srv.PeakRSS, rss)
+		}
+	}
+	r.res.Series = append(r.res.Series, p)
+	r.lastTick, r.lastTotals = now, t
+	r.progress.print(&p, r.phase)
+}
+
+// finish completes the Result.
+func (r *runner) finish(now time.Time) *Result {
+	res := r.res
+	r.clientMemory()
+	res.Seconds = now.Sub(r.start).Seconds()
+	res.Counters = r.totals()
+	for i := range r.latest {
+		for k, v := range r.latest[i].Errors {
+			res.Errors[k] += v
+		}
+		for k, v := range r.latest[i].CloseCodes {
+			res.CloseCodes[k] += v
+		}
+	}
+	if res.RampSeconds > 0 {
+		res.ConnectRate = float64(res.PeakOpen) / res.RampSeconds
+	}
+	res.Latency, res.Connect = percentiles(r.latency), percentiles(r.connect)
+	switch r.cfg.Scenario {
+	case Broadcast:
+		res.Expected = res.Counters.Sent * int64(r.cfg.Members-1)
+	case Echo:
+		res.Expected = res.Counters.Sent
+	}
+	res.StoppedBy = stoppedBy(res)
+	res.Thresholds = checkThresholds(r.opt.Thresholds, res)
+	r.progress.done()
+	return res
+}

@@ -1,0 +1,332 @@
+package loadtest
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	hdr "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/den-rooms/den/internal/wsframe"
+)
+
+// maxClientMessage caps what the client accepts from a server in one
+// message; a bigger one is the server's bug, and fails that connection.
+const maxClientMessage = 64 << 20
+
+// worker is one process's share of a run: event loops, and the
+// connection numbers n with n % workers == id.
+type worker struct {
+	cfg         Config
+	id          int
+	totalLoops  int
+	targets     []target
+	sources     []netip.Prefix
+	sourceSizes []uint64
+	sourceTotal uint64
+	head        requestHead
+	lim         wsframe.Limits
+	pad         []byte
+	tmplHead    []byte
+	tmplTail    []byte
+
+	phase       atomic.Int32
+	waveDone    atomic.Int32  // loops whose first wave is done
+	connectedAt atomic.Int64  // when the last loop's first wave was done
+	doneLoops   atomic.Int32  // loops with no traffic left
+	kick        chan struct{} // a phase changed: snapshot now
+	loops       []*loop
+	wg          sync.WaitGroup
+	baseRSS     int64
+
+	// Only the goroutine that takes snapshots touches these.
+	errs, closes     map[string]int64
+	latency, connect *hdr.Histogram
+}
+
+// newWorker prepares worker id of workers for cfg, which must have been
+// through withDefaults and validate, with Loops set.
+func newWorker(cfg Config, id, workers int) (*worker, error) {
+	targets, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	sources, _ := parseSources(cfg.Sources)
+	if len(sources) == 0 && targets[0].loopback && targets[0].addr.Addr().Is4() {
+		sources = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	}
+	w := &worker{
+		cfg: cfg, id: id, totalLoops: workers * cfg.Loops, targets: targets, sources: sources,
+		head: newRequestHead(cfg.Headers, cfg.Subprotocol),
+		lim:  wsframe.Limits{MaxMessage: maxClientMessage, FromServer: true},
+		pad:  []byte(strings.Repeat("x", cfg.Size)),
+		errs: map[string]int64{}, closes: map[string]int64{},
+		latency: newHist(), connect: newHist(), kick: make(chan struct{}, 1),
+	}
+	for _, p := range sources {
+		w.sourceSizes = append(w.sourceSizes, usable(p))
+		w.sourceTotal += usable(p)
+	}
+	if cfg.Template != "" {
+		h, t, _ := strings.Cut(cfg.Template, "{payload}")
+		w.tmplHead, w.tmplTail = []byte(h), []byte(t)
+	}
+	raiseFileLimit()
+	w.baseRSS = readRSS(os.Getpid())
+	for i := range cfg.Loops {
+		first := int64(i*workers + id)
+		l, err := newLoop(w, first, int64(w.totalLoops))
+		if err != nil {
+			return nil, err
+		}
+		w.loops = append(w.loops, l)
+	}
+	return w, nil
+}
+
+func (w *worker) start() {
+	for _, l := range w.loops {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			l.run()
+		}()
+	}
+}
+
+// closedLoop reports whether each connection sends its next message only
+// when the last one has come back (echo without --msg-rate).
+func (w *worker) closedLoop() bool { return w.cfg.Scenario == Echo && w.cfg.MsgRate == 0 }
+
+// isSender reports whether connection n sends timestamped messages.
+func (w *worker) isSender(n int64) bool {
+	switch w.cfg.Scenario {
+	case Echo:
+		return true
+	case Broadcast:
+		return n < int64(w.cfg.Count) && n/int64(w.cfg.Rooms) < int64(w.cfg.Senders)
+	}
+	return false
+}
+
+// roomOf places connection n in a room.
+func (l *loop) roomOf(n int64) int32 {
+	cfg := &l.w.cfg
+	if cfg.Zipf > 1 && cfg.Scenario == Idle {
+		if l.zipf == nil {
+			l.zipf = rand.NewZipf(l.rng, cfg.Zipf, 1, uint64(cfg.Rooms-1))
+		}
+		return int32(l.zipf.Uint64())
+	}
+	return int32(n % int64(cfg.Rooms))
+}
+
+// sourceFor picks the local address for connection n: PerSource
+// connections from each address of the sources in turn.
+func (w *worker) sourceFor(n int64) netip.Addr {
+	if len(w.sources) == 0 {
+		return netip.Addr{}
+	}
+	k := uint64(n) / uint64(w.cfg.PerSource) % w.sourceTotal
+	for i, p := range w.sources {
+		if k < w.sourceSizes[i] {
+			return nth(p, k)
+		}
+		k -= w.sourceSizes[i]
+	}
+	return netip.Addr{}
+}
+
+// usable counts the addresses of p a connection may come from: all but the
+// network address of a prefix wider than one address, capped at 2^24.
+func usable(p netip.Prefix) uint64 {
+	host := p.Addr().BitLen() - p.Bits()
+	switch {
+	case host == 0:
+		return 1
+	case host >= 24:
+		return 1<<24 - 1
+	}
+	return 1<<host - 1
+}
+
+func nth(p netip.Prefix, k uint64) netip.Addr {
+	if p.Addr().BitLen()-p.Bits() == 0 {
+		return p.Addr()
+	}
+	b := p.Addr().As16()
+	carry := k + 1
+	for i := 15; i >= 0 && carry > 0; i-- {
+		s := uint64(b[i]) + carry&0xff
+		b[i] = byte(s)
+		carry = carry>>8 + s>>8
+	}
+	a := netip.AddrFrom16(b)
+	if p.Addr().Is4() {
+		a = a.Unmap()
+	}
+	return a
+}
+
+// appendPath expands the target's path for a connection.
+func (t *target) appendPath(dst []byte, prefix string, room int32, n int64) []byte {
+	s := t.pathTmpl
+	for {
+		i := strings.IndexByte(s, '{')
+		if i < 0 {
+			return append(dst, s...)
+		}
+		dst = append(dst, s[:i]...)
+		s = s[i:]
+		switch {
+		case strings.HasPrefix(s, "{room}"):
+			dst = append(dst, prefix...)
+			dst = strconv.AppendInt(dst, int64(room), 10)
+			s = s[len("{room}"):]
+		case strings.HasPrefix(s, "{n}"):
+			dst = strconv.AppendInt(dst, n, 10)
+			s = s[len("{n}"):]
+		default:
+			dst = append(dst, '{')
+			s = s[1:]
+		}
+	}
+}
+
+// setPhase moves every loop to phase p. Going to phaseDrain first
+// collects garbage, so the memory the snapshot after it reports is what
+// the connections hold.
+func (w *worker) setPhase(p int32) {
+	if p == phaseDrain && w.phase.Load() < phaseDrain {
+		debug.FreeOSMemory()
+	}
+	if p > w.phase.Load() {
+		w.phase.Store(p)
+		w.kickNow()
+	}
+}
+
+// kickNow has the worker send a snapshot at once rather than at the next
+// interval: the run waits on what it reports.
+func (w *worker) kickNow() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// snapshot gathers the loops' counts.
+func (w *worker) snapshot(final bool) Snapshot {
+	s := Snapshot{Worker: w.id, Errors: map[string]int64{}, CloseCodes: map[string]int64{}}
+	for _, l := range w.loops {
+		l.stats.collect(&s.Counters, w.errs, w.closes, w.latency, w.connect)
+	}
+	for k, v := range w.errs {
+		s.Errors[k] = v
+	}
+	for k, v := range w.closes {
+		s.CloseCodes[k] = v
+	}
+	clear(w.errs)
+	clear(w.closes)
+	s.Latency, s.Connect = encodeHist(w.latency), encodeHist(w.connect)
+	w.latency.Reset()
+	w.connect.Reset()
+	s.RSS, s.BaseRSS = readRSS(os.Getpid()), w.baseRSS
+	s.Phase = w.phase.Load()
+	s.Connected = int(w.waveDone.Load()) == len(w.loops)
+	s.ConnectedAt = w.connectedAt.Load()
+	s.Done = int(w.doneLoops.Load()) == len(w.loops)
+	s.Final = final
+	return s
+}
+
+// workerCommand is a line from the run to a worker process. The first
+// carries the config; the rest move the phase.
+type workerCommand struct {
+	Config  *Config `json:"config,omitempty"`
+	Worker  int     `json:"worker"`
+	Workers int     `json:"workers"`
+	Phase   int32   `json:"phase,omitempty"`
+}
+
+// ServeWorker runs a worker process: den loadtest starts one per --workers
+// with this on the other end of its stdin and stdout. It reads the config
+// and phase changes as JSON lines from r and writes a Snapshot line to out
+// every interval, the last one Final. If r ends, the worker closes
+// everything and stops.
+func ServeWorker(r io.Reader, out io.Writer) error {
+	in := bufio.NewScanner(r)
+	in.Buffer(make([]byte, 64<<10), 16<<20)
+	if !in.Scan() {
+		return fmt.Errorf("loadtest worker: no config: %v", in.Err())
+	}
+	var first workerCommand
+	if err := json.Unmarshal(in.Bytes(), &first); err != nil || first.Config == nil {
+		return fmt.Errorf("loadtest worker: bad config line: %v", err)
+	}
+	w, err := newWorker(*first.Config, first.Worker, first.Workers)
+	if err != nil {
+		return err
+	}
+	go func() {
+		for in.Scan() {
+			var c workerCommand
+			if json.Unmarshal(in.Bytes(), &c) == nil {
+				w.setPhase(c.Phase)
+			}
+		}
+		w.setPhase(phaseClose)
+	}()
+	enc := json.NewEncoder(out)
+	return w.serve(func(s Snapshot) error { return enc.Encode(s) })
+}
+
+// serve runs the worker until its loops stop, handing a snapshot to emit
+// every interval and once more, Final, at the end.
+func (w *worker) serve(emit func(Snapshot) error) error {
+	w.start()
+	stopped := make(chan struct{})
+	go func() {
+		w.wg.Wait()
+		close(stopped)
+	}()
+	t := time.NewTicker(min(w.cfg.Interval/4, 250*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-stopped:
+			return emit(w.snapshot(true))
+		case <-t.C:
+		case <-w.kick:
+		}
+		if err := emit(w.snapshot(false)); err != nil {
+			w.setPhase(phaseClose)
+		}
+	}
+}
+
+// readRSS is a process's resident memory in bytes, 0 if it cannot be read.
+func readRSS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
