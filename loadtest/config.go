@@ -283,6 +283,11 @@ func (c *Config) validate() ([]target, error) {
 // parseTarget parses a ws:// URL template. wss is refused: the client
 // measures the server, not TLS.
 func parseTarget(raw string) (target, error) {
+	if rest, ok := strings.CutPrefix(raw, "ws://"); ok {
+		if host, _, _ := strings.Cut(rest, "/"); strings.ContainsAny(host, "{}") {
+			return target{}, configErr("--url %q: {room} and {n} belong in the path", raw)
+		}
+	}
 	probe := strings.NewReplacer("{room}", "r", "{n}", "0").Replace(raw)
 	u, err := url.Parse(probe)
 	if err != nil {
@@ -290,9 +295,6 @@ func parseTarget(raw string) (target, error) {
 	}
 	if u.Scheme != "ws" {
 		return target{}, configErr("--url %q: only ws:// is supported", raw)
-	}
-	if strings.ContainsAny(u.Host, "{}") {
-		return target{}, configErr("--url %q: {room} and {n} belong in the path", raw)
 	}
 	host, port := u.Hostname(), u.Port()
 	if port == "" {

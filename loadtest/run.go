@@ -215,7 +215,10 @@ func (r *runner) advance(ctx context.Context, now time.Time) {
 		}
 		r.setPhase(phaseTraffic)
 	case phaseTraffic:
-		if now.Before(r.trafficEnd) && !r.all(func(s *Snapshot) bool { return s.Done }) {
+		// With nothing open after the first wave, there is nothing to
+		// hold or measure: every connection failed.
+		t := r.totals()
+		if now.Before(r.trafficEnd) && !r.all(func(s *Snapshot) bool { return s.Done }) && t.Open() > 0 {
 			return
 		}
 		r.endTraffic(ctx, now)

@@ -82,7 +82,6 @@ func newWorker(cfg Config, id, workers int) (*worker, error) {
 		w.tmplHead, w.tmplTail = []byte(h), []byte(t)
 	}
 	raiseFileLimit()
-	w.baseRSS = readRSS(os.Getpid())
 	for i := range cfg.Loops {
 		first := int64(i*workers + id)
 		l, err := newLoop(w, first, int64(w.totalLoops))
@@ -91,6 +90,10 @@ func newWorker(cfg Config, id, workers int) (*worker, error) {
 		}
 		w.loops = append(w.loops, l)
 	}
+	// The baseline is taken with the loops' buffers already allocated and
+	// garbage returned, so growth from here is what connections cost.
+	debug.FreeOSMemory()
+	w.baseRSS = readRSS(os.Getpid())
 	return w, nil
 }
 
