@@ -241,8 +241,10 @@ func parseStamp(p []byte) (ts, from int64, ok bool) {
 	if !ok {
 		return 0, 0, false
 	}
-	from, _, ok = parseInt(p)
-	return ts, from, ok
+	if from, _, ok = parseInt(p); !ok {
+		return 0, 0, false
+	}
+	return ts, from, true
 }
 
 // parseInt reads decimal digits up to a ':'.
