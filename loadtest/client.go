@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,12 +26,14 @@ const (
 
 // maxOut is how many unwritten bytes a connection may hold before sends to
 // it are skipped: a server that does not read is measured, not buffered.
-const maxOut = 1 << 20
+const maxOut = 256 << 10
 
 // conn is one client connection. It is owned by its loop; nothing else
 // touches it. Idle, it holds no buffers.
 type conn struct {
 	fd      int32
+	slot    int32  // index in loop.slots, carried in epoll events
+	gen     uint32 // tells this connection's events from a slot's last owner's
 	state   connState
 	sender  bool  // sends timestamped messages in the traffic phase
 	woken   bool  // wake: its room has been woken
@@ -56,9 +59,14 @@ type handshake struct {
 // loop is one event loop: an epoll set and the connections in it. Only its
 // own goroutine touches its fields, except stats.
 type loop struct {
-	w     *worker
-	epfd  int
-	conns []*conn // by descriptor
+	w    *worker
+	epfd int
+	// slots holds the loop's connections; free lists empty slots. Events
+	// carry a slot and a generation, not a descriptor, so the table is
+	// the loop's own size and a reused slot never sees stale events.
+	slots []*conn
+	free  []int32
+	gen   uint32
 	open  []*conn
 	// senders are the open connections that send in the traffic phase.
 	senders []*conn
@@ -73,6 +81,7 @@ type loop struct {
 	pbuf       []byte // a payload or path being built
 	events     [256]unix.EpollEvent
 	stats      *loopStats
+	seen       atomic.Int32 // the phase this loop has finished a tick in
 
 	next, stride int64 // the next connection number to dial, and the step
 	firstWave    int64 // numbers below this are the first wave
@@ -114,8 +123,10 @@ func (l *loop) run() {
 		now := time.Now().UnixNano()
 		for i := range max(n, 0) {
 			ev := &l.events[i]
-			if int(ev.Fd) < len(l.conns) && l.conns[ev.Fd] != nil {
-				l.event(l.conns[ev.Fd], ev.Events, now)
+			if int(ev.Fd) < len(l.slots) {
+				if c := l.slots[ev.Fd]; c != nil && c.gen == uint32(ev.Pad) {
+					l.event(c, ev.Events, now)
+				}
 			}
 		}
 		if !l.tick(now) {
@@ -144,7 +155,7 @@ func (l *loop) event(c *conn, ev uint32, now int64) {
 		l.flush(c)
 	}
 	if c.state != stGone && ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		l.readable(c, now)
+		l.readable(c)
 	}
 }
 
@@ -166,19 +177,24 @@ func (l *loop) dial(n int64, now int64) {
 	}
 	c := &conn{fd: int32(fd), n: n, room: room, started: now, openPos: -1, sendPos: -1,
 		sender: w.isSender(n)}
-	if err := l.connect(fd, t, w.sourceFor(n)); err != nil {
+	if err := l.connect(fd, t, w.sourceFor(n, t)); err != nil {
 		unix.Close(fd)
 		l.stats.failed.Add(1)
 		l.stats.countError(errKind(err))
 		return
 	}
-	for fd >= len(l.conns) {
-		l.conns = append(l.conns, make([]*conn, max(fd+1-len(l.conns), 1024))...)
+	if n := len(l.free); n > 0 {
+		c.slot = l.free[n-1]
+		l.free = l.free[:n-1]
+	} else {
+		c.slot = int32(len(l.slots))
+		l.slots = append(l.slots, nil)
 	}
-	l.conns[fd] = c
+	l.gen++
+	c.gen = l.gen
+	l.slots[c.slot] = c
 	l.connecting++
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP, Fd: int32(fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, l.epollEvent(c, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP)); err != nil {
 		l.fail(c, errKind(err))
 		return
 	}
@@ -259,13 +275,17 @@ func (l *loop) flush(c *conn) {
 }
 
 func (l *loop) modify(c *conn, events uint32) {
-	ev := unix.EpollEvent{Events: events, Fd: c.fd}
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, int(c.fd), &ev)
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, int(c.fd), l.epollEvent(c, events))
 }
 
-func (l *loop) readable(c *conn, now int64) {
+func (l *loop) epollEvent(c *conn, events uint32) *unix.EpollEvent {
+	return &unix.EpollEvent{Events: events, Fd: c.slot, Pad: int32(c.gen)}
+}
+
+func (l *loop) readable(c *conn) {
 	for c.state != stGone {
 		k, err := unix.Read(int(c.fd), l.rbuf)
+		now := time.Now().UnixNano()
 		if errors.Is(err, unix.EAGAIN) {
 			return
 		}
@@ -315,7 +335,7 @@ func (l *loop) received(c *conn, p []byte, now int64) {
 			if errors.As(err, &ce) {
 				code = ce.Code
 			}
-			l.sendClose(c, code)
+			l.closeWith(c, code)
 			l.lose(c, kindProtocol)
 			return
 		}
@@ -328,7 +348,10 @@ func (l *loop) received(c *conn, p []byte, now int64) {
 		c.in = nil
 		return
 	}
-	if len(c.in) > 0 {
+	// Only an incomplete header or control frame is left (the decoder
+	// takes data payloads as they come): keep it in a buffer its size, not
+	// in one that grew to a whole read.
+	if len(c.in) > 0 && cap(c.in) <= 256 {
 		c.in = c.in[:copy(c.in, buf)]
 	} else {
 		c.in = append([]byte(nil), buf...)
@@ -345,7 +368,10 @@ func (l *loop) message(c *conn, m wsframe.Message, now int64) {
 	case wsframe.OpClose:
 		code, _ := wsframe.ParseClose(m.Payload)
 		l.stats.countClose(uint16(code))
-		l.sendClose(c, code)
+		if code == wsframe.CloseNoStatus {
+			code = wsframe.CloseNormal
+		}
+		l.closeWith(c, code)
 		l.lose(c, "")
 		return
 	}
@@ -426,7 +452,7 @@ func (l *loop) hangUp(c *conn) {
 		l.release(c)
 		return
 	}
-	l.sendClose(c, wsframe.CloseNormal)
+	l.closeWith(c, wsframe.CloseNormal)
 	l.stats.closed.Add(1)
 	l.release(c)
 }
@@ -438,6 +464,7 @@ func (l *loop) release(c *conn) {
 	if c.state < stOpen {
 		l.connecting--
 	}
+
 	if c.awaitAt != 0 {
 		l.awaiting--
 		c.awaitAt = 0
@@ -450,9 +477,10 @@ func (l *loop) release(c *conn) {
 		l.senders = removeAt(l.senders, c.sendPos, func(o *conn, i int32) { o.sendPos = i })
 		c.sendPos = -1
 	}
-	l.conns[c.fd] = nil
+	l.slots[c.slot] = nil
+	l.free = append(l.free, c.slot)
 	unix.Close(int(c.fd))
-	c.state, c.hs, c.in, c.out = stGone, nil, nil, nil
+	c.state, c.hs, c.in, c.out, c.dec = stGone, nil, nil, nil, wsframe.Decoder{}
 }
 
 // removeAt swap-removes s[i], telling the moved element its new index.
@@ -472,31 +500,37 @@ func (l *loop) maskKey() [4]byte {
 }
 
 func (l *loop) sendFrame(c *conn, op wsframe.Opcode, payload []byte) {
-	if len(c.out) > maxOut {
-		l.stats.skipped.Add(1)
-		return
-	}
 	l.wbuf = wsframe.AppendMaskedFrame(l.wbuf[:0], true, 0, op, payload, l.maskKey())
 	l.write(c, l.wbuf)
 }
 
-func (l *loop) sendClose(c *conn, code wsframe.StatusCode) {
-	if code == wsframe.CloseNoStatus || !wsframe.ValidCloseCode(code) {
-		code = wsframe.CloseNormal
-	}
-	var b [2]byte
-	l.sendFrame(c, wsframe.OpClose, wsframe.AppendClose(b[:0], code, ""))
-}
-
-// sendData sends a text message and counts it.
-func (l *loop) sendData(c *conn, payload []byte) {
-	if len(c.out) > maxOut {
-		l.stats.skipped.Add(1)
+// closeWith writes a close frame on the way out, as a courtesy: the
+// connection is being released, so a write that fails is not counted as
+// a second ending.
+func (l *loop) closeWith(c *conn, code wsframe.StatusCode) {
+	if len(c.out) > 0 {
 		return
 	}
+	var b [2]byte
+	l.wbuf = wsframe.AppendMaskedFrame(l.wbuf[:0], true, 0, wsframe.OpClose, wsframe.AppendClose(b[:0], code, ""), l.maskKey())
+	_, _ = unix.Write(int(c.fd), l.wbuf)
+}
+
+// sendData sends a text message and counts it. It reports false when the
+// message was not sent: the server is not reading, or the connection
+// failed.
+func (l *loop) sendData(c *conn, payload []byte) bool {
+	if len(c.out) > maxOut {
+		l.stats.skipped.Add(1)
+		return false
+	}
 	l.sendFrame(c, wsframe.OpText, payload)
+	if c.state != stOpen {
+		return false
+	}
 	l.stats.sent.Add(1)
 	l.stats.sentBytes.Add(int64(len(payload)))
+	return true
 }
 
 // errKind names a system error for the counts.

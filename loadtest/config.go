@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -42,6 +43,7 @@ const (
 	DefaultRoomPrefix     = "room-"
 	DefaultPerSource      = 1000 // connections per source address before the next is used
 	maxSize               = 16 << 20
+	minInterval           = 10 * time.Millisecond
 	maxMembers            = 1 << 20
 )
 
@@ -155,7 +157,7 @@ func (c Config) withDefaults() Config {
 		c.Interval = DefaultInterval
 	}
 	if c.Drain == 0 {
-		c.Drain = DefaultDrain
+		c.Drain = min(DefaultDrain, c.Duration/4)
 	}
 	if c.Size == 0 {
 		c.Size = DefaultSize
@@ -250,11 +252,26 @@ func (c *Config) validate() ([]target, error) {
 		return nil, configErr("--template must contain {payload}")
 	}
 	for name, d := range map[string]time.Duration{
-		"--duration": c.Duration, "--connect-timeout": c.ConnectTimeout,
-		"--drain": c.Drain, "--interval": c.Interval,
+		"--duration": c.Duration, "--connect-timeout": c.ConnectTimeout, "--drain": c.Drain,
 	} {
 		if d <= 0 {
 			return nil, configErr("%s must be positive", name)
+		}
+	}
+	if c.Interval < minInterval {
+		return nil, configErr("--interval must be at least %v", minInterval)
+	}
+	if c.Drain >= c.Duration {
+		return nil, configErr("--drain must be shorter than --duration")
+	}
+	if c.PingEvery > 0 && c.Scenario != Idle {
+		return nil, configErr("--ping-every is for idle: in other scenarios pings would count as messages")
+	}
+	for name, v := range map[string]float64{
+		"--rate": c.Rate, "--msg-rate": c.MsgRate, "--churn-rate": c.ChurnRate, "--wake-rate": c.WakeRate, "--zipf": c.Zipf,
+	} {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, configErr("%s must be a finite number", name)
 		}
 	}
 	if c.Hold < 0 || c.PingEvery < 0 || c.WakeIdle < 0 {

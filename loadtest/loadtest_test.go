@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -301,6 +302,11 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Scenario: Idle, URLs: u, Count: 1, Sources: []string{"not-an-ip"}}, "--source"},
 		{Config{Scenario: Idle, URLs: u, Count: 1, Headers: map[string]string{"Bad Name": "x"}}, "header"},
 		{Config{Scenario: Idle, URLs: u, Count: 2, Rooms: 3}, "--rooms"},
+		{Config{Scenario: Idle, URLs: u, Count: 1, Rate: math.Inf(1)}, "--rate"},
+		{Config{Scenario: Idle, URLs: u, Count: 1, Zipf: math.NaN()}, "--zipf"},
+		{Config{Scenario: Idle, URLs: u, Count: 1, Interval: time.Nanosecond}, "--interval"},
+		{Config{Scenario: Idle, URLs: u, Count: 1, Duration: time.Second, Drain: time.Second}, "--drain"},
+		{Config{Scenario: Echo, URLs: u, Count: 1, PingEvery: time.Second}, "--ping-every"},
 	}
 	for _, tc := range cases {
 		_, err := Run(context.Background(), tc.cfg, Options{})
@@ -311,7 +317,8 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestThresholds(t *testing.T) {
-	r := &Result{Latency: Percentiles{P99: 42}, Counters: Counters{Failed: 1}, Client: ClientMemory{BytesPerConn: 1500}}
+	r := &Result{Latency: Percentiles{P99: 42}, Counters: Counters{Failed: 1}, Client: ClientMemory{BytesPerConn: 1500},
+		Server: &ServerSample{NanosPerMessage: 500}}
 	cases := []struct {
 		expr string
 		pass bool
@@ -319,6 +326,7 @@ func TestThresholds(t *testing.T) {
 		{"p99>50ms", true}, {"p99>40ms", false}, {"p99 > 0.04s", false}, {"p99>=42", false},
 		{"failed>0", false}, {"failed==1", false}, {"failed<=1", false}, {"failed!=1", true},
 		{"client_bytes_per_conn>2KiB", true}, {"client_bytes_per_conn>1KiB", false},
+		{"server_cpu_ns_per_message>2us", true}, {"server_cpu_ns_per_message>400", false},
 	}
 	for _, tc := range cases {
 		th, err := ParseThreshold(tc.expr)
@@ -329,7 +337,7 @@ func TestThresholds(t *testing.T) {
 			t.Errorf("%q: pass %v, want %v", tc.expr, got, tc.pass)
 		}
 	}
-	for _, bad := range []string{"p99", "latency>5ms", "p99>fast", ">5", "p99=>5"} {
+	for _, bad := range []string{"p99", "latency>5ms", "p99>fast", ">5", "p99=>5", "p99>NaN", "failed>5%", "failed>1ms", "sent>Inf"} {
 		if _, err := ParseThreshold(bad); err == nil {
 			t.Errorf("%q parsed; want an error", bad)
 		}

@@ -113,10 +113,13 @@ func stoppedBy(r *Result) string {
 		}
 	}
 	switch {
-	case kind == "" && r.Interrupted:
+	case r.Interrupted && r.Counters.Dials < int64(r.Target):
 		return "interrupted before the target was reached"
+	case r.Counters.Dials < int64(r.Target):
+		return fmt.Sprintf("time: --duration ended with %s of %s connections tried (raise --rate, --concurrency or --duration)",
+			group(r.Counters.Dials), group(int64(r.Target)))
 	case kind == "":
-		return "time: --duration ended before the target was reached (raise --rate or --duration)"
+		return "unknown: no connection failed, yet the target was not reached"
 	case strings.HasPrefix(kind, "http_"):
 		return fmt.Sprintf("the server refusing upgrades with HTTP %s (%s times)", kind[5:], group(n))
 	case strings.HasPrefix(kind, "close_"):
@@ -170,7 +173,11 @@ func (r *Result) WriteSummary(w io.Writer) {
 		mem += " (in-process: includes whatever else this process holds)"
 	}
 	row("client memory", mem)
-	if s := r.Server; s != nil {
+	switch s := r.Server; {
+	case s == nil:
+	case s.HoldRSS == 0:
+		row("server memory", fmt.Sprintf("%s before; not sampled at the end of the hold (%s)", bytesText(float64(s.BaseRSS)), s.Source))
+	default:
 		row("server memory", fmt.Sprintf("%s → %s with %s open: %s per connection (%s)",
 			bytesText(float64(s.BaseRSS)), bytesText(float64(s.HoldRSS)), group(s.OpenAtHold), bytesText(s.BytesPerConn), s.Source))
 		if s.NanosPerMessage > 0 {

@@ -110,9 +110,17 @@ type runner struct {
 
 	handles []workerHandle
 	events  chan workerEvent
+	quit    chan struct{} // closed when Run returns: nobody reads events any more
 	latest  []Snapshot
 	final   []bool
 	failed  error
+
+	// The server is sampled on its own goroutine, so a slow metrics
+	// endpoint delays only its own figures.
+	sampleReqs     chan sampleReq
+	samples        chan sampleRes
+	pendingSamples int  // trafficStart and hold samples asked for, not yet in
+	periodicBusy   bool // a periodic sample is asked for and not yet in
 
 	latency, connect, interval *hdr.Histogram
 	res                        *Result
@@ -124,11 +132,42 @@ type runner struct {
 	trafficEnded, memTaken             bool
 	recvAtStart, sentAtStart           int64
 	cpuAtStart                         float64
+	cpuKnown                           bool
 	lastTotals                         Counters
+}
+
+type sampleKind int
+
+const (
+	samplePeriodic     sampleKind = iota // for the chart and the peak
+	sampleTrafficStart                   // CPU when traffic begins
+	sampleHold                           // memory and CPU when the hold ends
+)
+
+type sampleReq struct {
+	kind     sampleKind
+	point    int   // periodic: the Series index it belongs to
+	open     int64 // hold: connections open when it was asked for
+	received int64 // hold: messages received by then
+}
+
+type sampleRes struct {
+	sampleReq
+	rss int64
+	cpu float64
+	err error
+}
+
+// sampleTimeout bounds one server sample: an interval, within limits, so
+// a server that answers slowly costs a run little past its --duration.
+func (r *runner) sampleTimeout() time.Duration {
+	return min(max(r.cfg.Interval, 200*time.Millisecond), 2*time.Second)
 }
 
 func (r *runner) run(ctx context.Context) (*Result, error) {
 	r.events = make(chan workerEvent, 16*r.workers)
+	r.quit = make(chan struct{})
+	defer close(r.quit)
 	r.latest = make([]Snapshot, r.workers)
 	r.final = make([]bool, r.workers)
 	r.latency, r.connect, r.interval = newHist(), newHist(), newHist()
@@ -138,11 +177,14 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	}
 	r.progress = progress{out: r.opt.Out, terminal: r.opt.Terminal}
 	if r.probe != nil {
-		rss, _, err := r.probe.sample(ctx)
+		sctx, cancel := context.WithTimeout(ctx, r.sampleTimeout())
+		rss, _, err := r.probe.sample(sctx)
+		cancel()
 		if err != nil {
 			return nil, err
 		}
 		r.res.Server = &ServerSample{Source: r.probe.source(), BaseRSS: rss, PeakRSS: rss}
+		r.startSampler()
 	}
 	r.start = time.Now()
 	if err := r.startWorkers(); err != nil {
@@ -158,10 +200,12 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	interrupt := ctx.Done()
 	var killAt <-chan time.Time
 	r.lastTick = r.start
-	for !r.allFinal() {
+	for !r.allFinal() || r.pendingSamples > 0 {
 		select {
 		case ev := <-r.events:
 			r.take(ev)
+		case s := <-r.samples:
+			r.takeSample(s)
 		case now := <-tick.C:
 			r.point(now)
 		case <-interrupt:
@@ -172,17 +216,17 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 			for i, h := range r.handles {
 				if !r.final[i] {
 					h.abandon()
+					r.failed = errors.Join(r.failed, fmt.Errorf("loadtest: worker %d did not stop within 10s", i))
 				}
 			}
-			r.failed = errors.Join(r.failed, errors.New("loadtest: a worker did not stop within 10s"))
 			return r.finish(time.Now()), r.failed
 		}
 		now := time.Now()
 		if r.phase < phaseClose && (r.res.Interrupted || !now.Before(r.deadline)) {
-			r.endTraffic(ctx, now)
+			r.endTraffic(now, true)
 			r.setPhase(phaseClose)
 		} else {
-			r.advance(ctx, now)
+			r.advance(now)
 		}
 		if r.phase == phaseClose && killAt == nil {
 			killAt = time.After(10 * time.Second)
@@ -192,7 +236,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 }
 
 // advance moves the run to its next phase when the workers are ready.
-func (r *runner) advance(ctx context.Context, now time.Time) {
+func (r *runner) advance(now time.Time) {
 	switch r.phase {
 	case phaseConnect:
 		if !r.all(func(s *Snapshot) bool { return s.Connected }) {
@@ -202,6 +246,10 @@ func (r *runner) advance(ctx context.Context, now time.Time) {
 		for i := range r.latest {
 			last = max(last, r.latest[i].ConnectedAt)
 		}
+		if last == 0 {
+			// Every worker ended without connecting.
+			last = now.UnixNano()
+		}
 		r.res.RampSeconds = time.Unix(0, last).Sub(r.start).Seconds()
 		r.trafficStart = now
 		r.trafficEnd = r.deadline.Add(-r.cfg.Drain)
@@ -210,18 +258,17 @@ func (r *runner) advance(ctx context.Context, now time.Time) {
 		}
 		totals := r.totals()
 		r.recvAtStart, r.sentAtStart = totals.Received, totals.Sent
-		if r.probe != nil {
-			_, r.cpuAtStart, _ = r.probe.sample(ctx)
-		}
+		r.requestSample(sampleReq{kind: sampleTrafficStart})
 		r.setPhase(phaseTraffic)
 	case phaseTraffic:
-		// With nothing open after the first wave, there is nothing to
-		// hold or measure: every connection failed.
+		// With nothing open or opening after the first wave, there is
+		// nothing to hold or measure: every connection failed.
 		t := r.totals()
-		if now.Before(r.trafficEnd) && !r.all(func(s *Snapshot) bool { return s.Done }) && t.Open() > 0 {
+		alive := t.Open() > 0 || t.Dials > t.Opened+t.Failed+t.Aborted
+		if now.Before(r.trafficEnd) && !r.all(func(s *Snapshot) bool { return s.Done }) && alive {
 			return
 		}
-		r.endTraffic(ctx, now)
+		r.endTraffic(now, false)
 		r.drainEnd = now.Add(r.cfg.Drain)
 		r.setPhase(phaseDrain)
 	case phaseDrain:
@@ -233,19 +280,24 @@ func (r *runner) advance(ctx context.Context, now time.Time) {
 		}
 		r.clientMemory()
 		t := r.totals()
-		if r.expected(&t) <= t.Delivered+t.Echoed || !now.Before(r.drainEnd) {
+		if !r.awaitingMessages(&t) || !now.Before(r.drainEnd) {
 			r.setPhase(phaseClose)
 		}
 	}
 }
 
-// endTraffic measures the end of the traffic or hold phase, once.
-func (r *runner) endTraffic(ctx context.Context, now time.Time) {
+// endTraffic measures the end of the traffic or hold phase, once. early
+// is a run cut short by a signal or --duration: there is no drain, so the
+// client's memory is taken now.
+func (r *runner) endTraffic(now time.Time, early bool) {
 	if r.trafficEnded {
 		return
 	}
 	r.trafficEnded = true
 	totals := r.totals()
+	if early {
+		r.clientMemory()
+	}
 	if r.res.RampSeconds == 0 {
 		r.res.RampSeconds = now.Sub(r.start).Seconds()
 	}
@@ -258,22 +310,82 @@ func (r *runner) endTraffic(ctx context.Context, now time.Time) {
 		r.res.MessageRate = float64(totals.Received-r.recvAtStart) / secs
 		r.res.SendRate = float64(totals.Sent-r.sentAtStart) / secs
 	}
+	r.requestSample(sampleReq{kind: sampleHold, open: totals.Open(), received: totals.Received})
+}
+
+func (r *runner) startSampler() {
+	r.sampleReqs = make(chan sampleReq, 4)
+	r.samples = make(chan sampleRes, 4)
+	go func() {
+		for {
+			var req sampleReq
+			select {
+			case req = <-r.sampleReqs:
+			case <-r.quit:
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), r.sampleTimeout())
+			rss, cpu, err := r.probe.sample(ctx)
+			cancel()
+			select {
+			case r.samples <- sampleRes{req, rss, cpu, err}:
+			case <-r.quit:
+				return
+			}
+		}
+	}()
+}
+
+// requestSample asks for a server sample. A periodic one is skipped while
+// the last is not in, so they never queue ahead of the others; the others
+// are always taken, and the run waits for them before it returns.
+func (r *runner) requestSample(req sampleReq) {
+	if r.probe == nil {
+		return
+	}
+	if req.kind == samplePeriodic {
+		if !r.periodicBusy {
+			r.periodicBusy = true
+			r.sampleReqs <- req
+		}
+		return
+	}
+	r.pendingSamples++
+	r.sampleReqs <- req
+}
+
+func (r *runner) takeSample(s sampleRes) {
 	srv := r.res.Server
-	if srv == nil {
+	if s.kind == samplePeriodic {
+		r.periodicBusy = false
+	} else {
+		r.pendingSamples--
+	}
+	if s.err != nil {
+		if s.kind != samplePeriodic {
+			r.failed = errors.Join(r.failed, fmt.Errorf("loadtest: sampling the server: %w", s.err))
+		}
 		return
 	}
-	rss, cpu, err := r.probe.sample(ctx)
-	if err != nil {
-		return
-	}
-	srv.HoldRSS, srv.OpenAtHold = rss, totals.Open()
-	srv.PeakRSS = max(srv.PeakRSS, rss)
-	srv.CPUSeconds = cpu - r.cpuAtStart
-	if n := totals.Received - r.recvAtStart; n > 0 {
-		srv.NanosPerMessage = srv.CPUSeconds * 1e9 / float64(n)
-	}
-	if srv.OpenAtHold > 0 {
-		srv.BytesPerConn = float64(srv.HoldRSS-srv.BaseRSS) / float64(srv.OpenAtHold)
+	srv.PeakRSS = max(srv.PeakRSS, s.rss)
+	switch s.kind {
+	case samplePeriodic:
+		if s.point < len(r.res.Series) {
+			r.res.Series[s.point].ServerRSS = s.rss
+		}
+	case sampleTrafficStart:
+		r.cpuAtStart, r.cpuKnown = s.cpu, true
+	case sampleHold:
+		srv.HoldRSS, srv.OpenAtHold = s.rss, s.open
+		if s.open > 0 {
+			srv.BytesPerConn = float64(srv.HoldRSS-srv.BaseRSS) / float64(s.open)
+		}
+		if r.cpuKnown {
+			srv.CPUSeconds = s.cpu - r.cpuAtStart
+			if n := s.received - r.recvAtStart; n > 0 {
+				srv.NanosPerMessage = srv.CPUSeconds * 1e9 / float64(n)
+			}
+		}
 	}
 }
 
@@ -284,24 +396,34 @@ func (r *runner) setPhase(p int32) {
 	}
 }
 
-// expected is the deliveries and echoes the messages sent so far should
-// bring, when every connection is open; with some missing it cannot be
-// known, and the drain runs its full time.
-func (r *runner) expected(t *Counters) int64 {
-	if t.Open() < int64(r.cfg.Count) {
-		return 1<<63 - 1
-	}
-	switch r.cfg.Scenario {
+// expected is the deliveries (broadcast) or echoes (echo) the messages
+// sent so far should bring back, and got how many came.
+func expected(scenario Scenario, members int, t *Counters) (want, got int64) {
+	switch scenario {
 	case Broadcast:
-		return t.Sent * int64(r.cfg.Members-1)
+		return t.Sent * int64(members-1), t.Delivered
 	case Echo:
-		return t.Sent
+		return t.Sent, t.Echoed
 	}
-	return 0
+	return 0, 0
 }
 
-// clientMemory takes the workers' memory from their first snapshots in
-// the drain, after each collected its garbage.
+// awaitingMessages reports whether the drain should wait on: some
+// expected message has not come. With connections missing, what to
+// expect cannot be known, and the drain runs its full time.
+func (r *runner) awaitingMessages(t *Counters) bool {
+	if r.cfg.Scenario != Broadcast && r.cfg.Scenario != Echo {
+		return false
+	}
+	if t.Open() < int64(r.cfg.Count) {
+		return true
+	}
+	want, got := expected(r.cfg.Scenario, r.cfg.Members, t)
+	return got < want
+}
+
+// clientMemory takes the workers' memory from their latest snapshots: in
+// the drain, taken after each collected its garbage.
 func (r *runner) clientMemory() {
 	if r.memTaken {
 		return
@@ -331,11 +453,13 @@ func (r *runner) startWorkers() error {
 		r.handles = append(r.handles, localWorker{w})
 		go func() {
 			err := w.serve(func(s Snapshot) error {
-				r.events <- workerEvent{worker: 0, snap: s}
+				if !r.send(workerEvent{worker: 0, snap: s}) {
+					return errRunOver
+				}
 				return nil
 			})
-			if err != nil {
-				r.events <- workerEvent{worker: 0, err: err}
+			if err != nil && err != errRunOver {
+				r.send(workerEvent{worker: 0, err: err})
 			}
 		}()
 		return nil
@@ -373,15 +497,33 @@ func (r *runner) readWorker(i int, cmd *exec.Cmd, out io.Reader) {
 	for sc.Scan() {
 		var s Snapshot
 		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
-			r.events <- workerEvent{worker: i, err: fmt.Errorf("loadtest: worker %d: %w", i, err)}
-			break
+			// A worker that says something else is broken: stop it, and let
+			// its output run out so Wait returns.
+			_ = cmd.Process.Kill()
+			r.send(workerEvent{worker: i, err: fmt.Errorf("loadtest: worker %d: %w", i, err)})
+			_, _ = io.Copy(io.Discard, out)
+			_ = cmd.Wait()
+			return
 		}
 		final = final || s.Final
-		r.events <- workerEvent{worker: i, snap: s}
+		r.send(workerEvent{worker: i, snap: s})
 	}
 	err := cmd.Wait()
 	if !final {
-		r.events <- workerEvent{worker: i, err: fmt.Errorf("loadtest: worker %d ended without a result: %v", i, err)}
+		r.send(workerEvent{worker: i, err: fmt.Errorf("loadtest: worker %d ended without a result: %v", i, err)})
+	}
+}
+
+// errRunOver tells a worker that nobody is listening any more.
+var errRunOver = errors.New("loadtest: run over")
+
+// send hands an event to the run, unless it has returned.
+func (r *runner) send(ev workerEvent) bool {
+	select {
+	case r.events <- ev:
+		return true
+	case <-r.quit:
+		return false
 	}
 }
 
@@ -461,13 +603,8 @@ func (r *runner) point(now time.Time) {
 		p.Max = float64(r.interval.Max()) / 1000
 	}
 	r.interval.Reset()
-	if srv := r.res.Server; srv != nil {
-		if rss, _, err := r.probe.sample(context.Background()); err == nil {
-			p.ServerRSS = rss
-			srv.PeakRSS = max(srv.PeakRSS, rss)
-		}
-	}
 	r.res.Series = append(r.res.Series, p)
+	r.requestSample(sampleReq{kind: samplePeriodic, point: len(r.res.Series) - 1})
 	r.lastTick, r.lastTotals = now, t
 	r.progress.print(&p, r.phase)
 }
@@ -490,12 +627,7 @@ func (r *runner) finish(now time.Time) *Result {
 		res.ConnectRate = float64(res.PeakOpen) / res.RampSeconds
 	}
 	res.Latency, res.Connect = percentiles(r.latency), percentiles(r.connect)
-	switch r.cfg.Scenario {
-	case Broadcast:
-		res.Expected = res.Counters.Sent * int64(r.cfg.Members-1)
-	case Echo:
-		res.Expected = res.Counters.Sent
-	}
+	res.Expected, _ = expected(r.cfg.Scenario, r.cfg.Members, &res.Counters)
 	res.StoppedBy = stoppedBy(res)
 	res.Thresholds = checkThresholds(r.opt.Thresholds, res)
 	r.progress.done()

@@ -3,6 +3,7 @@ package loadtest
 import (
 	"bytes"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,6 +30,9 @@ func (l *loop) tick(now int64) bool {
 	l.expire(now)
 	w := l.w
 	phase := w.phase.Load()
+	// Published after this tick's work, so a snapshot that shows the new
+	// phase counts everything sent under the old one.
+	defer l.seen.Store(phase)
 	if phase == phaseClose {
 		l.closeAll()
 		return false
@@ -49,7 +53,7 @@ func (l *loop) tick(now int64) bool {
 			w.kickNow()
 		}
 	}
-	if w.cfg.PingEvery > 0 && phase <= phaseTraffic {
+	if w.cfg.Scenario == Idle && w.cfg.PingEvery > 0 && phase <= phaseTraffic {
 		l.ping(now, dt)
 	}
 	if phase != phaseTraffic {
@@ -61,7 +65,8 @@ func (l *loop) tick(now int64) bool {
 	switch w.cfg.Scenario {
 	case Broadcast, Echo:
 		if !w.closedLoop() {
-			l.sendBudget = min(l.sendBudget+float64(len(l.senders))*w.cfg.MsgRate*dt, float64(len(l.senders))+1)
+			rate := float64(len(l.senders)) * w.cfg.MsgRate
+			l.sendBudget = min(l.sendBudget+rate*dt, rate*0.1+1)
 			for l.sendBudget >= 1 && len(l.senders) > 0 {
 				l.sendBudget--
 				l.sendCursor = (l.sendCursor + 1) % len(l.senders)
@@ -93,7 +98,10 @@ func (l *loop) tick(now int64) bool {
 			l.wakeBudget--
 			c.awaitAt = now
 			l.awaiting++
-			l.sendData(c, l.payload(now, c.n))
+			if !l.sendData(c, l.payload(now, c.n)) && c.state == stOpen {
+				c.awaitAt = 0
+				l.awaiting--
+			}
 		}
 	}
 	if !l.done && l.trafficDone() {
@@ -137,12 +145,17 @@ func (l *loop) sendNext(c *conn, now int64) {
 	if limit > 0 && c.sent >= limit {
 		return
 	}
+	// Stamped now, not at the start of the event batch, so the time spent
+	// on the batch's earlier events is not counted as latency.
+	stamp := time.Now().UnixNano()
+	if !l.sendData(c, l.payload(stamp, c.n)) {
+		return
+	}
 	c.sent++
 	if l.w.closedLoop() {
-		c.awaitAt = now
+		c.awaitAt = stamp
 		l.awaiting++
 	}
-	l.sendData(c, l.payload(now, c.n))
 	if limit > 0 && c.sent >= limit && c.sendPos >= 0 {
 		l.senders = removeAt(l.senders, c.sendPos, func(o *conn, i int32) { o.sendPos = i })
 		c.sendPos = -1
@@ -160,11 +173,10 @@ func (l *loop) ping(now int64, dt float64) {
 		l.pingBudget--
 		l.pingCursor = (l.pingCursor + 1) % len(l.open)
 		c := l.open[l.pingCursor]
-		if c.awaitAt == 0 {
+		if l.sendData(c, text) && c.awaitAt == 0 {
 			c.awaitAt = now
 			l.awaiting++
 		}
-		l.sendData(c, text)
 	}
 }
 
@@ -184,7 +196,9 @@ func (l *loop) expire(now int64) {
 		l.fail(c, kindTimeout)
 	}
 	if i > 0 {
-		l.pending = append(l.pending[:0], l.pending[i:]...)
+		n := copy(l.pending, l.pending[i:])
+		clear(l.pending[n:])
+		l.pending = l.pending[:n]
 	}
 }
 
@@ -194,15 +208,14 @@ func (l *loop) closeAll() {
 	for len(l.open) > 0 {
 		l.hangUp(l.open[len(l.open)-1])
 	}
-	for _, c := range l.pending {
-		l.release(c)
-	}
-	l.pending = nil
-	for _, c := range l.conns {
+	for _, c := range l.slots {
 		if c != nil {
+			// Still connecting: neither opened nor failed.
+			l.stats.aborted.Add(1)
 			l.release(c)
 		}
 	}
+	l.pending = nil
 	_ = unix.Close(l.epfd)
 	l.epfd = -1
 }

@@ -29,6 +29,7 @@ type Counters struct {
 	Dials     int64 `json:"dials"`     // connection attempts started
 	Opened    int64 `json:"opened"`    // handshakes completed
 	Failed    int64 `json:"failed"`    // attempts that never opened (Errors says why)
+	Aborted   int64 `json:"aborted"`   // attempts still connecting when the run closed
 	Lost      int64 `json:"lost"`      // open connections the server or network ended
 	Closed    int64 `json:"closed"`    // open connections the client ended
 	Sent      int64 `json:"sent"`      // data messages sent
@@ -47,6 +48,7 @@ func (c *Counters) add(o *Counters) {
 	c.Dials += o.Dials
 	c.Opened += o.Opened
 	c.Failed += o.Failed
+	c.Aborted += o.Aborted
 	c.Lost += o.Lost
 	c.Closed += o.Closed
 	c.Sent += o.Sent
@@ -79,13 +81,13 @@ const (
 // atomically so a snapshot may read them at any time; histograms and maps
 // are under mu.
 type loopStats struct {
-	dials, opened, failed, lost, closed atomic.Int64
-	sent, received, delivered, echoed   atomic.Int64
-	skipped, sentBytes, recvBytes       atomic.Int64
-	mu                                  sync.Mutex
-	errors                              map[string]int64
-	closes                              map[string]int64
-	latency, connect                    *hdr.Histogram // since the last snapshot
+	dials, opened, failed, aborted, lost, closed atomic.Int64
+	sent, received, delivered, echoed            atomic.Int64
+	skipped, sentBytes, recvBytes                atomic.Int64
+	mu                                           sync.Mutex
+	errors                                       map[string]int64
+	closes                                       map[string]int64
+	latency, connect                             *hdr.Histogram // since the last snapshot
 }
 
 func newLoopStats() *loopStats {
@@ -122,12 +124,16 @@ func (s *loopStats) recordConnect(nanos int64) {
 // collect adds the loop's counts to c, errs and closes, and moves its
 // histograms into latency and connect.
 func (s *loopStats) collect(c *Counters, errs, closes map[string]int64, latency, connect *hdr.Histogram) {
-	c.add(&Counters{
-		Dials: s.dials.Load(), Opened: s.opened.Load(), Failed: s.failed.Load(),
-		Lost: s.lost.Load(), Closed: s.closed.Load(), Sent: s.sent.Load(),
-		Received: s.received.Load(), Delivered: s.delivered.Load(), Echoed: s.echoed.Load(),
-		Skipped: s.skipped.Load(), SentBytes: s.sentBytes.Load(), RecvBytes: s.recvBytes.Load(),
-	})
+	// Effects are read before their causes (lost before opened, echoed
+	// before sent, dials last), so a snapshot taken while the loop runs
+	// never shows more endings than beginnings.
+	var o Counters
+	o.Lost, o.Closed, o.Failed, o.Aborted = s.lost.Load(), s.closed.Load(), s.failed.Load(), s.aborted.Load()
+	o.Delivered, o.Echoed, o.Received, o.RecvBytes = s.delivered.Load(), s.echoed.Load(), s.received.Load(), s.recvBytes.Load()
+	o.Skipped, o.Sent, o.SentBytes = s.skipped.Load(), s.sent.Load(), s.sentBytes.Load()
+	o.Opened = s.opened.Load()
+	o.Dials = s.dials.Load()
+	c.add(&o)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, v := range s.errors {

@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,34 +18,48 @@ type Threshold struct {
 	Value  float64
 }
 
+// unit is what a threshold's value is measured in.
+type unit int
+
+const (
+	unitCount  unit = iota // a plain number
+	unitMillis             // a latency: bare numbers are ms, or 5ms, 200us, 1.5s
+	unitNanos              // a CPU time: bare numbers are ns, or 2us
+	unitBytes              // bare numbers are bytes, or 2KiB, 1.5MiB
+)
+
+type metric struct {
+	unit unit
+	read func(*Result) float64
+}
+
 // thresholdMetrics reads each metric a threshold may name from a Result.
-// Latencies are in milliseconds, sizes in bytes, rates per second.
-var thresholdMetrics = map[string]func(*Result) float64{
-	"p50":                   func(r *Result) float64 { return r.Latency.P50 },
-	"p90":                   func(r *Result) float64 { return r.Latency.P90 },
-	"p99":                   func(r *Result) float64 { return r.Latency.P99 },
-	"p999":                  func(r *Result) float64 { return r.Latency.P999 },
-	"max":                   func(r *Result) float64 { return r.Latency.Max },
-	"connect_p50":           func(r *Result) float64 { return r.Connect.P50 },
-	"connect_p99":           func(r *Result) float64 { return r.Connect.P99 },
-	"connect_max":           func(r *Result) float64 { return r.Connect.Max },
-	"opened":                func(r *Result) float64 { return float64(r.Counters.Opened) },
-	"peak_open":             func(r *Result) float64 { return float64(r.PeakOpen) },
-	"failed":                func(r *Result) float64 { return float64(r.Counters.Failed) },
-	"lost":                  func(r *Result) float64 { return float64(r.Counters.Lost) },
-	"errors":                func(r *Result) float64 { return float64(r.Counters.Failed + r.Counters.Lost) },
-	"sent":                  func(r *Result) float64 { return float64(r.Counters.Sent) },
-	"received":              func(r *Result) float64 { return float64(r.Counters.Received) },
-	"delivered":             func(r *Result) float64 { return float64(r.Counters.Delivered) },
-	"skipped":               func(r *Result) float64 { return float64(r.Counters.Skipped) },
-	"missing":               func(r *Result) float64 { return float64(r.missing()) },
-	"connect_rate":          func(r *Result) float64 { return r.ConnectRate },
-	"message_rate":          func(r *Result) float64 { return r.MessageRate },
-	"client_bytes_per_conn": func(r *Result) float64 { return r.Client.BytesPerConn },
-	"server_bytes_per_conn": func(r *Result) float64 { return r.serverField(func(s *ServerSample) float64 { return s.BytesPerConn }) },
-	"server_cpu_ns_per_message": func(r *Result) float64 {
+var thresholdMetrics = map[string]metric{
+	"p50":                   {unitMillis, func(r *Result) float64 { return r.Latency.P50 }},
+	"p90":                   {unitMillis, func(r *Result) float64 { return r.Latency.P90 }},
+	"p99":                   {unitMillis, func(r *Result) float64 { return r.Latency.P99 }},
+	"p999":                  {unitMillis, func(r *Result) float64 { return r.Latency.P999 }},
+	"max":                   {unitMillis, func(r *Result) float64 { return r.Latency.Max }},
+	"connect_p50":           {unitMillis, func(r *Result) float64 { return r.Connect.P50 }},
+	"connect_p99":           {unitMillis, func(r *Result) float64 { return r.Connect.P99 }},
+	"connect_max":           {unitMillis, func(r *Result) float64 { return r.Connect.Max }},
+	"opened":                {unitCount, func(r *Result) float64 { return float64(r.Counters.Opened) }},
+	"peak_open":             {unitCount, func(r *Result) float64 { return float64(r.PeakOpen) }},
+	"failed":                {unitCount, func(r *Result) float64 { return float64(r.Counters.Failed) }},
+	"lost":                  {unitCount, func(r *Result) float64 { return float64(r.Counters.Lost) }},
+	"errors":                {unitCount, func(r *Result) float64 { return float64(r.Counters.Failed + r.Counters.Lost) }},
+	"sent":                  {unitCount, func(r *Result) float64 { return float64(r.Counters.Sent) }},
+	"received":              {unitCount, func(r *Result) float64 { return float64(r.Counters.Received) }},
+	"delivered":             {unitCount, func(r *Result) float64 { return float64(r.Counters.Delivered) }},
+	"skipped":               {unitCount, func(r *Result) float64 { return float64(r.Counters.Skipped) }},
+	"missing":               {unitCount, func(r *Result) float64 { return float64(r.missing()) }},
+	"connect_rate":          {unitCount, func(r *Result) float64 { return r.ConnectRate }},
+	"message_rate":          {unitCount, func(r *Result) float64 { return r.MessageRate }},
+	"client_bytes_per_conn": {unitBytes, func(r *Result) float64 { return r.Client.BytesPerConn }},
+	"server_bytes_per_conn": {unitBytes, func(r *Result) float64 { return r.serverField(func(s *ServerSample) float64 { return s.BytesPerConn }) }},
+	"server_cpu_ns_per_message": {unitNanos, func(r *Result) float64 {
 		return r.serverField(func(s *ServerSample) float64 { return s.NanosPerMessage })
-	},
+	}},
 }
 
 func (r *Result) serverField(f func(*ServerSample) float64) float64 {
@@ -56,15 +71,13 @@ func (r *Result) serverField(f func(*ServerSample) float64) float64 {
 
 // missing is how many expected deliveries or echoes never came.
 func (r *Result) missing() int64 {
-	if r.Expected == 0 {
-		return 0
-	}
-	return max(r.Expected-r.Counters.Delivered-r.Counters.Echoed, 0)
+	want, got := expected(r.Scenario, r.Config.Members, &r.Counters)
+	return max(want-got, 0)
 }
 
-// ParseThreshold parses "METRIC OP VALUE". Latency values take a unit (ns,
-// us, µs, ms, s; bare numbers are milliseconds); sizes may end in B, KiB,
-// MiB or GiB.
+// ParseThreshold parses "METRIC OP VALUE". A latency's value may take a
+// unit (ns, us, µs, ms, s; bare numbers are milliseconds), a CPU time's
+// too (bare numbers are nanoseconds), a size B, KiB, MiB or GiB.
 func ParseThreshold(expr string) (Threshold, error) {
 	s := strings.ReplaceAll(expr, " ", "")
 	i := strings.IndexAny(s, "<>=!")
@@ -82,7 +95,8 @@ func ParseThreshold(expr string) (Threshold, error) {
 	if t.Op == "" {
 		return Threshold{}, fmt.Errorf("--fail-on %q: unknown comparison", expr)
 	}
-	if _, ok := thresholdMetrics[t.Metric]; !ok {
+	m, ok := thresholdMetrics[t.Metric]
+	if !ok {
 		names := make([]string, 0, len(thresholdMetrics))
 		for n := range thresholdMetrics {
 			names = append(names, n)
@@ -90,7 +104,7 @@ func ParseThreshold(expr string) (Threshold, error) {
 		sort.Strings(names)
 		return Threshold{}, fmt.Errorf("--fail-on %q: unknown metric %q (known: %s)", expr, t.Metric, strings.Join(names, ", "))
 	}
-	v, err := parseValue(rest)
+	v, err := parseValue(rest, m.unit)
 	if err != nil {
 		return Threshold{}, fmt.Errorf("--fail-on %q: %v", expr, err)
 	}
@@ -98,30 +112,40 @@ func ParseThreshold(expr string) (Threshold, error) {
 	return t, nil
 }
 
-// parseValue reads a number with an optional unit; durations come out in
-// milliseconds and sizes in bytes.
-func parseValue(s string) (float64, error) {
-	sizes := []struct {
-		unit string
-		mult float64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
-	for _, u := range sizes {
-		if num, ok := strings.CutSuffix(s, u.unit); ok {
-			v, err := strconv.ParseFloat(num, 64)
-			if err != nil {
-				return 0, fmt.Errorf("bad value %q", s)
-			}
-			return v * u.mult, nil
+// parseValue reads a number, with a unit where u allows one.
+func parseValue(s string, u unit) (float64, error) {
+	bad := fmt.Errorf("bad value %q", s)
+	if v, err := strconv.ParseFloat(s, 64); err == nil {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return 0, bad
 		}
-	}
-	if v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64); err == nil {
 		return v, nil
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("bad value %q", s)
+	switch u {
+	case unitMillis, unitNanos:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, bad
+		}
+		if u == unitNanos {
+			return float64(d), nil
+		}
+		return float64(d) / float64(time.Millisecond), nil
+	case unitBytes:
+		for _, sz := range []struct {
+			suffix string
+			mult   float64
+		}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+			if num, ok := strings.CutSuffix(s, sz.suffix); ok {
+				v, err := strconv.ParseFloat(num, 64)
+				if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+					return 0, bad
+				}
+				return v * sz.mult, nil
+			}
+		}
 	}
-	return float64(d) / float64(time.Millisecond), nil
+	return 0, bad
 }
 
 func (t Threshold) breached(v float64) bool {
@@ -143,7 +167,7 @@ func (t Threshold) breached(v float64) bool {
 func checkThresholds(ts []Threshold, r *Result) []ThresholdResult {
 	var out []ThresholdResult
 	for _, t := range ts {
-		v := thresholdMetrics[t.Metric](r)
+		v := thresholdMetrics[t.Metric].read(r)
 		out = append(out, ThresholdResult{Expr: t.Expr, Value: v, Pass: !t.breached(v)})
 	}
 	return out

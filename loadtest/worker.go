@@ -27,18 +27,17 @@ const maxClientMessage = 64 << 20
 // worker is one process's share of a run: event loops, and the
 // connection numbers n with n % workers == id.
 type worker struct {
-	cfg         Config
-	id          int
-	totalLoops  int
-	targets     []target
-	sources     []netip.Prefix
-	sourceSizes []uint64
-	sourceTotal uint64
-	head        requestHead
-	lim         wsframe.Limits
-	pad         []byte
-	tmplHead    []byte
-	tmplTail    []byte
+	cfg        Config
+	id         int
+	totalLoops int
+	targets    []target
+	// user is --source; loopback the default for IPv4 loopback targets.
+	user, loopback sourceSet
+	head           requestHead
+	lim            wsframe.Limits
+	pad            []byte
+	tmplHead       []byte
+	tmplTail       []byte
 
 	phase       atomic.Int32
 	waveDone    atomic.Int32  // loops whose first wave is done
@@ -62,21 +61,16 @@ func newWorker(cfg Config, id, workers int) (*worker, error) {
 		return nil, err
 	}
 	sources, _ := parseSources(cfg.Sources)
-	if len(sources) == 0 && targets[0].loopback && targets[0].addr.Addr().Is4() {
-		sources = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	}
 	w := &worker{
-		cfg: cfg, id: id, totalLoops: workers * cfg.Loops, targets: targets, sources: sources,
+		cfg: cfg, id: id, totalLoops: workers * cfg.Loops, targets: targets,
 		head: newRequestHead(cfg.Headers, cfg.Subprotocol),
 		lim:  wsframe.Limits{MaxMessage: maxClientMessage, FromServer: true},
 		pad:  []byte(strings.Repeat("x", cfg.Size)),
 		errs: map[string]int64{}, closes: map[string]int64{},
 		latency: newHist(), connect: newHist(), kick: make(chan struct{}, 1),
 	}
-	for _, p := range sources {
-		w.sourceSizes = append(w.sourceSizes, usable(p))
-		w.sourceTotal += usable(p)
-	}
+	w.user = newSourceSet(sources)
+	w.loopback = newSourceSet([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
 	if cfg.Template != "" {
 		h, t, _ := strings.Cut(cfg.Template, "{payload}")
 		w.tmplHead, w.tmplTail = []byte(h), []byte(t)
@@ -134,31 +128,54 @@ func (l *loop) roomOf(n int64) int32 {
 	return int32(n % int64(cfg.Rooms))
 }
 
-// sourceFor picks the local address for connection n: PerSource
-// connections from each address of the sources in turn.
-func (w *worker) sourceFor(n int64) netip.Addr {
-	if len(w.sources) == 0 {
-		return netip.Addr{}
+// sourceSet is local addresses to connect from.
+type sourceSet struct {
+	prefixes []netip.Prefix
+	sizes    []uint64
+	total    uint64
+}
+
+func newSourceSet(ps []netip.Prefix) sourceSet {
+	s := sourceSet{prefixes: ps}
+	for _, p := range ps {
+		s.sizes = append(s.sizes, usable(p))
+		s.total += usable(p)
 	}
-	k := uint64(n) / uint64(w.cfg.PerSource) % w.sourceTotal
-	for i, p := range w.sources {
-		if k < w.sourceSizes[i] {
+	return s
+}
+
+// sourceFor picks the local address for connection n to t: PerSource
+// connections from each address in turn. Without --source, an IPv4
+// loopback target is reached from all of 127.0.0.0/8 and any other from
+// the kernel's choice.
+func (w *worker) sourceFor(n int64, t *target) netip.Addr {
+	set := &w.user
+	if set.total == 0 {
+		if !t.loopback || !t.addr.Addr().Is4() {
+			return netip.Addr{}
+		}
+		set = &w.loopback
+	}
+	k := uint64(n) / uint64(w.cfg.PerSource) % set.total
+	for i, p := range set.prefixes {
+		if k < set.sizes[i] {
 			return nth(p, k)
 		}
-		k -= w.sourceSizes[i]
+		k -= set.sizes[i]
 	}
 	return netip.Addr{}
 }
 
-// usable counts the addresses of p a connection may come from: all but the
-// network address of a prefix wider than one address, capped at 2^24.
+// usable counts the addresses of p a connection may come from: a single
+// address, or all but the network address (and, for IPv4, the broadcast
+// address) of a wider prefix, capped near 2^24.
 func usable(p netip.Prefix) uint64 {
-	host := p.Addr().BitLen() - p.Bits()
+	host := min(p.Addr().BitLen()-p.Bits(), 24)
 	switch {
 	case host == 0:
 		return 1
-	case host >= 24:
-		return 1<<24 - 1
+	case p.Addr().Is4() && host > 1:
+		return 1<<host - 2
 	}
 	return 1<<host - 1
 }
@@ -213,9 +230,15 @@ func (w *worker) setPhase(p int32) {
 	if p == phaseDrain && w.phase.Load() < phaseDrain {
 		debug.FreeOSMemory()
 	}
-	if p > w.phase.Load() {
-		w.phase.Store(p)
-		w.kickNow()
+	for {
+		old := w.phase.Load()
+		if p <= old {
+			return
+		}
+		if w.phase.CompareAndSwap(old, p) {
+			w.kickNow()
+			return
+		}
 	}
 }
 
@@ -246,7 +269,10 @@ func (w *worker) snapshot(final bool) Snapshot {
 	w.latency.Reset()
 	w.connect.Reset()
 	s.RSS, s.BaseRSS = readRSS(os.Getpid()), w.baseRSS
-	s.Phase = w.phase.Load()
+	s.Phase = phaseClose
+	for _, l := range w.loops {
+		s.Phase = min(s.Phase, l.seen.Load())
+	}
 	s.Connected = int(w.waveDone.Load()) == len(w.loops)
 	s.ConnectedAt = w.connectedAt.Load()
 	s.Done = int(w.doneLoops.Load()) == len(w.loops)

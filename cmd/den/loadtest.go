@@ -106,10 +106,15 @@ func parseLoadtest(args []string, stderr io.Writer) (*loadtestArgs, error) {
 	fs.Var(&failOn, "fail-on", "exit 3 if this holds, e.g. 'p99>50ms' or 'failed>0'; repeatable")
 	fs.BoolVar(&a.quiet, "quiet", false, "no progress lines")
 	if err := fs.Parse(args[1:]); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		// The flag package has said what was wrong.
+		return nil, errUsage
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("loadtest: unexpected argument %q", fs.Arg(0))
+		fmt.Fprintf(stderr, "den loadtest: unexpected argument %q\n", fs.Arg(0))
+		return nil, errUsage
 	}
 	c.URLs, c.Sources = urls, sources
 	if c.Scenario == loadtest.Broadcast && c.MsgRate == 0 {
@@ -147,12 +152,17 @@ func parseLoadtest(args []string, stderr io.Writer) (*loadtestArgs, error) {
 }
 
 // runLoadtest is `den loadtest`. A signal ends the run early; the summary
-// and files are still written.
-func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// and files are still written. A second signal, with the default handling
+// stopSignals restores, ends the process at once.
+func runLoadtest(ctx context.Context, stopSignals func(), args []string, stdout, stderr io.Writer) error {
 	a, err := parseLoadtest(args, stderr)
 	if err != nil {
 		return err
 	}
+	go func() {
+		<-ctx.Done()
+		stopSignals()
+	}()
 	exe, err := os.Executable()
 	if err != nil {
 		return err

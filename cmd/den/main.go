@@ -58,7 +58,7 @@ func run(ctx context.Context, stopSignals func(), args []string, stdout, stderr 
 	case "serve":
 		return serve(ctx, stopSignals, args[1:], stderr)
 	case "loadtest":
-		return runLoadtest(ctx, args[1:], stdout, stderr)
+		return runLoadtest(ctx, stopSignals, args[1:], stdout, stderr)
 	case "loadtest-worker":
 		return loadtestWorker()
 	case "help", "-h", "--help":
