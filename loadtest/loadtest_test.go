@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -341,5 +342,54 @@ func TestThresholds(t *testing.T) {
 		if _, err := ParseThreshold(bad); err == nil {
 			t.Errorf("%q parsed; want an error", bad)
 		}
+	}
+}
+
+func TestIdleZipfRoomsAndPings(t *testing.T) {
+	var mu sync.Mutex
+	rooms := map[string]int{}
+	addr := gorillaServer(t, func(c *websocket.Conn, r *http.Request) {
+		mu.Lock()
+		rooms[r.URL.Path]++
+		mu.Unlock()
+		echo(c, r)
+	})
+	res := run(t, Config{
+		Scenario: Idle, URLs: []string{"ws://" + addr + "/{room}"}, Count: 300, Rooms: 10, Zipf: 1.5,
+		PingEvery: 100 * time.Millisecond, Hold: 500 * time.Millisecond,
+	}, Options{})
+	if res.Counters.Opened != 300 || res.Counters.Sent == 0 || res.Latency.Count == 0 {
+		t.Fatalf("counters %+v latency n=%d: want 300 open, pings sent and their replies timed", res.Counters, res.Latency.Count)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Zipf with s=1.5 over 10 rooms puts about 44% in room 0 and under 2%
+	// in room 9.
+	if hot, cold := rooms["/room-0"], rooms["/room-9"]; hot < 3*cold || hot < 60 {
+		t.Fatalf("rooms %v: room-0 should be the hot one", rooms)
+	}
+}
+
+// TestClientFileLimitNamed runs a worker whose open-file limit is too low
+// for its share: the summary must say that the client's limit stopped it.
+func TestClientFileLimitNamed(t *testing.T) {
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("prlimit (util-linux) is not installed")
+	}
+	addr := startDen(t, gateway.Config{})
+	limited := func() *exec.Cmd {
+		cmd := exec.Command("prlimit", "--nofile=100", os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), workerEnv+"=1")
+		cmd.Stderr = os.Stderr
+		return cmd
+	}
+	res := run(t, Config{Scenario: Idle, URLs: []string{"ws://" + addr + "/rooms/echo/{room}"}, Count: 200, Workers: 2, Hold: 100 * time.Millisecond},
+		Options{WorkerCommand: limited})
+	c := res.Counters
+	if c.Opened == 0 || c.Opened+c.Failed != 200 || res.Errors[kindClientFiles] != c.Failed {
+		t.Fatalf("counters %+v errors %v: want some opened and the rest failed on the client's file limit", c, res.Errors)
+	}
+	if !strings.Contains(res.StoppedBy, "client's open-file limit") {
+		t.Fatalf("stopped by %q: want the client's open-file limit named", res.StoppedBy)
 	}
 }

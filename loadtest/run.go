@@ -500,9 +500,9 @@ func (r *runner) readWorker(i int, cmd *exec.Cmd, out io.Reader) {
 			// A worker that says something else is broken: stop it, and let
 			// its output run out so Wait returns.
 			_ = cmd.Process.Kill()
-			r.send(workerEvent{worker: i, err: fmt.Errorf("loadtest: worker %d: %w", i, err)})
 			_, _ = io.Copy(io.Discard, out)
 			_ = cmd.Wait()
+			r.send(workerEvent{worker: i, err: fmt.Errorf("loadtest: worker %d: %w", i, err)})
 			return
 		}
 		final = final || s.Final
