@@ -61,13 +61,14 @@ func TestBroadcastCountsEveryDelivery(t *testing.T) {
 }
 
 // TestLatencyPercentiles injects known delays: connections whose number
-// ends in 0 are answered after 80 ms, the rest after 20 ms, so 10% of
-// round trips take at least 80 ms and 90% at least 20 ms.
+// ends in 0 or 5 are answered after 200 ms, the rest at once, so the
+// slowest 20% of round trips take at least 200 ms and the rest far less.
 func TestLatencyPercentiles(t *testing.T) {
+	const slow = 200 * time.Millisecond
 	addr := gorillaServer(t, func(c *websocket.Conn, r *http.Request) {
-		delay := 20 * time.Millisecond
-		if strings.HasSuffix(r.URL.Path, "0") {
-			delay = 80 * time.Millisecond
+		var delay time.Duration
+		if strings.HasSuffix(r.URL.Path, "0") || strings.HasSuffix(r.URL.Path, "5") {
+			delay = slow
 		}
 		for {
 			op, msg, err := c.ReadMessage()
@@ -87,13 +88,14 @@ func TestLatencyPercentiles(t *testing.T) {
 	if l.Count != 200 {
 		t.Fatalf("latency count %d, want 200", l.Count)
 	}
-	// Lower bounds are exact: no reply comes before its delay. Upper
-	// bounds only separate the two populations.
-	if l.P50 < 20 || l.P50 >= 80 || l.P90 < 20 || l.P90 >= 80 {
-		t.Errorf("p50 %.2fms p90 %.2fms: want both in [20ms, 80ms)", l.P50, l.P90)
+	// The slow population's bound is exact: no reply comes before its
+	// delay. The fast one only has to stay apart from it.
+	ms := float64(slow / time.Millisecond)
+	if l.P50 >= ms {
+		t.Errorf("p50 %.2fms: want under %.0fms, 80%% of replies are immediate", l.P50, ms)
 	}
-	if l.P99 < 80 || l.Max < 80 || l.P999 < 80 {
-		t.Errorf("p99 %.2fms p99.9 %.2fms max %.2fms: want at least 80ms", l.P99, l.P999, l.Max)
+	if l.P90 < ms || l.P99 < ms || l.P999 < ms || l.Max < ms {
+		t.Errorf("p90 %.2fms p99 %.2fms p99.9 %.2fms max %.2fms: want all at least %.0fms", l.P90, l.P99, l.P999, l.Max, ms)
 	}
 }
 
@@ -191,8 +193,9 @@ func TestChurnReplacesConnections(t *testing.T) {
 		Count: 20, ChurnRate: 100, Hold: 500 * time.Millisecond,
 	}, Options{})
 	c := res.Counters
-	if c.Failed != 0 || c.Dials <= 20 || c.Dials != c.Opened || c.Closed != c.Opened {
-		t.Fatalf("counters %+v: want more than 20 dials, all opened, all closed by the client", c)
+	// A replacement still connecting when the run closes is aborted.
+	if c.Failed != 0 || c.Dials <= 20 || c.Dials != c.Opened+c.Aborted || c.Closed != c.Opened {
+		t.Fatalf("counters %+v: want more than 20 dials, each opened (or aborted at the end), all closed by the client", c)
 	}
 }
 
