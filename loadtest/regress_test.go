@@ -25,7 +25,7 @@ import (
 // Regressions found in review, each named for what went wrong.
 
 // testLoop is one loop of a one-connection worker, driven by the test.
-func testLoop(t *testing.T, url string) *loop {
+func testLoop(t testing.TB, url string) *loop {
 	t.Helper()
 	cfg := Config{Scenario: Idle, URLs: []string{url}, Count: 1, Loops: 1}.withDefaults()
 	w, err := newWorker(cfg, 0, 1)
