@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"net/netip"
@@ -129,7 +130,9 @@ func (l *loop) run() {
 				}
 			}
 		}
-		if !l.tick(now) {
+		// The batch took time: the tick's sends and dials are stamped after
+		// it, not before.
+		if !l.tick(time.Now().UnixNano()) {
 			return
 		}
 	}
@@ -511,8 +514,9 @@ func (l *loop) closeWith(c *conn, code wsframe.StatusCode) {
 	if len(c.out) > 0 {
 		return
 	}
-	var b [2]byte
-	l.wbuf = wsframe.AppendMaskedFrame(l.wbuf[:0], true, 0, wsframe.OpClose, wsframe.AppendClose(b[:0], code, ""), l.maskKey())
+	var payload [2]byte
+	binary.BigEndian.PutUint16(payload[:], uint16(code))
+	l.wbuf = wsframe.AppendMaskedFrame(l.wbuf[:0], true, 0, wsframe.OpClose, payload[:], l.maskKey())
 	_, _ = unix.Write(int(c.fd), l.wbuf)
 }
 

@@ -118,6 +118,9 @@ func stoppedBy(r *Result) string {
 	case r.Counters.Dials < int64(r.Target):
 		return fmt.Sprintf("time: --duration ended with %s of %s connections tried (raise --rate, --concurrency or --duration)",
 			group(r.Counters.Dials), group(int64(r.Target)))
+	case kind == "" && r.Counters.Aborted > 0:
+		return fmt.Sprintf("%s connections still opening when the run ended (interrupted, or raise --duration or --connect-timeout)",
+			group(r.Counters.Aborted))
 	case kind == "":
 		return "unknown: no connection failed, yet the target was not reached"
 	case strings.HasPrefix(kind, "http_"):

@@ -3,6 +3,8 @@ package loadtest
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -295,5 +297,88 @@ func TestStoppedByNamesTimeWhenDialsRanShort(t *testing.T) {
 		Errors: map[string]int64{"http_503": 1}}
 	if got := stoppedBy(r); !strings.Contains(got, "--duration") {
 		t.Fatalf("stopped by %q: 39 of 100 dialled is the clock's doing, not one 503's", got)
+	}
+}
+
+func TestHangUpSendsValidClose(t *testing.T) {
+	got := make(chan error, 1)
+	addr := gorillaServer(t, func(c *websocket.Conn, _ *http.Request) {
+		_, _, err := c.ReadMessage()
+		got <- err
+	})
+	l := testLoop(t, "ws://"+addr+"/x")
+	l.dial(0, time.Now().UnixNano())
+	drive(t, l, func() bool { return len(l.open) == 1 })
+	l.hangUp(l.open[0])
+	var ce *websocket.CloseError
+	if err := <-got; !errors.As(err, &ce) || ce.Code != websocket.CloseNormalClosure {
+		t.Fatalf("server read %v; want a close frame with 1000", err)
+	}
+}
+
+// TestHoldSampleTakenBeforeClose serves metrics whose "memory" is the
+// server's open connections, 50 ms late: the hold's sample must still see
+// every connection open.
+func TestHoldSampleTakenBeforeClose(t *testing.T) {
+	var open atomic.Int64
+	addr := gorillaServer(t, func(c *websocket.Conn, _ *http.Request) {
+		open.Add(1)
+		defer open.Add(-1)
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	})
+	metrics := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(50 * time.Millisecond)
+		fmt.Fprintf(w, "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %d\n", open.Load())
+	}))
+	defer metrics.Close()
+	res := run(t, Config{Scenario: Idle, URLs: []string{"ws://" + addr + "/x"}, Count: 5, Hold: 300 * time.Millisecond},
+		Options{MetricsURLs: []string{metrics.URL}})
+	if s := res.Server; s.OpenAtHold != 5 || s.HoldRSS != 5 {
+		t.Fatalf("hold sample %+v: want it taken with all 5 connections open", *s)
+	}
+}
+
+func TestStoppedByNamesConnectionsStillOpening(t *testing.T) {
+	r := &Result{Target: 3, Interrupted: false, Counters: Counters{Dials: 3, Aborted: 3}}
+	if got := stoppedBy(r); !strings.Contains(got, "still opening") {
+		t.Fatalf("stopped by %q: want the aborted dials named", got)
+	}
+}
+
+// TestSnapshotPhaseCoversItsCounts plays a loop that sends under traffic
+// and then publishes the drain: a snapshot that shows the drain must count
+// every message sent before it.
+func TestSnapshotPhaseCoversItsCounts(t *testing.T) {
+	cfg := Config{Scenario: Idle, URLs: []string{"ws://127.0.0.1:1/x"}, Count: 1, Loops: 1}.withDefaults()
+	for iter := 0; iter < 50; iter++ {
+		w, err := newWorker(cfg, 0, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := w.loops[0]
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for range 2000 {
+				l.stats.sent.Add(1)
+				l.seen.Store(phaseTraffic)
+			}
+			l.seen.Store(phaseDrain)
+		}()
+		for {
+			s := w.snapshot(false)
+			if s.Phase >= phaseDrain {
+				if s.Counters.Sent != 2000 {
+					t.Fatalf("iteration %d: the drain is shown with %d of 2000 sent", iter, s.Counters.Sent)
+				}
+				break
+			}
+		}
+		<-done
+		l.closeAll()
 	}
 }

@@ -121,6 +121,7 @@ type runner struct {
 	samples        chan sampleRes
 	pendingSamples int  // trafficStart and hold samples asked for, not yet in
 	periodicBusy   bool // a periodic sample is asked for and not yet in
+	holdPending    bool // the hold sample is asked for and not yet in: keep the connections open
 
 	latency, connect, interval *hdr.Histogram
 	res                        *Result
@@ -224,7 +225,9 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		now := time.Now()
 		if r.phase < phaseClose && (r.res.Interrupted || !now.Before(r.deadline)) {
 			r.endTraffic(now, true)
-			r.setPhase(phaseClose)
+			if !r.holdPending {
+				r.setPhase(phaseClose)
+			}
 		} else {
 			r.advance(now)
 		}
@@ -272,10 +275,11 @@ func (r *runner) advance(now time.Time) {
 		r.drainEnd = now.Add(r.cfg.Drain)
 		r.setPhase(phaseDrain)
 	case phaseDrain:
-		// Wait until every worker has reported from the drain (so its
-		// memory after a collection is known) and every expected message
-		// is in, or the drain time is up.
-		if !r.all(func(s *Snapshot) bool { return s.Phase >= phaseDrain }) && now.Before(r.drainEnd) {
+		// Wait until the server's memory at the end of the hold is known
+		// (it is measured with the connections open), every worker has
+		// reported from the drain (so its memory after a collection is
+		// known) and every expected message is in, or the drain time is up.
+		if r.holdPending || !r.all(func(s *Snapshot) bool { return s.Phase >= phaseDrain }) && now.Before(r.drainEnd) {
 			return
 		}
 		r.clientMemory()
@@ -351,14 +355,19 @@ func (r *runner) requestSample(req sampleReq) {
 		return
 	}
 	r.pendingSamples++
+	r.holdPending = r.holdPending || req.kind == sampleHold
 	r.sampleReqs <- req
 }
 
 func (r *runner) takeSample(s sampleRes) {
 	srv := r.res.Server
-	if s.kind == samplePeriodic {
+	switch s.kind {
+	case samplePeriodic:
 		r.periodicBusy = false
-	} else {
+	case sampleHold:
+		r.holdPending = false
+		r.pendingSamples--
+	default:
 		r.pendingSamples--
 	}
 	if s.err != nil {
@@ -478,11 +487,14 @@ func (r *runner) startWorkers() error {
 			return fmt.Errorf("loadtest: starting worker %d: %w", i, err)
 		}
 		p := &procWorker{cmd: cmd, enc: json.NewEncoder(in), in: in}
+		r.handles = append(r.handles, p)
 		cfg := r.cfg
 		if err := p.enc.Encode(workerCommand{Config: &cfg, Worker: i, Workers: r.workers}); err != nil {
+			_ = cmd.Process.Kill()
+			_, _ = io.Copy(io.Discard, out)
+			_ = cmd.Wait()
 			return fmt.Errorf("loadtest: worker %d: %w", i, err)
 		}
-		r.handles = append(r.handles, p)
 		go r.readWorker(i, cmd, out)
 	}
 	return nil
@@ -508,6 +520,9 @@ func (r *runner) readWorker(i int, cmd *exec.Cmd, out io.Reader) {
 		final = final || s.Final
 		r.send(workerEvent{worker: i, snap: s})
 	}
+	// A scanner that stopped early (a read error, a line over the limit)
+	// leaves the worker blocked on a full pipe: drain it so it can end.
+	_, _ = io.Copy(io.Discard, out)
 	err := cmd.Wait()
 	if !final {
 		r.send(workerEvent{worker: i, err: fmt.Errorf("loadtest: worker %d ended without a result: %v", i, err)})

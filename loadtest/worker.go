@@ -254,6 +254,13 @@ func (w *worker) kickNow() {
 // snapshot gathers the loops' counts.
 func (w *worker) snapshot(final bool) Snapshot {
 	s := Snapshot{Worker: w.id, Errors: map[string]int64{}, CloseCodes: map[string]int64{}}
+	// The phase is read before the counts: a loop publishes a phase once
+	// its tick under the old one is done, so the counts read after it
+	// include everything sent before it.
+	s.Phase = phaseClose
+	for _, l := range w.loops {
+		s.Phase = min(s.Phase, l.seen.Load())
+	}
 	for _, l := range w.loops {
 		l.stats.collect(&s.Counters, w.errs, w.closes, w.latency, w.connect)
 	}
@@ -269,10 +276,6 @@ func (w *worker) snapshot(final bool) Snapshot {
 	w.latency.Reset()
 	w.connect.Reset()
 	s.RSS, s.BaseRSS = readRSS(os.Getpid()), w.baseRSS
-	s.Phase = phaseClose
-	for _, l := range w.loops {
-		s.Phase = min(s.Phase, l.seen.Load())
-	}
 	s.Connected = int(w.waveDone.Load()) == len(w.loops)
 	s.ConnectedAt = w.connectedAt.Load()
 	s.Done = int(w.doneLoops.Load()) == len(w.loops)

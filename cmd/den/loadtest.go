@@ -82,7 +82,7 @@ func parseLoadtest(args []string, stderr io.Writer) (*loadtestArgs, error) {
 	fs.DurationVar(&c.Duration, "duration", loadtest.DefaultDuration, "the whole run's bound")
 	fs.DurationVar(&c.Hold, "hold", 0, "traffic or hold phase length (default: until --duration)")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", loadtest.DefaultConnectTimeout, "TCP connect plus handshake")
-	fs.DurationVar(&c.Drain, "drain", loadtest.DefaultDrain, "wait this long for replies after sending stops")
+	fs.DurationVar(&c.Drain, "drain", 0, "wait this long for replies after sending stops (default 2s, at most a quarter of --duration)")
 	fs.DurationVar(&c.PingEvery, "ping-every", 0, "idle: each connection sends --ping-text this often")
 	fs.StringVar(&c.PingText, "ping-text", loadtest.DefaultPingText, "idle: the app-level ping")
 	fs.IntVar(&c.Members, "members", 0, "broadcast: connections per room")

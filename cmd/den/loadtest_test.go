@@ -163,6 +163,11 @@ func TestLoadtestCommand(t *testing.T) {
 		t.Fatalf("--workers 2: JSON %+v: want 2 workers, 5 opened, 20 echoed", r)
 	}
 
+	// A short --duration takes a drain to fit it.
+	if out, err := exec.Command(bin, "loadtest", "idle", "--url", url, "--count", "1", "--duration", "1s", "--quiet").CombinedOutput(); err != nil {
+		t.Fatalf("--duration 1s: %v\n%s", err, out)
+	}
+
 	out, err = exec.Command(bin, append(args, "--fail-on", "sent>=20")...).Output()
 	if code := exitCode(err); code != 3 {
 		t.Fatalf("exit %d, want 3 for a breached --fail-on; stdout:\n%s", code, out)
