@@ -1,0 +1,75 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+var (
+	// ErrLimit is wrapped by every LimitError, for errors.Is.
+	ErrLimit = errors.New("storage: limit exceeded")
+	// ErrStaleEpoch is a write under an ownership epoch older than the
+	// room's: another node owns the room now, and this one must stop.
+	ErrStaleEpoch = errors.New("storage: stale epoch: the room has a newer owner")
+	// ErrTransactionSQL is SQL that manages transactions (BEGIN, COMMIT,
+	// SAVEPOINT ...), ATTACH or PRAGMA given to Exec: transactions come from
+	// the room's event loop and Transaction.
+	ErrTransactionSQL = errors.New("storage: Exec refuses transaction control, ATTACH and PRAGMA; use Transaction")
+	// ErrReserved is SQL that touches den's own tables (names starting
+	// with _den_ or sqlite_).
+	ErrReserved = errors.New("storage: tables named _den_* are den's own")
+	// ErrClosed is a room or store used after Close.
+	ErrClosed = errors.New("storage: closed")
+	// ErrNoRows is One on a cursor with no row; ErrManyRows with more.
+	ErrNoRows   = errors.New("storage: no rows")
+	ErrManyRows = errors.New("storage: more than one row")
+)
+
+// LimitError is a write or call over one of the room's limits.
+type LimitError struct {
+	Limit string // which limit: "key size", "value size", "keys per call", "row size", "database size"
+	Max   int64
+	Got   int64 // 0 when SQLite reported it and the size is not known
+}
+
+func (e *LimitError) Error() string {
+	if e.Got > 0 {
+		return fmt.Sprintf("storage: %s %d is over the limit of %d", e.Limit, e.Got, e.Max)
+	}
+	return fmt.Sprintf("storage: %s is over the limit of %d", e.Limit, e.Max)
+}
+
+func (e *LimitError) Unwrap() error { return ErrLimit }
+
+// sqliteCode is the primary result code of a SQLite error, or -1.
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() & 0xff
+	}
+	return -1
+}
+
+// mapError turns SQLite's errors for den's limits and its authorizer into
+// den's errors, keeping SQLite's message.
+func (r *Room) mapError(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch sqliteCode(err) {
+	case sqlite3.SQLITE_TOOBIG:
+		return fmt.Errorf("%w (%v)", &LimitError{Limit: "row size", Max: r.store.limits.MaxValueBytes}, err)
+	case sqlite3.SQLITE_FULL:
+		return fmt.Errorf("%w (%v)", &LimitError{Limit: "database size", Max: r.store.limits.MaxDatabaseBytes}, err)
+	case sqlite3.SQLITE_AUTH:
+		if r.denied != nil {
+			d := r.denied
+			r.denied = nil
+			return fmt.Errorf("%w (%v)", d, err)
+		}
+	}
+	return err
+}

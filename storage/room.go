@@ -1,0 +1,421 @@
+package storage
+
+import (
+	"container/list"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Room is one room's database: SQL tables of the author's, a KV store and
+// den's own records, in one SQLite file. Its methods are for one goroutine
+// at a time (the room's loop); the store may close its handle between
+// calls when the pool is full, and it reopens on the next call.
+//
+// Writes outside a transaction commit one call at a time. Begin starts
+// the transaction the room's event loop runs events in; Transaction nests
+// inside it as a savepoint.
+type Room struct {
+	store            *Store
+	id, kind, name   string
+	mu               sync.Mutex    // held while a call uses the handle
+	elem             *list.Element // in store.lru while the handle is open; under store.mu
+	db               *sql.DB
+	conn             *sql.Conn // the one connection: transactions span calls
+	inTx             bool      // Begin has not been committed or rolled back
+	depth            int       // savepoints open inside the transaction
+	epoch            uint64    // the ownership epoch this handle writes under
+	author           bool      // the authorizer is checking author SQL
+	wrote            bool      // the author SQL just prepared writes rows
+	denied           error     // why the authorizer refused, for the caller
+	closed           bool
+}
+
+var bg = context.Background()
+
+// ID, Kind and Name identify the room.
+func (r *Room) ID() string   { return r.id }
+func (r *Room) Kind() string { return r.kind }
+func (r *Room) Name() string { return r.name }
+
+// acquire locks r and opens its handle if the pool had taken it.
+func (r *Room) acquire() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	if r.conn != nil {
+		return nil
+	}
+	if err := r.store.reserve(r); err != nil {
+		r.mu.Unlock()
+		return err
+	}
+	if err := r.openHandle(); err != nil {
+		r.store.forget(r)
+		r.mu.Unlock()
+		return fmt.Errorf("storage: room %s: %w", r.id, err)
+	}
+	return nil
+}
+
+// releaseHandle ends a call: r stays in the pool, most recently used.
+func (r *Room) releaseHandle() {
+	r.mu.Unlock()
+	r.store.touch(r)
+}
+
+func (r *Room) openHandle() error {
+	path := r.store.path(r.id)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	db, err := sql.Open("sqlite", r.store.dsn(path))
+	if err != nil {
+		return err
+	}
+	db.SetMaxOpenConns(1)
+	conn, err := db.Conn(bg)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	lim := r.store.limits
+	setup := func() error {
+		if _, err := sqlite.Limit(conn, sqlite3.SQLITE_LIMIT_LENGTH, int(lim.MaxValueBytes+lim.MaxKeyBytes+1024)); err != nil {
+			return err
+		}
+		err := conn.Raw(func(dc any) error {
+			reg, ok := dc.(sqlite.AuthorizerRegisterer)
+			if !ok {
+				return errors.New("the sqlite driver has no authorizer")
+			}
+			return reg.RegisterAuthorizer(r.authorize)
+		})
+		if err != nil {
+			return err
+		}
+		var pageSize int64
+		if err := conn.QueryRowContext(bg, `PRAGMA page_size`).Scan(&pageSize); err != nil {
+			return err
+		}
+		if _, err := conn.ExecContext(bg, `PRAGMA max_page_count = `+strconv.FormatInt(lim.MaxDatabaseBytes/pageSize, 10)); err != nil {
+			return err
+		}
+		_, err = conn.ExecContext(bg, `
+			CREATE TABLE IF NOT EXISTS _den_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+			CREATE TABLE IF NOT EXISTS _den_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;`)
+		return err
+	}
+	if err := setup(); err != nil {
+		conn.Close()
+		db.Close()
+		return err
+	}
+	r.db, r.conn = db, conn
+	return nil
+}
+
+// closeHandle gives the handle up; r.mu is held and no transaction open.
+func (r *Room) closeHandle() {
+	if r.conn == nil {
+		return
+	}
+	_ = r.conn.Close()
+	_ = r.db.Close()
+	r.conn, r.db = nil, nil
+	r.store.recordSize(r.id, r.fileBytes())
+}
+
+// fileBytes is the room's database and WAL on disk.
+func (r *Room) fileBytes() int64 {
+	var n int64
+	p := r.store.path(r.id)
+	for _, f := range []string{p, p + "-wal"} {
+		if st, err := os.Stat(f); err == nil {
+			n += st.Size()
+		}
+	}
+	return n
+}
+
+// Close gives up the room's handle for good, rolling back a transaction
+// left open.
+func (r *Room) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	var err error
+	if r.inTx && r.conn != nil {
+		_, err = r.conn.ExecContext(bg, `ROLLBACK`)
+		r.inTx, r.depth = false, 0
+	}
+	r.closeHandle()
+	r.closed = true
+	r.mu.Unlock()
+	r.store.forget(r)
+	r.store.mu.Lock()
+	if r.store.rooms[r.id] == r {
+		delete(r.store.rooms, r.id)
+	}
+	r.store.mu.Unlock()
+	return err
+}
+
+// SetEpoch sets the ownership epoch this handle writes under: the lease
+// epoch of the node that owns the room.
+func (r *Room) SetEpoch(epoch uint64) {
+	r.mu.Lock()
+	r.epoch = epoch
+	r.mu.Unlock()
+}
+
+// Claim makes epoch the room's: the handle writes under it, and from now
+// on a write under any older epoch fails with ErrStaleEpoch. A claim with
+// an epoch older than the room's fails the same way.
+func (r *Room) Claim(epoch uint64) error {
+	r.SetEpoch(epoch)
+	return r.write(func(c *sql.Conn) error {
+		_, err := c.ExecContext(bg, `INSERT INTO _den_meta (k, v) VALUES ('epoch', ?)
+			ON CONFLICT (k) DO UPDATE SET v = excluded.v`, int64(epoch))
+		return err
+	})
+}
+
+// Epoch is the room's current epoch (that of its latest Claim).
+func (r *Room) Epoch() (uint64, error) {
+	var e int64
+	err := r.use(func(c *sql.Conn) error {
+		err := c.QueryRowContext(bg, `SELECT v FROM _den_meta WHERE k = 'epoch'`).Scan(&e)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	return uint64(e), err
+}
+
+// use runs f with the handle.
+func (r *Room) use(f func(*sql.Conn) error) error {
+	if err := r.acquire(); err != nil {
+		return err
+	}
+	defer r.releaseHandle()
+	return r.mapError(f(r.conn))
+}
+
+// write runs f inside the open transaction, or inside one of its own.
+func (r *Room) write(f func(*sql.Conn) error) error {
+	if err := r.acquire(); err != nil {
+		return err
+	}
+	defer r.releaseHandle()
+	if r.inTx {
+		return r.mapError(f(r.conn))
+	}
+	if err := r.begin(); err != nil {
+		return err
+	}
+	if err := f(r.conn); err != nil {
+		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
+		r.inTx = false
+		return r.mapError(err)
+	}
+	return r.commit()
+}
+
+// begin starts a write transaction and checks the epoch inside it, so no
+// newer owner can claim the room between the check and the commit.
+func (r *Room) begin() error {
+	if _, err := r.conn.ExecContext(bg, `BEGIN IMMEDIATE`); err != nil {
+		return r.mapError(err)
+	}
+	r.inTx, r.depth = true, 0
+	var stored int64
+	err := r.conn.QueryRowContext(bg, `SELECT v FROM _den_meta WHERE k = 'epoch'`).Scan(&stored)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
+		r.inTx = false
+		return err
+	}
+	if uint64(stored) > r.epoch {
+		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
+		r.inTx = false
+		return fmt.Errorf("%w (room epoch %d, this handle's %d)", ErrStaleEpoch, stored, r.epoch)
+	}
+	return nil
+}
+
+func (r *Room) commit() error {
+	_, err := r.conn.ExecContext(bg, `COMMIT`)
+	if err != nil {
+		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
+	}
+	r.inTx, r.depth = false, 0
+	return r.mapError(err)
+}
+
+// Begin starts the transaction the room's events run in. Until Commit or
+// Rollback, every write joins it and the pool leaves the handle open.
+func (r *Room) Begin() error {
+	if err := r.acquire(); err != nil {
+		return err
+	}
+	defer r.releaseHandle()
+	if r.inTx {
+		return errors.New("storage: Begin inside a transaction")
+	}
+	return r.begin()
+}
+
+// Commit makes the transaction durable (with SyncFull, on disk). On
+// error nothing of it is kept.
+func (r *Room) Commit() error {
+	if err := r.acquire(); err != nil {
+		return err
+	}
+	defer r.releaseHandle()
+	if !r.inTx {
+		return errors.New("storage: Commit without Begin")
+	}
+	return r.commit()
+}
+
+// Rollback drops the transaction.
+func (r *Room) Rollback() error {
+	if err := r.acquire(); err != nil {
+		return err
+	}
+	defer r.releaseHandle()
+	if !r.inTx {
+		return nil
+	}
+	_, err := r.conn.ExecContext(bg, `ROLLBACK`)
+	r.inTx, r.depth = false, 0
+	return r.mapError(err)
+}
+
+// Transaction runs f atomically: all of its writes or none. Inside an open
+// transaction it is a savepoint, so transactions nest. An error from f, or
+// a panic, rolls back f's writes; the panic continues after the rollback.
+func (r *Room) Transaction(f func() error) (err error) {
+	if err := r.acquire(); err != nil {
+		return err
+	}
+	outer := !r.inTx
+	if outer {
+		if err := r.begin(); err != nil {
+			r.releaseHandle()
+			return err
+		}
+	}
+	r.depth++
+	name := "den_sp" + strconv.Itoa(r.depth)
+	if _, err := r.conn.ExecContext(bg, `SAVEPOINT `+name); err != nil {
+		r.depth--
+		r.releaseHandle()
+		return r.mapError(err)
+	}
+	r.releaseHandle()
+
+	finish := func(ok bool) error {
+		if err := r.acquire(); err != nil {
+			return err
+		}
+		defer r.releaseHandle()
+		var ferr error
+		if !ok {
+			_, ferr = r.conn.ExecContext(bg, `ROLLBACK TO `+name)
+		}
+		if _, err := r.conn.ExecContext(bg, `RELEASE `+name); err != nil && ferr == nil {
+			ferr = err
+		}
+		r.depth--
+		if outer {
+			if ok && ferr == nil {
+				return r.commit()
+			}
+			_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
+			r.inTx, r.depth = false, 0
+		}
+		return r.mapError(ferr)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = finish(false)
+			panic(p)
+		}
+	}()
+	if err := f(); err != nil {
+		if ferr := finish(false); ferr != nil {
+			return errors.Join(err, ferr)
+		}
+		return err
+	}
+	return finish(true)
+}
+
+// Size is the room's database size in bytes (pages in use).
+func (r *Room) Size() (int64, error) {
+	var pages, size int64
+	err := r.use(func(c *sql.Conn) error {
+		if err := c.QueryRowContext(bg, `PRAGMA page_count`).Scan(&pages); err != nil {
+			return err
+		}
+		return c.QueryRowContext(bg, `PRAGMA page_size`).Scan(&size)
+	})
+	return pages * size, err
+}
+
+// DeleteAll removes everything the room stores: the author's tables,
+// views, triggers and indexes, and every KV entry, atomically.
+func (r *Room) DeleteAll() error {
+	return r.write(func(c *sql.Conn) error {
+		rows, err := c.QueryContext(bg, `SELECT type, name FROM sqlite_schema
+			WHERE name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT LIKE '\_den\_%' ESCAPE '\'
+			AND type IN ('table', 'view', 'trigger') ORDER BY type = 'table'`)
+		if err != nil {
+			return err
+		}
+		type obj struct{ typ, name string }
+		var objs []obj
+		for rows.Next() {
+			var o obj
+			if err := rows.Scan(&o.typ, &o.name); err != nil {
+				rows.Close()
+				return err
+			}
+			objs = append(objs, o)
+		}
+		rows.Close()
+		for _, o := range objs {
+			if _, err := c.ExecContext(bg, `DROP `+o.typ+` IF EXISTS `+quoteIdent(o.name)); err != nil {
+				return err
+			}
+		}
+		_, err = c.ExecContext(bg, `DELETE FROM _den_kv`)
+		return err
+	})
+}
+
+func quoteIdent(s string) string {
+	out := []byte{'"'}
+	for i := range len(s) {
+		if s[i] == '"' {
+			out = append(out, '"')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '"'))
+}

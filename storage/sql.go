@@ -1,0 +1,162 @@
+package storage
+
+import (
+	"database/sql"
+	"strings"
+
+	"modernc.org/sqlite"
+)
+
+// Cursor holds the rows a statement returned. Exec reads them all before
+// it returns, so a cursor never holds the database.
+type Cursor struct {
+	cols    []string
+	rows    [][]any
+	next    int
+	written int64
+}
+
+// Columns are the result's column names.
+func (c *Cursor) Columns() []string { return c.cols }
+
+// RowsRead is the number of rows the statement returned.
+func (c *Cursor) RowsRead() int64 { return int64(len(c.rows)) }
+
+// RowsWritten is the number of rows the statement inserted, updated or
+// deleted.
+func (c *Cursor) RowsWritten() int64 { return c.written }
+
+// Next advances to the next row; false when there are no more.
+func (c *Cursor) Next() bool {
+	if c.next >= len(c.rows) {
+		return false
+	}
+	c.next++
+	return true
+}
+
+// Values is the current row, one value per column: int64, float64,
+// string, []byte or nil.
+func (c *Cursor) Values() []any { return c.rows[c.next-1] }
+
+// Row is the current row by column name.
+func (c *Cursor) Row() map[string]any { return c.named(c.rows[c.next-1]) }
+
+// All returns every row by column name.
+func (c *Cursor) All() []map[string]any {
+	out := make([]map[string]any, len(c.rows))
+	for i, r := range c.rows {
+		out[i] = c.named(r)
+	}
+	return out
+}
+
+// One returns the only row: ErrNoRows or ErrManyRows if there is not
+// exactly one.
+func (c *Cursor) One() (map[string]any, error) {
+	switch len(c.rows) {
+	case 0:
+		return nil, ErrNoRows
+	case 1:
+		return c.named(c.rows[0]), nil
+	}
+	return nil, ErrManyRows
+}
+
+func (c *Cursor) named(vals []any) map[string]any {
+	m := make(map[string]any, len(c.cols))
+	for i, name := range c.cols {
+		m[name] = vals[i]
+	}
+	return m
+}
+
+// Exec runs one SQL statement with args bound to its ? parameters, inside
+// the open transaction or, if none is open, one of its own. It refuses
+// transaction control, ATTACH, PRAGMA (but the read-only table_info,
+// table_list, index_list and friends) and den's own tables.
+func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
+	cur := &Cursor{}
+	err := r.write(func(c *sql.Conn) error {
+		r.author, r.wrote, r.denied = true, false, nil
+		rows, err := c.QueryContext(bg, query, args...)
+		r.author = false
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		if cur.cols, err = rows.Columns(); err != nil {
+			return err
+		}
+		for rows.Next() {
+			vals := make([]any, len(cur.cols))
+			ptrs := make([]any, len(vals))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				return err
+			}
+			cur.rows = append(cur.rows, vals)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows.Close()
+		switch {
+		case !r.wrote:
+		case len(cur.cols) > 0:
+			// INSERT ... RETURNING: a row out for each row in.
+			cur.written = int64(len(cur.rows))
+		default:
+			return c.QueryRowContext(bg, `SELECT changes()`).Scan(&cur.written)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cur, nil
+}
+
+// readPragmas may be read by author SQL; setting any pragma is refused.
+var readPragmas = map[string]bool{
+	"table_info": true, "table_xinfo": true, "table_list": true, "index_list": true,
+	"index_info": true, "index_xinfo": true, "foreign_key_list": true,
+}
+
+// authorize is the connection's SQLite authorizer. It checks only author
+// SQL (Exec); den's own statements pass.
+func (r *Room) authorize(action sqlite.AuthorizerActionCode, arg1, arg2, _, _ string) sqlite.AuthorizerReturnCode {
+	if !r.author {
+		return sqlite.AuthorizerOK
+	}
+	switch action {
+	case sqlite.AuthTransaction, sqlite.AuthSavepoint, sqlite.AuthAttach, sqlite.AuthDetach:
+		r.denied = ErrTransactionSQL
+		return sqlite.AuthorizerDeny
+	case sqlite.AuthPragma:
+		// arg2 is the pragma's argument: a table name for the readers.
+		if !readPragmas[strings.ToLower(arg1)] {
+			r.denied = ErrTransactionSQL
+			return sqlite.AuthorizerDeny
+		}
+	case sqlite.AuthInsert, sqlite.AuthUpdate, sqlite.AuthDelete:
+		r.wrote = true
+	}
+	if reserved(arg1) || reserved(arg2) {
+		switch action {
+		case sqlite.AuthRead, sqlite.AuthInsert, sqlite.AuthUpdate, sqlite.AuthDelete,
+			sqlite.AuthCreateTable, sqlite.AuthDropTable, sqlite.AuthAlterTable,
+			sqlite.AuthCreateIndex, sqlite.AuthDropIndex, sqlite.AuthCreateTrigger,
+			sqlite.AuthDropTrigger, sqlite.AuthCreateView, sqlite.AuthDropView:
+			r.denied = ErrReserved
+			return sqlite.AuthorizerDeny
+		}
+	}
+	return sqlite.AuthorizerOK
+}
+
+func reserved(name string) bool {
+	return len(name) >= 5 && strings.EqualFold(name[:5], "_den_")
+}

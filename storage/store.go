@@ -1,0 +1,331 @@
+package storage
+
+import (
+	"container/list"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+
+	"github.com/den-rooms/den/internal/clock"
+)
+
+// Defaults for Options left zero.
+const (
+	DefaultMaxOpen          = 4096
+	DefaultCacheKiB         = 256
+	DefaultMaxDatabaseBytes = 10 << 30
+	DefaultMaxValueBytes    = 2 << 20
+	DefaultMaxKeyBytes      = 2 << 10
+	DefaultMaxBatchKeys     = 128
+)
+
+// Synchronous settings: how hard a commit waits for the disk.
+const (
+	// SyncFull (the default) fsyncs the WAL on every commit: a commit that
+	// returned survives power loss.
+	SyncFull = "full"
+	// SyncNormal fsyncs only at checkpoints: a commit that returned
+	// survives a crash of den, but power loss may take the last commits
+	// back. Output already released to clients would then be lost.
+	SyncNormal = "normal"
+)
+
+// Limits bound what one room may store. Each is reported as a LimitError.
+type Limits struct {
+	MaxDatabaseBytes int64 // one room's database file
+	MaxValueBytes    int64 // a KV value, or any string, blob or row in SQL
+	MaxKeyBytes      int64 // a KV key
+	MaxBatchKeys     int   // keys in one KV call
+}
+
+// Options configure a Store. The zero value of each field means its
+// default; Dir is required.
+type Options struct {
+	Dir         string // data folder: node.db and rooms/
+	Synchronous string // SyncFull or SyncNormal
+	// MaxOpen bounds open room databases. Each costs two descriptors
+	// (database and WAL; exclusive locking needs no -shm) and CacheKiB of
+	// page cache. When the pool is full, the least recently used room not
+	// in a transaction closes its handle; it reopens on its next use.
+	MaxOpen  int
+	CacheKiB int
+	Limits   Limits
+	Clock    clock.Clock
+}
+
+// Store is a node's storage: its node.db and its rooms' databases. Its
+// methods are safe for concurrent use; each Room is used by one goroutine
+// at a time.
+type Store struct {
+	dir    string
+	sync   string
+	cache  int
+	limits Limits
+	clock  clock.Clock
+	node   *sql.DB
+
+	mu      sync.Mutex
+	cond    *sync.Cond // a handle was given up
+	maxOpen int
+	lru     *list.List // *Room with an open handle, most recently used first
+	rooms   map[string]*Room
+	closed  bool
+}
+
+// RoomRecord is what node.db keeps about a room this node created.
+type RoomRecord struct {
+	ID      string
+	Kind    string
+	Name    string
+	Created time.Time
+	Bytes   int64 // database and WAL on disk when last measured
+}
+
+// Open opens (creating if needed) the store in opts.Dir.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("storage: no data folder")
+	}
+	s := &Store{
+		dir: opts.Dir, sync: opts.Synchronous, cache: opts.CacheKiB, limits: opts.Limits,
+		clock: opts.Clock, maxOpen: opts.MaxOpen, lru: list.New(), rooms: map[string]*Room{},
+	}
+	s.cond = sync.NewCond(&s.mu)
+	if s.sync == "" {
+		s.sync = SyncFull
+	}
+	if s.sync != SyncFull && s.sync != SyncNormal {
+		return nil, fmt.Errorf("storage: synchronous %q: want %q or %q", s.sync, SyncFull, SyncNormal)
+	}
+	s.cache = cmpOr(s.cache, DefaultCacheKiB)
+	s.maxOpen = cmpOr(s.maxOpen, DefaultMaxOpen)
+	s.limits.MaxDatabaseBytes = cmpOr(s.limits.MaxDatabaseBytes, DefaultMaxDatabaseBytes)
+	s.limits.MaxValueBytes = cmpOr(s.limits.MaxValueBytes, DefaultMaxValueBytes)
+	s.limits.MaxKeyBytes = cmpOr(s.limits.MaxKeyBytes, DefaultMaxKeyBytes)
+	s.limits.MaxBatchKeys = cmpOr(s.limits.MaxBatchKeys, DefaultMaxBatchKeys)
+	if s.clock == nil {
+		s.clock = clock.Real{}
+	}
+	if err := os.MkdirAll(filepath.Join(s.dir, "rooms"), 0o755); err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	node, err := sql.Open("sqlite", s.dsn(filepath.Join(s.dir, "node.db")))
+	if err != nil {
+		return nil, fmt.Errorf("storage: node.db: %w", err)
+	}
+	node.SetMaxOpenConns(1)
+	if _, err := node.Exec(`CREATE TABLE IF NOT EXISTS rooms (
+		id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL,
+		created INTEGER NOT NULL, bytes INTEGER NOT NULL DEFAULT 0)`); err != nil {
+		node.Close()
+		return nil, fmt.Errorf("storage: node.db: %w", err)
+	}
+	s.node = node
+	return s, nil
+}
+
+func cmpOr[T int | int64](v, def T) T {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// dsn is the open string for a database file. Exclusive locking comes
+// before WAL so SQLite never creates the -shm file: one descriptor less.
+func (s *Store) dsn(path string) string {
+	return "file:" + path + "?_pragma=locking_mode(EXCLUSIVE)&_pragma=journal_mode(WAL)" +
+		"&_pragma=synchronous(" + s.sync + ")&_pragma=busy_timeout(5000)" +
+		fmt.Sprintf("&_pragma=cache_size(-%d)", s.cache)
+}
+
+// path is where room id's database lives: spread over 256 folders so no
+// folder holds millions of files.
+func (s *Store) path(id string) string {
+	return filepath.Join(s.dir, "rooms", id[:2], id+".db")
+}
+
+// Room returns the handle for room id (hex, as the rooms package prints
+// IDs), recording kind and name in node.db when the room is new. The same
+// *Room is returned for the same id until it is closed.
+func (s *Store) Room(id, kind, name string) (*Room, error) {
+	if len(id) < 2 {
+		return nil, fmt.Errorf("storage: bad room id %q", id)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if r, ok := s.rooms[id]; ok {
+		s.mu.Unlock()
+		return r, nil
+	}
+	s.mu.Unlock()
+	if _, err := s.node.Exec(`INSERT OR IGNORE INTO rooms (id, kind, name, created) VALUES (?, ?, ?, ?)`,
+		id, kind, name, s.clock.Now().UnixMilli()); err != nil {
+		return nil, fmt.Errorf("storage: node.db: %w", err)
+	}
+	r := &Room{store: s, id: id, kind: kind, name: name}
+	if err := r.acquire(); err != nil {
+		return nil, err
+	}
+	r.releaseHandle()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if other, ok := s.rooms[id]; ok {
+		return other, nil
+	}
+	s.rooms[id] = r
+	return r, nil
+}
+
+// Rooms lists the rooms this node has created, of one kind or ("") all.
+func (s *Store) Rooms(kind string) ([]RoomRecord, error) {
+	rows, err := s.node.Query(`SELECT id, kind, name, created, bytes FROM rooms WHERE ? = '' OR kind = ? ORDER BY kind, name`, kind, kind)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []RoomRecord
+	for rows.Next() {
+		var rec RoomRecord
+		var created int64
+		if err := rows.Scan(&rec.ID, &rec.Kind, &rec.Name, &created, &rec.Bytes); err != nil {
+			return nil, err
+		}
+		rec.Created = time.UnixMilli(created)
+		out = append(out, rec)
+	}
+	return out, rows.Err()
+}
+
+// Record returns the node.db record of room id, and whether there is one.
+func (s *Store) Record(id string) (RoomRecord, bool, error) {
+	var rec RoomRecord
+	var created int64
+	err := s.node.QueryRow(`SELECT id, kind, name, created, bytes FROM rooms WHERE id = ?`, id).
+		Scan(&rec.ID, &rec.Kind, &rec.Name, &created, &rec.Bytes)
+	if errors.Is(err, sql.ErrNoRows) {
+		return RoomRecord{}, false, nil
+	}
+	rec.Created = time.UnixMilli(created)
+	return rec, err == nil, err
+}
+
+// Delete removes room id: its handle, its files and its record.
+func (s *Store) Delete(id string) error {
+	s.mu.Lock()
+	r := s.rooms[id]
+	delete(s.rooms, id)
+	s.mu.Unlock()
+	if r != nil {
+		if err := r.Close(); err != nil {
+			return err
+		}
+	}
+	p := s.path(id)
+	for _, f := range []string{p, p + "-wal", p + "-shm"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("storage: %w", err)
+		}
+	}
+	_, err := s.node.Exec(`DELETE FROM rooms WHERE id = ?`, id)
+	return err
+}
+
+// OpenHandles is the number of room databases open now.
+func (s *Store) OpenHandles() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lru.Len()
+}
+
+// Close closes every room and node.db.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	rooms := make([]*Room, 0, len(s.rooms))
+	for _, r := range s.rooms {
+		rooms = append(rooms, r)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, r := range rooms {
+		errs = append(errs, r.Close())
+	}
+	errs = append(errs, s.node.Close())
+	return errors.Join(errs...)
+}
+
+// reserve makes room in the pool for r's handle, closing the least
+// recently used idle handle if the pool is full, or waiting for one to go
+// idle. It returns with r at the front of the pool.
+func (s *Store) reserve(r *Room) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.lru.Len() >= s.maxOpen {
+		if s.closed {
+			return ErrClosed
+		}
+		if !s.evictOne(r) {
+			s.cond.Wait()
+		}
+	}
+	r.elem = s.lru.PushFront(r)
+	return nil
+}
+
+// evictOne closes the least recently used handle that is not in use. It
+// holds s.mu; a room in use holds its own mu, so TryLock skips it.
+func (s *Store) evictOne(except *Room) bool {
+	for e := s.lru.Back(); e != nil; e = e.Prev() {
+		v := e.Value.(*Room)
+		if v == except || !v.mu.TryLock() {
+			continue
+		}
+		if v.inTx {
+			v.mu.Unlock()
+			continue
+		}
+		s.lru.Remove(e)
+		v.elem = nil
+		v.closeHandle()
+		v.mu.Unlock()
+		return true
+	}
+	return false
+}
+
+// touch marks r most recently used.
+func (s *Store) touch(r *Room) {
+	s.mu.Lock()
+	if r.elem != nil {
+		s.lru.MoveToFront(r.elem)
+	}
+	s.mu.Unlock()
+}
+
+// forget takes r's handle out of the pool.
+func (s *Store) forget(r *Room) {
+	s.mu.Lock()
+	if r.elem != nil {
+		s.lru.Remove(r.elem)
+		r.elem = nil
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+// recordSize stores a room's size in node.db, best effort: it is a
+// figure for the admin API, not data.
+func (s *Store) recordSize(id string, bytes int64) {
+	_, _ = s.node.ExecContext(context.Background(), `UPDATE rooms SET bytes = ? WHERE id = ?`, bytes, id)
+}
