@@ -24,19 +24,19 @@ import (
 // the transaction the room's event loop runs events in; Transaction nests
 // inside it as a savepoint.
 type Room struct {
-	store            *Store
-	id, kind, name   string
-	mu               sync.Mutex    // held while a call uses the handle
-	elem             *list.Element // in store.lru while the handle is open; under store.mu
-	db               *sql.DB
-	conn             *sql.Conn // the one connection: transactions span calls
-	inTx             bool      // Begin has not been committed or rolled back
-	depth            int       // savepoints open inside the transaction
-	epoch            uint64    // the ownership epoch this handle writes under
-	author           bool      // the authorizer is checking author SQL
-	wrote            bool      // the author SQL just prepared writes rows
-	denied           error     // why the authorizer refused, for the caller
-	closed           bool
+	store          *Store
+	id, kind, name string
+	mu             sync.Mutex    // held while a call uses the handle
+	elem           *list.Element // in store.lru while the handle is open; under store.mu
+	db             *sql.DB
+	conn           *sql.Conn // the one connection: transactions span calls
+	inTx           bool      // Begin has not been committed or rolled back
+	depth          int       // savepoints open inside the transaction
+	epoch          uint64    // the ownership epoch this handle writes under
+	author         bool      // the authorizer is checking author SQL
+	wrote          bool      // the author SQL just prepared writes rows
+	denied         error     // why the authorizer refused, for the caller
+	closed         bool
 }
 
 var bg = context.Background()
