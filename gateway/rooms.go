@@ -99,10 +99,15 @@ func (j *Join) Request() *http.Request {
 // socket right away go out after the handshake response. Accept and
 // Refuse may be called once between them; later calls return nil and do
 // nothing.
-func (j *Join) Accept() *Socket {
+func (j *Join) Accept() *Socket { return j.AcceptValue(nil) }
+
+// AcceptValue is Accept with the room's handle for the socket set first
+// (see SetValue), so Message never sees the socket without it.
+func (j *Join) AcceptValue(v any) *Socket {
 	if !j.state.CompareAndSwap(joinOpen, joinTaken) {
 		return nil
 	}
+	j.s.value = v
 	j.s.answer(*j.response, joinAccepted)
 	return j.s
 }

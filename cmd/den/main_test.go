@@ -59,7 +59,7 @@ func TestServeSIGTERM(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "10s")
+	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "10s", "--data", t.TempDir())
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,9 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/den-rooms/den/gateway"
+	"github.com/den-rooms/den/rooms"
+	"github.com/den-rooms/den/rooms/builtin"
+	"github.com/den-rooms/den/storage"
 )
 
 // serveConfig is what `den serve` runs with: defaults, then DEN_
@@ -24,6 +27,8 @@ type serveConfig struct {
 	logLevel        string
 	logFormat       string
 	allowedOrigins  string
+	data            string
+	sync            string
 }
 
 func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*serveConfig, error) {
@@ -36,6 +41,8 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "how long SIGTERM/SIGINT waits for sockets to close before exiting")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "json or console")
+	fs.StringVar(&c.data, "data", "./den-data", "folder for node.db and every room's database")
+	fs.StringVar(&c.sync, "sync", storage.SyncFull, "full: a commit is on disk before its output is released; normal: it survives a crash of den but not of the machine")
 	fs.StringVar(&c.allowedOrigins, "allowed-origins", "", "comma-separated Origins a browser handshake may come from (scheme://host[:port], https://*.example.com or *); empty allows any")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -75,6 +82,12 @@ func (c *serveConfig) validate() error {
 	if _, err := zapcore.ParseLevel(c.logLevel); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
 	}
+	if c.data == "" {
+		return errors.New("--data: need a folder")
+	}
+	if c.sync != storage.SyncFull && c.sync != storage.SyncNormal {
+		return fmt.Errorf("--sync %q: want full or normal", c.sync)
+	}
 	if c.logFormat != "json" && c.logFormat != "console" {
 		return fmt.Errorf("--log-format %q: want json or console", c.logFormat)
 	}
@@ -104,6 +117,16 @@ func serve(ctx context.Context, stopSignals func(), args []string, stderr io.Wri
 	log := newLogger(c.logLevel, c.logFormat, stderr)
 	defer func() { _ = log.Sync() }()
 	c.gateway.Logger = log
+	store, err := storage.Open(storage.Options{Dir: c.data, Synchronous: c.sync})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	rt, err := rooms.New(rooms.Config{Store: store, Kinds: builtin.Kinds(), Logger: log.Named("rooms")})
+	if err != nil {
+		return err
+	}
+	c.gateway.Rooms = gateway.Runtime(rt)
 	srv, err := gateway.New(c.gateway)
 	if err != nil {
 		return err
@@ -111,6 +134,15 @@ func serve(ctx context.Context, stopSignals func(), args []string, stderr io.Wri
 	if err := srv.Start(); err != nil {
 		return err
 	}
+	// Rooms stop after the gateway: its sockets' close events are the
+	// last events they handle.
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+		defer cancel()
+		if err := rt.Shutdown(sctx); err != nil {
+			log.Warn("rooms did not stop in time", zap.Error(err))
+		}
+	}()
 	<-ctx.Done()
 	stopSignals()
 	log.Info("shutting down", zap.Duration("timeout", c.shutdownTimeout))

@@ -1,0 +1,218 @@
+package builtin
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/den-rooms/den/rooms"
+)
+
+// Chat is a chat room with durable history; its protocol is in DESIGN.md.
+// Messages are rows of a SQL table, so ids count from 1 per room and are
+// never reused; a message is broadcast only once it is durable.
+var Chat = rooms.Kind{Name: "chat", New: newChat}
+
+const (
+	chatHistory  = 100
+	chatMaxText  = 4096
+	chatMaxUser  = 64
+	chatMaxLimit = 1000
+)
+
+type chat struct {
+	rooms.Base
+	st    *rooms.State
+	ready error // the table could not be made
+}
+
+// message is M of the protocol.
+type message struct {
+	Type string `json:"type"`
+	ID   int64  `json:"id"`
+	User string `json:"user"`
+	Text string `json:"text"`
+	TS   int64  `json:"ts"`
+}
+
+func newChat(st *rooms.State) rooms.Handler {
+	c := &chat{st: st}
+	_, c.ready = st.Storage.Exec(`CREATE TABLE IF NOT EXISTS messages (
+		id INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL)`)
+	_ = st.SetAutoResponse("ping", "pong")
+	return c
+}
+
+func (c *chat) Connect(conn *rooms.Connect) error {
+	if c.ready != nil {
+		return c.ready
+	}
+	user := conn.Request.URL.Query().Get("user")
+	if len(user) > chatMaxUser || !utf8.ValidString(user) {
+		conn.Refuse(http.StatusBadRequest, "user must be UTF-8 of at most 64 bytes")
+		return nil
+	}
+	if user == "" {
+		n, err := c.nextAnon()
+		if err != nil {
+			return err
+		}
+		user = "anon-" + strconv.FormatInt(n, 10)
+	}
+	history, err := c.history(0, chatHistory, true)
+	if err != nil {
+		return err
+	}
+	s := conn.Accept()
+	if err := s.SetAttachment([]byte(user)); err != nil {
+		return err
+	}
+	s.Send(true, marshal(map[string]any{"type": "history", "messages": history}))
+	c.st.Broadcast(true, c.presence("join", user))
+	return nil
+}
+
+// nextAnon numbers anonymous users, durably, so two never share a name.
+func (c *chat) nextAnon() (int64, error) {
+	b, _, err := c.st.Storage.Get("anon")
+	if err != nil {
+		return 0, err
+	}
+	n, _ := strconv.ParseInt(string(b), 10, 64)
+	n++
+	return n, c.st.Storage.Put("anon", []byte(strconv.FormatInt(n, 10)))
+}
+
+func (c *chat) presence(typ, user string) []byte {
+	return marshal(map[string]any{"type": typ, "user": user, "online": len(c.st.Sockets(""))})
+}
+
+// history returns messages after id, at most limit; latest picks the
+// newest ones, still oldest first.
+func (c *chat) history(after int64, limit int, latest bool) ([]message, error) {
+	q := `SELECT id, user, text, ts FROM messages WHERE id > ? ORDER BY id LIMIT ?`
+	if latest {
+		q = `SELECT * FROM (SELECT id, user, text, ts FROM messages WHERE id > ? ORDER BY id DESC LIMIT ?) ORDER BY id`
+	}
+	cur, err := c.st.Storage.Exec(q, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := []message{}
+	for cur.Next() {
+		v := cur.Values()
+		out = append(out, message{Type: "message", ID: v[0].(int64), User: v[1].(string), Text: v[2].(string), TS: v[3].(int64)})
+	}
+	return out, nil
+}
+
+// post stores a message and broadcasts it.
+func (c *chat) post(user, text string) (message, error) {
+	m := message{Type: "message", User: user, Text: text, TS: time.Now().UnixMilli()}
+	cur, err := c.st.Storage.Exec(`INSERT INTO messages (user, text, ts) VALUES (?, ?, ?) RETURNING id`, user, text, m.TS)
+	if err != nil {
+		return m, err
+	}
+	row, err := cur.One()
+	if err != nil {
+		return m, err
+	}
+	m.ID = row["id"].(int64)
+	c.st.Broadcast(true, marshal(m))
+	return m, nil
+}
+
+func checkText(text string) string {
+	switch {
+	case text == "":
+		return "text is empty"
+	case len(text) > chatMaxText:
+		return "text is over 4096 bytes"
+	}
+	return ""
+}
+
+func (c *chat) Message(s *rooms.Sock, text bool, data []byte) error {
+	var in struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if !text {
+		s.Send(true, errorFrame("binary messages are not understood"))
+		return nil
+	}
+	if err := json.Unmarshal(data, &in); err != nil {
+		s.Send(true, errorFrame("not JSON"))
+		return nil
+	}
+	switch in.Type {
+	case "message":
+		if reason := checkText(in.Text); reason != "" {
+			s.Send(true, errorFrame(reason))
+			return nil
+		}
+		_, err := c.post(string(s.Attachment()), in.Text)
+		return err
+	case "schedule":
+		s.Send(true, errorFrame("schedule is not supported yet"))
+	default:
+		s.Send(true, errorFrame("unknown type"))
+	}
+	return nil
+}
+
+func (c *chat) Close(s *rooms.Sock, _ int, _ string, _ bool) error {
+	c.st.Broadcast(true, c.presence("leave", string(s.Attachment())), s)
+	return nil
+}
+
+func (c *chat) Request(w http.ResponseWriter, r *http.Request) error {
+	if c.ready != nil {
+		return c.ready
+	}
+	if subpath(c.st, r) != "/messages" {
+		http.NotFound(w, r)
+		return nil
+	}
+	switch r.Method {
+	case http.MethodGet:
+		q := r.URL.Query()
+		after, err1 := strconv.ParseInt(q.Get("after"), 10, 64)
+		limit, err2 := strconv.Atoi(q.Get("limit"))
+		if q.Get("after") == "" {
+			after, err1 = 0, nil
+		}
+		if q.Get("limit") == "" {
+			limit, err2 = chatHistory, nil
+		}
+		if err1 != nil || err2 != nil || after < 0 || limit < 1 || limit > chatMaxLimit {
+			http.Error(w, "after must be an id and limit 1..1000", http.StatusBadRequest)
+			return nil
+		}
+		ms, err := c.history(after, limit, false)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, ms)
+	case http.MethodPost:
+		var in struct{ User, Text string }
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+			http.Error(w, "want {\"user\":U,\"text\":T}", http.StatusBadRequest)
+			return nil
+		}
+		if reason := checkText(in.Text); reason != "" || len(in.User) > chatMaxUser || in.User == "" {
+			http.Error(w, "user must be 1..64 bytes and text 1..4096", http.StatusBadRequest)
+			return nil
+		}
+		m, err := c.post(in.User, in.Text)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusCreated, m)
+	default:
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+	return nil
+}

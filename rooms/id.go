@@ -1,0 +1,52 @@
+package rooms
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+)
+
+// ID names one room of a kind for ever: 32 bytes, printed as 64 hex
+// digits. Rooms addressed by name get IDFromName; rooms made for one
+// purpose get NewUniqueID and are reached by their ID.
+type ID [32]byte
+
+// IDFromName is the ID of kind's room called name: the same on every node
+// and in every run.
+func IDFromName(kind, name string) ID {
+	h := sha256.New()
+	h.Write([]byte("den room\x00"))
+	h.Write([]byte(kind))
+	h.Write([]byte{0})
+	h.Write([]byte(name))
+	var id ID
+	h.Sum(id[:0])
+	return id
+}
+
+// NewUniqueID is a random ID, distinct from every other and from every
+// IDFromName.
+func NewUniqueID() ID {
+	var id ID
+	_, _ = rand.Read(id[:])
+	return id
+}
+
+// String prints the ID as hex.
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
+
+// ErrBadID is a string that is not a printed ID.
+var ErrBadID = errors.New("rooms: not a room ID (64 hex digits)")
+
+// ParseID reads an ID printed by String.
+func ParseID(s string) (ID, error) {
+	var id ID
+	if len(s) != 64 {
+		return id, ErrBadID
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, ErrBadID
+	}
+	return id, nil
+}

@@ -1,0 +1,359 @@
+package rooms
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/den-rooms/den/storage"
+)
+
+type evKind uint8
+
+const (
+	evConnect evKind = iota
+	evMessage
+	evClose
+	evRequest
+	evDeferred
+)
+
+var evNames = [...]string{"connect", "message", "close", "request", "deferred"}
+
+// event is one thing for a room to handle.
+type event struct {
+	kind evKind
+	join JoinRequest   // connect
+	req  *http.Request // connect, request
+	sock Socket        // message, close
+	text bool
+	data []byte
+	code int
+	why  string
+	ok   bool // close: clean
+	rec  *recorder
+	done chan struct{} // request: closed when rec holds the response
+	fn   func() error  // deferred
+
+	// Set while the event runs.
+	accepted *Sock
+	refuse   int
+	reason   string
+	err      error
+}
+
+// output is a frame or close held until its event is durable.
+type output struct {
+	sock   *Sock
+	text   bool
+	data   []byte
+	close  bool
+	code   int
+	reason string
+}
+
+// room is one active room: its goroutine, mailbox, object and sockets.
+type room struct {
+	rt     *Runtime
+	id     ID
+	kind   *Kind
+	name   string
+	store  *storage.Room
+	st     *State
+	h      Handler
+	ctx    context.Context
+	cancel context.CancelFunc
+	log    *zap.Logger
+
+	mu        sync.Mutex
+	queue     []*event
+	droppable int // queued events that may be refused when the mailbox is full
+	notify    chan struct{}
+	stopped   bool
+
+	auto atomic.Pointer[[2]string] // auto-response: request, response
+
+	// Owned by the room's goroutine.
+	socks []*Sock
+	out   []output
+	done  chan struct{}
+}
+
+// enqueue adds ev to the mailbox. A droppable event is refused when the
+// mailbox is full; the others (closes, deferred work) are never dropped,
+// so every socket gets its one close event.
+func (r *room) enqueue(ev *event, droppable bool) bool {
+	r.mu.Lock()
+	if r.stopped || droppable && r.droppable >= r.rt.mailbox {
+		r.mu.Unlock()
+		return false
+	}
+	r.queue = append(r.queue, ev)
+	if droppable {
+		r.droppable++
+	}
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take waits for events and returns up to max of them; nil once the room
+// is stopped and empty.
+func (r *room) take(max int) []*event {
+	for {
+		r.mu.Lock()
+		if n := min(len(r.queue), max); n > 0 {
+			batch := slices.Clone(r.queue[:n])
+			clear(r.queue[:n])
+			r.queue = r.queue[n:]
+			for _, ev := range batch {
+				if ev.kind == evConnect || ev.kind == evMessage || ev.kind == evRequest {
+					r.droppable--
+				}
+			}
+			r.mu.Unlock()
+			return batch
+		}
+		stopped := r.stopped
+		r.mu.Unlock()
+		if stopped {
+			return nil
+		}
+		<-r.notify
+	}
+}
+
+func (r *room) hold(o output) { r.out = append(r.out, o) }
+
+// run is the room's goroutine: batches of events, each batch one
+// transaction, each event a savepoint inside it.
+func (r *room) run() {
+	defer close(r.done)
+	defer r.store.Close()
+	for {
+		batch := r.take(r.rt.maxBatch)
+		if batch == nil {
+			return
+		}
+		r.runBatch(batch)
+	}
+}
+
+func (r *room) runBatch(batch []*event) {
+	if r.kind.Stateless {
+		for _, ev := range batch {
+			start := len(r.out)
+			if err := r.handle(ev); err != nil {
+				ev.err = err
+				r.out = r.out[:start]
+				r.undo(ev)
+				r.rt.eventsFailed.Add(1)
+			}
+		}
+		r.release(batch)
+		return
+	}
+	if err := r.store.Begin(); err != nil {
+		r.failBatch(batch, err)
+		return
+	}
+	for _, ev := range batch {
+		start := len(r.out)
+		err := r.store.Transaction(func() error { return r.handle(ev) })
+		if err != nil {
+			ev.err = err
+			r.out = r.out[:start]
+			r.undo(ev)
+			r.rt.eventsFailed.Add(1)
+			r.log.Warn("event failed", zap.String("event", evNames[ev.kind]), zap.Error(err))
+		}
+	}
+	err := r.rt.commitHook(r.id)
+	if err == nil {
+		err = r.store.Commit()
+	} else {
+		_ = r.store.Rollback()
+	}
+	if err != nil {
+		r.failBatch(batch, err)
+		return
+	}
+	r.release(batch)
+}
+
+// handle runs one event's handler; a panic is its error.
+func (r *room) handle(ev *event) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("rooms: handler panicked: %v", p)
+		}
+	}()
+	switch ev.kind {
+	case evConnect:
+		c := &Connect{Request: ev.req, r: r, ev: ev}
+		if err := r.h.Connect(c); err != nil {
+			return err
+		}
+		if !c.decided {
+			c.Accept()
+		}
+		if ev.accepted == nil {
+			return nil
+		}
+		if len(r.socks) > r.rt.maxSockets {
+			c.Refuse(http.StatusServiceUnavailable, "the room is full")
+			return nil
+		}
+		return checkTags(ev.accepted.tags)
+	case evMessage:
+		s := r.sockOf(ev.sock)
+		if s == nil {
+			return nil
+		}
+		return r.h.Message(s, ev.text, ev.data)
+	case evClose:
+		s := r.sockOf(ev.sock)
+		if s == nil {
+			return nil
+		}
+		s.closed = true
+		r.socks = slices.DeleteFunc(r.socks, func(o *Sock) bool { return o == s })
+		return r.h.Close(s, ev.code, ev.why, ev.ok)
+	case evRequest:
+		return r.h.Request(ev.rec, ev.req)
+	case evDeferred:
+		return ev.fn()
+	}
+	return nil
+}
+
+// sockOf finds the room's Sock for a gateway socket.
+func (r *room) sockOf(s Socket) *Sock {
+	sk, _ := s.Value().(*Sock)
+	if sk == nil || sk.r != r || sk.closed {
+		return nil
+	}
+	return sk
+}
+
+// undo takes back what a failed event did outside storage.
+func (r *room) undo(ev *event) {
+	if ev.accepted != nil {
+		s := ev.accepted
+		r.socks = slices.DeleteFunc(r.socks, func(o *Sock) bool { return o == s })
+		ev.accepted = nil
+	}
+	if ev.kind == evClose {
+		// The socket is gone whatever the handler said.
+		if s, _ := ev.sock.Value().(*Sock); s != nil && s.r == r {
+			s.closed = true
+			r.socks = slices.DeleteFunc(r.socks, func(o *Sock) bool { return o == s })
+		}
+	}
+}
+
+// release hands out what the batch's events held, in order, now that
+// their writes are durable.
+func (r *room) release(batch []*event) {
+	out := r.out
+	r.out = nil
+	// Joins are answered first in their order, so a new socket exists
+	// before frames for it go out.
+	for _, ev := range batch {
+		switch {
+		case ev.kind == evConnect && ev.err != nil:
+			ev.join.Refuse(http.StatusInternalServerError, "the room failed")
+			r.h.Error(nil, ev.err)
+		case ev.kind == evConnect && ev.accepted == nil:
+			ev.join.Refuse(ev.refuse, ev.reason)
+		case ev.kind == evConnect:
+			s := ev.join.Accept(ev.accepted)
+			if s == nil {
+				// The client left before the answer: it gets its close
+				// event like any socket.
+				ev.accepted.gone = true
+				r.enqueue(&event{kind: evClose, sock: ghost{ev.accepted}, code: 1006}, false)
+				continue
+			}
+			ev.accepted.s = s
+			s.SetTags(ev.accepted.tags)
+			if ev.accepted.attach != nil {
+				s.SetAttachment(ev.accepted.attach)
+				ev.accepted.attach = nil
+			}
+		case ev.err != nil:
+			var sk *Sock
+			if ev.sock != nil {
+				sk = r.sockOf(ev.sock)
+			}
+			r.h.Error(sk, ev.err)
+		}
+	}
+	for _, o := range out {
+		if o.sock.s == nil || o.sock.gone {
+			continue
+		}
+		if o.close {
+			o.sock.s.Close(o.code, o.reason)
+		} else {
+			_ = o.sock.s.Send(o.text, o.data)
+		}
+	}
+	for _, ev := range batch {
+		if ev.kind == evRequest {
+			if ev.err != nil {
+				ev.rec.reset(http.StatusInternalServerError, "the room failed\n")
+			}
+			close(ev.done)
+		}
+	}
+}
+
+// failBatch ends a batch whose transaction could not begin or commit:
+// nothing it held goes out, its joins and requests are refused, every
+// socket is closed with 1011 (its clients saw state that is gone), and
+// the room starts over from what is on disk.
+func (r *room) failBatch(batch []*event, err error) {
+	r.rt.commitsFailed.Add(1)
+	r.log.Error("commit failed: closing the room's sockets and reopening it", zap.Error(err))
+	r.out = nil
+	for _, ev := range batch {
+		switch ev.kind {
+		case evConnect:
+			ev.join.Refuse(http.StatusServiceUnavailable, "the room failed to save")
+		case evRequest:
+			ev.rec.reset(http.StatusServiceUnavailable, "the room failed to save\n")
+			close(ev.done)
+		}
+	}
+	for _, s := range r.socks {
+		if s.s != nil {
+			s.s.Close(1011, "room failed")
+		}
+		s.closed = true
+	}
+	r.socks = nil
+	r.h.Error(nil, fmt.Errorf("%w: %w", errStorageFailed, err))
+	r.h = r.kind.New(r.st)
+}
+
+// ghost stands for a socket the client left before it was accepted.
+type ghost struct{ s *Sock }
+
+func (g ghost) ID() uint64              { return 0 }
+func (g ghost) Send(bool, []byte) error { return ErrSocketGone }
+func (g ghost) Close(int, string)       {}
+func (g ghost) Tags() []string          { return g.s.tags }
+func (g ghost) SetTags([]string)        {}
+func (g ghost) Attachment() []byte      { return nil }
+func (g ghost) SetAttachment([]byte)    {}
+func (g ghost) Value() any              { return g.s }
+func (g ghost) SetValue(any)            {}

@@ -1,0 +1,223 @@
+package rooms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/den-rooms/den/storage"
+)
+
+// Socket is a client connection as rooms see it; the gateway's sockets
+// satisfy it. Send and Close are safe from any goroutine; the rest belong
+// to the room that accepted the socket.
+type Socket interface {
+	ID() uint64
+	Send(text bool, payload []byte) error
+	Close(code int, reason string)
+	Tags() []string
+	SetTags([]string)
+	Attachment() []byte
+	SetAttachment([]byte)
+	Value() any
+	SetValue(any)
+}
+
+// JoinRequest is a WebSocket handshake waiting for its room's answer.
+type JoinRequest interface {
+	// Request is the handshake request (headers, URL with query).
+	Request() *http.Request
+	// Accept lets the client in with v as its Value; nil if it has gone.
+	Accept(v any) Socket
+	// Refuse turns it away with an HTTP status.
+	Refuse(status int, reason string)
+}
+
+// Limits of a room's sockets.
+const (
+	MaxTags          = 10
+	MaxTagBytes      = 256
+	MaxAttachment    = 16 << 10
+	MaxAutoResponse  = 2 << 10
+	DefaultMailbox   = 1024
+	DefaultMaxBatch  = 256
+	DefaultMaxSocket = 32768
+)
+
+var (
+	// ErrTooManyTags and friends are limits a handler hit.
+	ErrTooManyTags   = fmt.Errorf("rooms: more than %d tags", MaxTags)
+	ErrTagTooLong    = fmt.Errorf("rooms: a tag over %d bytes", MaxTagBytes)
+	ErrAttachment    = fmt.Errorf("rooms: attachment over %d bytes", MaxAttachment)
+	ErrAutoResponse  = fmt.Errorf("rooms: auto-response over %d bytes", MaxAutoResponse)
+	ErrRoomFull      = errors.New("rooms: the room holds its most sockets")
+	ErrSocketGone    = errors.New("rooms: the socket has closed")
+	errMailboxFull   = errors.New("rooms: mailbox full")
+	errStorageFailed = errors.New("rooms: storage failed")
+)
+
+// State is what a room object works with: its identity, storage and
+// sockets. Only the room's own handlers may use it.
+type State struct {
+	ID      ID
+	Kind    string
+	Name    string
+	Storage *storage.Room
+	r       *room
+}
+
+// Context ends when the room goes away.
+func (st *State) Context() context.Context { return st.r.ctx }
+
+// Sockets returns the room's open sockets, those with tag if it is not
+// empty, in the order they joined.
+func (st *State) Sockets(tag string) []*Sock {
+	var out []*Sock
+	for _, s := range st.r.socks {
+		if tag == "" || slices.Contains(s.tags, tag) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Broadcast sends a message to every open socket but those in except,
+// once the event is durable.
+func (st *State) Broadcast(text bool, data []byte, except ...*Sock) {
+	for _, s := range st.r.socks {
+		if !slices.Contains(except, s) {
+			s.Send(text, data)
+		}
+	}
+}
+
+// SetAutoResponse makes an exact text message request be answered with
+// response without running the room's handlers; empty request turns it
+// off.
+func (st *State) SetAutoResponse(request, response string) error {
+	if len(request) > MaxAutoResponse || len(response) > MaxAutoResponse {
+		return ErrAutoResponse
+	}
+	if request == "" {
+		st.r.auto.Store(nil)
+		return nil
+	}
+	st.r.auto.Store(&[2]string{request, response})
+	return nil
+}
+
+// Defer runs f later in the room's own loop, as an event of its own with
+// its own transaction.
+func (st *State) Defer(f func() error) {
+	st.r.enqueue(&event{kind: evDeferred, fn: f}, false)
+}
+
+// Connect is a handshake being decided in Handler.Connect.
+type Connect struct {
+	// Request is the handshake request.
+	Request *http.Request
+	r       *room
+	ev      *event
+	decided bool
+}
+
+// Accept lets the socket in with tags (at most 10, each at most 256
+// bytes) and returns it, so the handler can send it its first messages.
+// The last of Accept and Refuse wins.
+func (c *Connect) Accept(tags ...string) *Sock {
+	c.decided = true
+	ev := c.ev
+	ev.refuse = 0
+	if ev.accepted == nil {
+		ev.accepted = &Sock{r: c.r}
+		c.r.socks = append(c.r.socks, ev.accepted)
+	}
+	ev.accepted.tags = slices.Clone(tags)
+	return ev.accepted
+}
+
+// Refuse turns the socket away with an HTTP status (4xx or 5xx).
+func (c *Connect) Refuse(status int, reason string) {
+	c.decided = true
+	if status < 400 || status > 599 {
+		status = http.StatusInternalServerError
+	}
+	ev := c.ev
+	ev.refuse, ev.reason = status, reason
+	if s := ev.accepted; s != nil {
+		c.r.socks = slices.DeleteFunc(c.r.socks, func(o *Sock) bool { return o == s })
+		ev.accepted = nil
+	}
+}
+
+func checkTags(tags []string) error {
+	if len(tags) > MaxTags {
+		return ErrTooManyTags
+	}
+	for _, t := range tags {
+		if len(t) > MaxTagBytes {
+			return ErrTagTooLong
+		}
+	}
+	return nil
+}
+
+// Sock is one of the room's sockets.
+type Sock struct {
+	s      Socket // nil until the handshake is answered
+	r      *room
+	tags   []string
+	attach []byte // until s is set
+	closed bool   // its close event has been handled
+	gone   bool   // the client left before it was accepted
+}
+
+// ID is the socket's ID, unique in this process; 0 until its handshake
+// has been answered.
+func (s *Sock) ID() uint64 {
+	if s.s == nil {
+		return 0
+	}
+	return s.s.ID()
+}
+
+// Tags are the socket's tags.
+func (s *Sock) Tags() []string { return s.tags }
+
+// Attachment is what the room stored with SetAttachment.
+func (s *Sock) Attachment() []byte {
+	if s.s == nil {
+		return s.attach
+	}
+	return s.s.Attachment()
+}
+
+// SetAttachment stores up to 16 KiB with the socket, for as long as it is
+// open.
+func (s *Sock) SetAttachment(b []byte) error {
+	if len(b) > MaxAttachment {
+		return ErrAttachment
+	}
+	b = append([]byte(nil), b...)
+	if s.s == nil {
+		s.attach = b
+		return nil
+	}
+	s.s.SetAttachment(b)
+	return nil
+}
+
+// Send sends a message once the event is durable.
+func (s *Sock) Send(text bool, data []byte) {
+	s.r.hold(output{sock: s, text: text, data: append([]byte(nil), data...)})
+}
+
+// SendText is Send of a text message.
+func (s *Sock) SendText(text string) { s.Send(true, []byte(text)) }
+
+// Close closes the socket with code and reason once the event is durable.
+func (s *Sock) Close(code int, reason string) {
+	s.r.hold(output{sock: s, close: true, code: code, reason: reason})
+}
