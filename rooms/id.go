@@ -3,6 +3,7 @@ package rooms
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 )
@@ -17,8 +18,9 @@ type ID [32]byte
 func IDFromName(kind, name string) ID {
 	h := sha256.New()
 	h.Write([]byte("den room\x00"))
+	// The kind's length first, so no kind and name run into another pair.
+	h.Write(binary.AppendUvarint(nil, uint64(len(kind))))
 	h.Write([]byte(kind))
-	h.Write([]byte{0})
 	h.Write([]byte(name))
 	var id ID
 	h.Sum(id[:0])

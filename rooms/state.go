@@ -41,7 +41,7 @@ const (
 	MaxTagBytes      = 256
 	MaxAttachment    = 16 << 10
 	MaxAutoResponse  = 2 << 10
-	DefaultMailbox   = 1024
+	DefaultMailbox   = 4096
 	DefaultMaxBatch  = 256
 	DefaultMaxSocket = 32768
 )
