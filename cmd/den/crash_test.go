@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// startServe runs den serve on data and returns it with its address.
+func startServe(t *testing.T, bin, data string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", data, "--shutdown-timeout", "2s")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(stderr)
+	for lines.Scan() {
+		var entry struct{ Msg, Addr string }
+		if json.Unmarshal(lines.Bytes(), &entry) == nil && entry.Msg == "listening" {
+			go func() { _, _ = io.Copy(io.Discard, stderr) }()
+			return cmd, entry.Addr
+		}
+	}
+	t.Fatal("den did not log its address")
+	return nil, ""
+}
+
+// TestCrashKeepsEverythingShown kills den with SIGKILL in a storm of chat
+// messages from 20 clients, then restarts it: every message any client
+// received is in the history with the same id and text, and the ids have
+// no gaps.
+func TestCrashKeepsEverythingShown(t *testing.T) {
+	bin := buildDen(t)
+	data := t.TempDir()
+	cmd, addr := startServe(t, bin, data)
+
+	var mu sync.Mutex
+	seen := map[int64]string{} // every message frame any client got
+	var received atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 20 {
+		c, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://%s/rooms/chat/storm?user=u%d", addr, i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for {
+				_, b, err := c.ReadMessage()
+				if err != nil {
+					return
+				}
+				var m struct {
+					Type string
+					ID   int64
+					Text string
+				}
+				if json.Unmarshal(b, &m) != nil || m.Type != "message" {
+					continue
+				}
+				mu.Lock()
+				if prev, ok := seen[m.ID]; ok && prev != m.Text {
+					t.Errorf("id %d came as %q and as %q", m.ID, prev, m.Text)
+				}
+				seen[m.ID] = m.Text
+				mu.Unlock()
+				received.Add(1)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				msg := fmt.Sprintf(`{"type":"message","text":"u%d-%d"}`, i, k)
+				if c.WriteMessage(websocket.TextMessage, []byte(msg)) != nil {
+					return
+				}
+			}
+		}()
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for received.Load() < 20*200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d frames in 60s", received.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	close(stop)
+	wg.Wait()
+
+	_, addr = startServe(t, bin, data)
+	history := map[int64]string{}
+	var last int64
+	for {
+		resp, err := http.Get("http://" + addr + "/rooms/chat/storm/messages?limit=1000&after=" + strconv.FormatInt(last, 10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var page []struct {
+			ID   int64
+			Text string
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, m := range page {
+			if m.ID != last+1 {
+				t.Fatalf("history jumps from id %d to %d", last, m.ID)
+			}
+			history[m.ID] = m.Text
+			last = m.ID
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, text := range seen {
+		if history[id] != text {
+			t.Errorf("a client got id %d %q; after the crash the history has %q", id, text, history[id])
+		}
+	}
+	t.Logf("%d messages shown before the kill, %d in the history", len(seen), len(history))
+}
