@@ -21,9 +21,10 @@ const (
 	evClose
 	evRequest
 	evDeferred
+	evDelete // the admin API deletes the room
 )
 
-var evNames = [...]string{"connect", "message", "close", "request", "deferred"}
+var evNames = [...]string{"connect", "message", "close", "request", "deferred", "delete"}
 
 // event is one thing for a room to handle.
 type event struct {
@@ -79,9 +80,11 @@ type room struct {
 	auto atomic.Pointer[[2]string] // auto-response: request, response
 
 	// Owned by the room's goroutine.
-	socks []*Sock
-	out   []output
-	done  chan struct{}
+	socks    []*Sock
+	out      []output
+	done     chan struct{}
+	deleting *event       // an evDelete was in the batch
+	nsocks   atomic.Int32 // len(socks), for the admin API
 }
 
 // enqueue adds ev to the mailbox. A droppable event is refused when the
@@ -144,7 +147,37 @@ func (r *room) run() {
 			return
 		}
 		r.runBatch(batch)
+		r.nsocks.Store(int32(len(r.socks)))
+		if ev := r.deleting; ev != nil {
+			r.remove()
+			close(ev.done)
+			return
+		}
 	}
+}
+
+// remove ends a deleted room: its sockets are closed with 1000, its
+// handle released and it leaves the runtime, so the admin API can delete
+// its files.
+func (r *room) remove() {
+	for _, s := range r.socks {
+		if s.s != nil {
+			s.s.Close(1000, "room deleted")
+		}
+		s.closed = true
+	}
+	r.socks = nil
+	r.nsocks.Store(0)
+	r.mu.Lock()
+	r.stopped = true
+	r.mu.Unlock()
+	_ = r.store.Close()
+	r.rt.mu.Lock()
+	if r.rt.rooms[r.id] == r {
+		delete(r.rt.rooms, r.id)
+	}
+	r.rt.mu.Unlock()
+	r.cancel()
 }
 
 func (r *room) runBatch(batch []*event) {
@@ -231,6 +264,8 @@ func (r *room) handle(ev *event) (err error) {
 		return r.h.Request(ev.rec, ev.req)
 	case evDeferred:
 		return ev.fn()
+	case evDelete:
+		r.deleting = ev
 	}
 	return nil
 }

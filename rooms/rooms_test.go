@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -354,5 +356,66 @@ func TestBuiltinKinds(t *testing.T) {
 	}
 	if _, err := rooms.New(rooms.Config{Kinds: builtin.Kinds()}); err == nil {
 		t.Fatal("a runtime without a store must be an error")
+	}
+}
+
+func TestAdminAPI(t *testing.T) {
+	n := startNode(t, t.TempDir(), rooms.Config{})
+	admin := httptest.NewServer(n.rt.Admin("s3cret"))
+	defer admin.Close()
+	get := func(path, token string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, admin.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	if code, _ := get("/admin/rooms", ""); code != http.StatusUnauthorized {
+		t.Fatalf("no token: %d", code)
+	}
+	if code, _ := get("/admin/rooms", "wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("wrong token: %d", code)
+	}
+	c := n.dial(t, "/rooms/counter/a")
+	_ = read(t, c)
+	_, _ = httpDo(t, http.MethodPost, n.url("/rooms/counter/a/increment"), "")
+	_ = read(t, c)
+	var info rooms.RoomInfo
+	code, body := get("/admin/rooms/counter/a", "s3cret")
+	if code != 200 || json.Unmarshal([]byte(body), &info) != nil || info.State != "active" || info.Sockets != 1 ||
+		info.ID != rooms.IDFromName("counter", "a").String() || info.StorageBytes == 0 || info.Alarm != nil {
+		t.Fatalf("info: %d %s", code, body)
+	}
+	if _, body := get("/admin/rooms/counter/never", "s3cret"); !strings.Contains(body, `"state":"absent"`) {
+		t.Fatalf("a room never made: %s", body)
+	}
+	var list []rooms.RoomInfo
+	if _, body := get("/admin/rooms?kind=counter", "s3cret"); json.Unmarshal([]byte(body), &list) != nil || len(list) != 1 || list[0].Name != "a" {
+		t.Fatalf("list: %s", body)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, admin.URL+"/admin/rooms/counter/a", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err = c.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 1000 {
+		t.Fatalf("the deleted room's socket: %v, want close 1000", err)
+	}
+	if _, body := get("/admin/rooms/counter/a", "s3cret"); !strings.Contains(body, `"state":"absent"`) {
+		t.Fatalf("after delete: %s", body)
+	}
+	if _, body := httpDo(t, http.MethodGet, n.url("/rooms/counter/a"), ""); body != `{"value":0}` {
+		t.Fatalf("the deleted counter reads %s, want a fresh one", body)
 	}
 }

@@ -133,19 +133,7 @@ func (r *Room) closeHandle() {
 	_ = r.conn.Close()
 	_ = r.db.Close()
 	r.conn, r.db = nil, nil
-	r.store.recordSize(r.id, r.fileBytes())
-}
-
-// fileBytes is the room's database and WAL on disk.
-func (r *Room) fileBytes() int64 {
-	var n int64
-	p := r.store.path(r.id)
-	for _, f := range []string{p, p + "-wal"} {
-		if st, err := os.Stat(f); err == nil {
-			n += st.Size()
-		}
-	}
-	return n
+	r.store.recordSize(r.id, r.store.Bytes(r.id))
 }
 
 // Close gives up the room's handle for good, rolling back a transaction

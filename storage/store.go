@@ -241,6 +241,18 @@ func (s *Store) Delete(id string) error {
 	return err
 }
 
+// Bytes is room id's database and WAL on disk.
+func (s *Store) Bytes(id string) int64 {
+	var n int64
+	p := s.path(id)
+	for _, f := range []string{p, p + "-wal"} {
+		if st, err := os.Stat(f); err == nil {
+			n += st.Size()
+		}
+	}
+	return n
+}
+
 // OpenHandles is the number of room databases open now.
 func (s *Store) OpenHandles() int {
 	s.mu.Lock()

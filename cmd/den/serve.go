@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -29,6 +30,7 @@ type serveConfig struct {
 	allowedOrigins  string
 	data            string
 	sync            string
+	adminToken      string
 }
 
 func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*serveConfig, error) {
@@ -43,6 +45,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.StringVar(&c.logFormat, "log-format", "json", "json or console")
 	fs.StringVar(&c.data, "data", "./den-data", "folder for node.db and every room's database")
 	fs.StringVar(&c.sync, "sync", storage.SyncFull, "full: a commit is on disk before its output is released; normal: it survives a crash of den but not of the machine")
+	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token for the admin API under /admin/rooms (off when empty)")
 	fs.StringVar(&c.allowedOrigins, "allowed-origins", "", "comma-separated Origins a browser handshake may come from (scheme://host[:port], https://*.example.com or *); empty allows any")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -127,6 +130,11 @@ func serve(ctx context.Context, stopSignals func(), args []string, stderr io.Wri
 		return err
 	}
 	c.gateway.Rooms = gateway.Runtime(rt)
+	if c.adminToken != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/admin/", rt.Admin(c.adminToken))
+		c.gateway.Handler = mux
+	}
 	srv, err := gateway.New(c.gateway)
 	if err != nil {
 		return err

@@ -1,0 +1,113 @@
+package rooms
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+)
+
+// RoomInfo is what the admin API says of a room.
+type RoomInfo struct {
+	ID           string `json:"id"`
+	Kind         string `json:"kind"`
+	Name         string `json:"name"`
+	State        string `json:"state"` // active, evicted (known, nothing in memory) or absent
+	Sockets      int    `json:"sockets"`
+	Alarm        *int64 `json:"alarm"` // epoch milliseconds; alarms are not built yet, so null
+	StorageBytes int64  `json:"storage_bytes"`
+}
+
+// Info describes kind's room called name.
+func (rt *Runtime) Info(kind, name string) (RoomInfo, error) {
+	id := IDFromName(kind, name)
+	info := RoomInfo{ID: id.String(), Kind: kind, Name: name, State: "absent"}
+	if r := rt.active(kind, name); r != nil {
+		info.State, info.Sockets = "active", int(r.nsocks.Load())
+	}
+	rec, ok, err := rt.store.Record(info.ID)
+	if err != nil {
+		return info, err
+	}
+	if ok && info.State == "absent" {
+		info.State = "evicted"
+	}
+	if ok {
+		info.StorageBytes = rt.store.Bytes(info.ID)
+		_ = rec
+	}
+	return info, nil
+}
+
+// Delete closes the room's sockets with 1000 and deletes its storage. It
+// reports false if the room never existed.
+func (rt *Runtime) Delete(kind, name string) (bool, error) {
+	id := IDFromName(kind, name)
+	rt.mu.Lock()
+	r := rt.rooms[id]
+	rt.mu.Unlock()
+	if r != nil {
+		done := make(chan struct{})
+		r.enqueue(&event{kind: evDelete, done: done}, false)
+		<-done
+	}
+	if _, ok, err := rt.store.Record(id.String()); err != nil || !ok {
+		return r != nil, err
+	}
+	return true, rt.store.Delete(id.String())
+}
+
+// Admin serves the admin API under /admin/rooms to requests that carry
+// Authorization: Bearer token. token must not be empty.
+func (rt *Runtime) Admin(token string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/rooms", func(w http.ResponseWriter, r *http.Request) {
+		recs, err := rt.store.Rooms(r.URL.Query().Get("kind"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		out := make([]RoomInfo, 0, len(recs))
+		for _, rec := range recs {
+			info, err := rt.Info(rec.Kind, rec.Name)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			out = append(out, info)
+		}
+		writeAdmin(w, out)
+	})
+	mux.HandleFunc("GET /admin/rooms/{kind}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		info, err := rt.Info(r.PathValue("kind"), r.PathValue("name"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeAdmin(w, info)
+	})
+	mux.HandleFunc("DELETE /admin/rooms/{kind}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		ok, err := rt.Delete(r.PathValue("kind"), r.PathValue("name"))
+		switch {
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		case !ok:
+			http.NotFound(w, r)
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if token == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="den admin"`)
+			http.Error(w, "admin token required", http.StatusUnauthorized)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func writeAdmin(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
