@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -15,8 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/den-rooms/den/gateway"
-	"github.com/den-rooms/den/rooms"
-	"github.com/den-rooms/den/rooms/builtin"
+	"github.com/den-rooms/den/server"
 	"github.com/den-rooms/den/storage"
 )
 
@@ -119,38 +117,15 @@ func serve(ctx context.Context, stopSignals func(), args []string, stderr io.Wri
 	}
 	log := newLogger(c.logLevel, c.logFormat, stderr)
 	defer func() { _ = log.Sync() }()
-	c.gateway.Logger = log
-	store, err := storage.Open(storage.Options{Dir: c.data, Synchronous: c.sync})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	rt, err := rooms.New(rooms.Config{Store: store, Kinds: builtin.Kinds(), Logger: log.Named("rooms")})
-	if err != nil {
-		return err
-	}
-	c.gateway.Rooms = gateway.Runtime(rt)
-	if c.adminToken != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/admin/", rt.Admin(c.adminToken))
-		c.gateway.Handler = mux
-	}
-	srv, err := gateway.New(c.gateway)
+	srv, err := server.New(server.Config{
+		Gateway: c.gateway, Data: c.data, Synchronous: c.sync, AdminToken: c.adminToken, Logger: log,
+	})
 	if err != nil {
 		return err
 	}
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	// Rooms stop after the gateway: its sockets' close events are the
-	// last events they handle.
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
-		defer cancel()
-		if err := rt.Shutdown(sctx); err != nil {
-			log.Warn("rooms did not stop in time", zap.Error(err))
-		}
-	}()
 	<-ctx.Done()
 	stopSignals()
 	log.Info("shutting down", zap.Duration("timeout", c.shutdownTimeout))

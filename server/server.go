@@ -1,0 +1,120 @@
+// Package server runs a den node: the gateway, the rooms runtime and
+// storage, wired together. `den serve` is this package with flags; a Go
+// program that registers its own room kinds runs it directly:
+//
+//	srv, err := server.New(server.Config{Data: "./data", Kinds: []rooms.Kind{myKind}})
+//	...
+//	err = srv.Start()
+//	...
+//	<-ctx.Done()
+//	err = srv.Shutdown(context.Background())
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/den-rooms/den/gateway"
+	"github.com/den-rooms/den/rooms"
+	"github.com/den-rooms/den/rooms/builtin"
+	"github.com/den-rooms/den/storage"
+)
+
+// Config configures a node. Zero values mean den serve's defaults.
+type Config struct {
+	// Gateway is the network side: listen address, limits, origins. Its
+	// Rooms and Handler are set by the server.
+	Gateway gateway.Config
+	// Data is the folder for node.db and the rooms' databases.
+	Data string
+	// Synchronous is storage.SyncFull (the default) or storage.SyncNormal.
+	Synchronous string
+	// Kinds are served beside the built-in echo, chat and counter; a kind
+	// named like a built-in one replaces it.
+	Kinds []rooms.Kind
+	// AdminToken, if set, serves the admin API under /admin/rooms to
+	// requests bearing it.
+	AdminToken string
+	Logger     *zap.Logger
+}
+
+// Server is a running node.
+type Server struct {
+	gw    *gateway.Server
+	rt    *rooms.Runtime
+	store *storage.Store
+	log   *zap.Logger
+}
+
+// New opens the node's storage and builds its runtime and gateway.
+func New(cfg Config) (*Server, error) {
+	if cfg.Data == "" {
+		cfg.Data = "./den-data"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	store, err := storage.Open(storage.Options{Dir: cfg.Data, Synchronous: cfg.Synchronous})
+	if err != nil {
+		return nil, err
+	}
+	kinds := map[string]rooms.Kind{}
+	var order []string
+	for _, k := range append(builtin.Kinds(), cfg.Kinds...) {
+		if _, ok := kinds[k.Name]; !ok {
+			order = append(order, k.Name)
+		}
+		kinds[k.Name] = k
+	}
+	list := make([]rooms.Kind, 0, len(order))
+	for _, name := range order {
+		list = append(list, kinds[name])
+	}
+	rt, err := rooms.New(rooms.Config{Store: store, Kinds: list, Logger: cfg.Logger.Named("rooms")})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	gcfg := cfg.Gateway
+	gcfg.Logger = cfg.Logger
+	gcfg.Rooms = gateway.Runtime(rt)
+	if cfg.AdminToken != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/admin/", rt.Admin(cfg.AdminToken))
+		gcfg.Handler = mux
+	}
+	gw, err := gateway.New(gcfg)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	return &Server{gw: gw, rt: rt, store: store, log: cfg.Logger}, nil
+}
+
+// Start listens and serves.
+func (s *Server) Start() error { return s.gw.Start() }
+
+// Addr is the address the node listens on.
+func (s *Server) Addr() net.Addr { return s.gw.Addr() }
+
+// Runtime is the node's rooms runtime.
+func (s *Server) Runtime() *rooms.Runtime { return s.rt }
+
+// Shutdown closes every socket (1012), lets the rooms handle their last
+// events and closes storage, within ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	gerr := s.gw.Shutdown(ctx)
+	// Rooms stop after the gateway: its sockets' close events are the last
+	// events they handle.
+	rerr := s.rt.Shutdown(ctx)
+	serr := s.store.Close()
+	return errors.Join(gerr, rerr, serr)
+}
+
+// Stats are the gateway's counters.
+func (s *Server) Stats() gateway.Stats { return s.gw.Stats() }
