@@ -53,7 +53,7 @@ func (r *Room) GetMany(keys []string) (map[string][]byte, error) {
 	err := r.use(func(c *sql.Conn) error {
 		for _, k := range keys {
 			var v []byte
-			err := c.QueryRowContext(bg, `SELECT value FROM _den_kv WHERE key = ?`, k).Scan(&v)
+			err := r.queryRow(`SELECT value FROM _den_kv WHERE key = ?`, k).Scan(&v)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			}
@@ -90,7 +90,7 @@ func (r *Room) PutMany(entries []Entry) error {
 			if v == nil {
 				v = []byte{}
 			}
-			if _, err := c.ExecContext(bg, `INSERT INTO _den_kv (key, value) VALUES (?, ?)
+			if _, err := r.exec(`INSERT INTO _den_kv (key, value) VALUES (?, ?)
 				ON CONFLICT (key) DO UPDATE SET value = excluded.value`, e.Key, v); err != nil {
 				return err
 			}
@@ -113,7 +113,7 @@ func (r *Room) DeleteMany(keys []string) (int, error) {
 	var n int
 	err := r.write(func(c *sql.Conn) error {
 		for _, k := range keys {
-			res, err := c.ExecContext(bg, `DELETE FROM _den_kv WHERE key = ?`, k)
+			res, err := r.exec(`DELETE FROM _den_kv WHERE key = ?`, k)
 			if err != nil {
 				return err
 			}

@@ -37,6 +37,71 @@ type Room struct {
 	wrote          bool      // the author SQL just prepared writes rows
 	denied         error     // why the authorizer refused, for the caller
 	closed         bool
+	// stmts caches prepared statements: SQLite spends more preparing a
+	// short statement than running it.
+	stmts map[string]*cached
+}
+
+// cached is a prepared statement and what the authorizer saw in it.
+type cached struct {
+	stmt  *sql.Stmt
+	wrote bool
+}
+
+// maxCached bounds the statement cache; past it, the cache starts over.
+const maxCached = 256
+
+// prepare returns the cached statement for query, preparing it under the
+// authorizer's author checks if author.
+func (r *Room) prepare(query string, author bool) (*cached, error) {
+	key := query
+	if author {
+		key = "\x00" + query
+	}
+	if c := r.stmts[key]; c != nil {
+		return c, nil
+	}
+	r.author, r.wrote, r.denied = author, false, nil
+	st, err := r.conn.PrepareContext(bg, query)
+	r.author = false
+	if err != nil {
+		return nil, err
+	}
+	if len(r.stmts) >= maxCached {
+		r.dropStmts()
+	}
+	if r.stmts == nil {
+		r.stmts = map[string]*cached{}
+	}
+	c := &cached{stmt: st, wrote: r.wrote}
+	r.stmts[key] = c
+	return c, nil
+}
+
+func (r *Room) dropStmts() {
+	for _, c := range r.stmts {
+		_ = c.stmt.Close()
+	}
+	r.stmts = nil
+}
+
+// exec runs one of den's own statements, prepared once.
+func (r *Room) exec(query string, args ...any) (sql.Result, error) {
+	c, err := r.prepare(query, false)
+	if err != nil {
+		return nil, err
+	}
+	return c.stmt.ExecContext(bg, args...)
+}
+
+// queryRow runs one of den's own queries, prepared once.
+func (r *Room) queryRow(query string, args ...any) *sql.Row {
+	c, err := r.prepare(query, false)
+	if err != nil {
+		// Unprepared, so the Row carries the reason.
+		return r.conn.QueryRowContext(bg, query, args...)
+	}
+	return c.stmt.QueryRowContext(bg, args...)
 }
 
 var bg = context.Background()
@@ -130,6 +195,7 @@ func (r *Room) closeHandle() {
 	if r.conn == nil {
 		return
 	}
+	r.dropStmts()
 	_ = r.conn.Close()
 	_ = r.db.Close()
 	r.conn, r.db = nil, nil
@@ -226,12 +292,12 @@ func (r *Room) write(f func(*sql.Conn) error) error {
 // begin starts a write transaction and checks the epoch inside it, so no
 // newer owner can claim the room between the check and the commit.
 func (r *Room) begin() error {
-	if _, err := r.conn.ExecContext(bg, `BEGIN IMMEDIATE`); err != nil {
+	if _, err := r.exec(`BEGIN IMMEDIATE`); err != nil {
 		return r.mapError(err)
 	}
 	r.inTx, r.depth = true, 0
 	var stored int64
-	err := r.conn.QueryRowContext(bg, `SELECT v FROM _den_meta WHERE k = 'epoch'`).Scan(&stored)
+	err := r.queryRow(`SELECT v FROM _den_meta WHERE k = 'epoch'`).Scan(&stored)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
 		r.inTx = false
@@ -246,7 +312,7 @@ func (r *Room) begin() error {
 }
 
 func (r *Room) commit() error {
-	_, err := r.conn.ExecContext(bg, `COMMIT`)
+	_, err := r.exec(`COMMIT`)
 	if err != nil {
 		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
 	}
@@ -310,7 +376,7 @@ func (r *Room) Transaction(f func() error) (err error) {
 	}
 	r.depth++
 	name := "den_sp" + strconv.Itoa(r.depth)
-	if _, err := r.conn.ExecContext(bg, `SAVEPOINT `+name); err != nil {
+	if _, err := r.exec(`SAVEPOINT ` + name); err != nil {
 		r.depth--
 		r.releaseHandle()
 		return r.mapError(err)
@@ -324,9 +390,9 @@ func (r *Room) Transaction(f func() error) (err error) {
 		defer r.releaseHandle()
 		var ferr error
 		if !ok {
-			_, ferr = r.conn.ExecContext(bg, `ROLLBACK TO `+name)
+			_, ferr = r.exec(`ROLLBACK TO ` + name)
 		}
-		if _, err := r.conn.ExecContext(bg, `RELEASE `+name); err != nil && ferr == nil {
+		if _, err := r.exec(`RELEASE ` + name); err != nil && ferr == nil {
 			ferr = err
 		}
 		r.depth--

@@ -78,9 +78,11 @@ func (c *Cursor) named(vals []any) map[string]any {
 func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 	cur := &Cursor{}
 	err := r.write(func(c *sql.Conn) error {
-		r.author, r.wrote, r.denied = true, false, nil
-		rows, err := c.QueryContext(bg, query, args...)
-		r.author = false
+		st, err := r.prepare(query, true)
+		if err != nil {
+			return err
+		}
+		rows, err := st.stmt.QueryContext(bg, args...)
 		if err != nil {
 			return err
 		}
@@ -104,12 +106,12 @@ func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 		}
 		rows.Close()
 		switch {
-		case !r.wrote:
+		case !st.wrote:
 		case len(cur.cols) > 0:
 			// INSERT ... RETURNING: a row out for each row in.
 			cur.written = int64(len(cur.rows))
 		default:
-			return c.QueryRowContext(bg, `SELECT changes()`).Scan(&cur.written)
+			return r.queryRow(`SELECT changes()`).Scan(&cur.written)
 		}
 		return nil
 	})

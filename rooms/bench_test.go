@@ -1,0 +1,146 @@
+package rooms_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/den-rooms/den/rooms"
+)
+
+// postLoad runs senders goroutines, each posting to a room that pick
+// chooses, until b.N requests are done, and reports requests per second
+// and latency percentiles. Every request is one durable event: its answer
+// comes only after its commit.
+func postLoad(b *testing.B, n *node, senders int, path func(i int) string, body string, want int) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: senders}}
+	var next atomic.Int64
+	lat := make([][]time.Duration, senders)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				t0 := time.Now()
+				resp, err := client.Post(n.url(path(int(i))), "application/json", strings.NewReader(body))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				// Read to the end, or the client will not reuse the
+				// connection.
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != want {
+					b.Errorf("status %d", resp.StatusCode)
+					return
+				}
+				lat[s] = append(lat[s], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	if len(all) == 0 {
+		return
+	}
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "events/s")
+	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkChatDurableEvents posts chat messages into one room from 100
+// senders, fsync on: group commit at work.
+//
+//	go test ./rooms -run '^$' -bench ChatDurableEvents -benchtime 100000x
+func BenchmarkChatDurableEvents(b *testing.B) {
+	n := startNode(b, b.TempDir(), rooms.Config{})
+	postLoad(b, n, 100, func(int) string { return "/rooms/chat/bench/messages" }, `{"user":"b","text":"hello"}`, http.StatusCreated)
+}
+
+// BenchmarkChatDurableEvents1000Rooms spreads the same load over 1,000
+// rooms.
+func BenchmarkChatDurableEvents1000Rooms(b *testing.B) {
+	n := startNode(b, b.TempDir(), rooms.Config{})
+	postLoad(b, n, 100, func(i int) string { return fmt.Sprintf("/rooms/chat/r%d/messages", i%1000) },
+		`{"user":"b","text":"hello"}`, http.StatusCreated)
+}
+
+// BenchmarkCounterIncrements is POST /increment on one counter from 100
+// clients.
+func BenchmarkCounterIncrements(b *testing.B) {
+	n := startNode(b, b.TempDir(), rooms.Config{})
+	postLoad(b, n, 100, func(int) string { return "/rooms/counter/bench/increment" }, "", http.StatusOK)
+}
+
+// BenchmarkRoomsTouched wakes b.N counter rooms, one increment each, and
+// reports what an active room costs: memory, and the descriptors the
+// handle pool lets the process hold (it never nears 20,000).
+//
+//	go test ./rooms -run '^$' -bench RoomsTouched -benchtime 20000x
+func BenchmarkRoomsTouched(b *testing.B) {
+	n := startNode(b, b.TempDir(), rooms.Config{})
+	runtime.GC()
+	debug.FreeOSMemory()
+	rss0 := rss()
+	maxFiles := 0
+	client := &http.Client{}
+	b.ResetTimer()
+	for i := range b.N {
+		resp, err := client.Post(n.url(fmt.Sprintf("/rooms/counter/t%d/increment", i)), "", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if i%500 == 0 {
+			maxFiles = max(maxFiles, openFiles())
+		}
+	}
+	b.StopTimer()
+	runtime.GC()
+	debug.FreeOSMemory()
+	b.ReportMetric(float64(rss()-rss0)/float64(b.N), "B/room")
+	b.ReportMetric(float64(maxFiles), "max-fds")
+	b.ReportMetric(float64(n.store.OpenHandles()), "open-handles")
+	b.ReportMetric(float64(n.rt.Stats().Rooms), "active-rooms")
+}
+
+func openFiles() int {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	return len(ents)
+}
+
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+			return kb << 10
+		}
+	}
+	return 0
+}
