@@ -21,6 +21,10 @@ var (
 	// ErrReserved is SQL that touches den's own tables (names starting
 	// with _den_ or sqlite_).
 	ErrReserved = errors.New("storage: tables named _den_* are den's own")
+	// errBroken is a transaction SQLite rolled back on its own (a full
+	// database, an I/O error): everything in it is gone, and it can only be
+	// rolled back.
+	errBroken = errors.New("storage: the transaction was rolled back by an earlier error")
 	// ErrClosed is a room or store used after Close.
 	ErrClosed = errors.New("storage: closed")
 	// ErrNoRows is One on a cursor with no row; ErrManyRows with more.
@@ -59,7 +63,16 @@ func (r *Room) mapError(err error) error {
 	if err == nil {
 		return nil
 	}
-	switch sqliteCode(err) {
+	code := sqliteCode(err)
+	switch code {
+	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_BUSY:
+		// SQLite may have rolled the whole transaction back: treat it as
+		// gone, so nothing after it pretends to be part of it.
+		if r.inTx {
+			r.broken = true
+		}
+	}
+	switch code {
 	case sqlite3.SQLITE_TOOBIG:
 		return fmt.Errorf("%w (%v)", &LimitError{Limit: "row size", Max: r.store.limits.MaxValueBytes}, err)
 	case sqlite3.SQLITE_FULL:

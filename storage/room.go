@@ -33,10 +33,14 @@ type Room struct {
 	inTx           bool      // Begin has not been committed or rolled back
 	depth          int       // savepoints open inside the transaction
 	epoch          uint64    // the ownership epoch this handle writes under
-	author         bool      // the authorizer is checking author SQL
-	wrote          bool      // the author SQL just prepared writes rows
-	denied         error     // why the authorizer refused, for the caller
-	closed         bool
+	// internal is set while den runs its own SQL. The authorizer checks
+	// everything else, whenever SQLite prepares it: at Exec, for every
+	// statement of it, and again if SQLite re-prepares a cached one.
+	internal bool
+	broken   bool  // SQLite rolled the transaction back under us
+	wrote    bool  // the author SQL just prepared writes rows
+	denied   error // why the authorizer refused, for the caller
+	closed   bool
 	// stmts caches prepared statements: SQLite spends more preparing a
 	// short statement than running it.
 	stmts map[string]*cached
@@ -61,9 +65,8 @@ func (r *Room) prepare(query string, author bool) (*cached, error) {
 	if c := r.stmts[key]; c != nil {
 		return c, nil
 	}
-	r.author, r.wrote, r.denied = author, false, nil
+	r.wrote, r.denied = false, nil
 	st, err := r.conn.PrepareContext(bg, query)
-	r.author = false
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +121,7 @@ func (r *Room) acquire() error {
 		r.mu.Unlock()
 		return ErrClosed
 	}
+	r.internal = true
 	if r.conn != nil {
 		return nil
 	}
@@ -211,6 +215,7 @@ func (r *Room) Close() error {
 		return nil
 	}
 	var err error
+	r.internal = true
 	if r.inTx && r.conn != nil {
 		_, err = r.conn.ExecContext(bg, `ROLLBACK`)
 		r.inTx, r.depth = false, 0
@@ -239,12 +244,31 @@ func (r *Room) SetEpoch(epoch uint64) {
 // on a write under any older epoch fails with ErrStaleEpoch. A claim with
 // an epoch older than the room's fails the same way.
 func (r *Room) Claim(epoch uint64) error {
-	r.SetEpoch(epoch)
-	return r.write(func(c *sql.Conn) error {
-		_, err := c.ExecContext(bg, `INSERT INTO _den_meta (k, v) VALUES ('epoch', ?)
+	r.mu.Lock()
+	old := r.epoch
+	r.epoch = epoch
+	r.mu.Unlock()
+	err := r.write(func(c *sql.Conn) error {
+		// Checked here too: inside an open transaction begin's check is
+		// behind us.
+		var stored int64
+		err := r.queryRow(`SELECT v FROM _den_meta WHERE k = 'epoch'`).Scan(&stored)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if uint64(stored) > epoch {
+			return fmt.Errorf("%w (room epoch %d, claim %d)", ErrStaleEpoch, stored, epoch)
+		}
+		_, err = r.exec(`INSERT INTO _den_meta (k, v) VALUES ('epoch', ?)
 			ON CONFLICT (k) DO UPDATE SET v = excluded.v`, int64(epoch))
 		return err
 	})
+	if err != nil {
+		r.mu.Lock()
+		r.epoch = old
+		r.mu.Unlock()
+	}
+	return err
 }
 
 // Epoch is the room's current epoch (that of its latest Claim).
@@ -276,6 +300,9 @@ func (r *Room) write(f func(*sql.Conn) error) error {
 	}
 	defer r.releaseHandle()
 	if r.inTx {
+		if r.broken {
+			return errBroken
+		}
 		return r.mapError(f(r.conn))
 	}
 	if err := r.begin(); err != nil {
@@ -295,7 +322,7 @@ func (r *Room) begin() error {
 	if _, err := r.exec(`BEGIN IMMEDIATE`); err != nil {
 		return r.mapError(err)
 	}
-	r.inTx, r.depth = true, 0
+	r.inTx, r.depth, r.broken = true, 0, false
 	var stored int64
 	err := r.queryRow(`SELECT v FROM _den_meta WHERE k = 'epoch'`).Scan(&stored)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -312,11 +339,16 @@ func (r *Room) begin() error {
 }
 
 func (r *Room) commit() error {
+	if r.broken {
+		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
+		r.inTx, r.depth, r.broken = false, 0, false
+		return errBroken
+	}
 	_, err := r.exec(`COMMIT`)
 	if err != nil {
 		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
 	}
-	r.inTx, r.depth = false, 0
+	r.inTx, r.depth, r.broken = false, 0, false
 	return r.mapError(err)
 }
 
@@ -356,7 +388,11 @@ func (r *Room) Rollback() error {
 		return nil
 	}
 	_, err := r.conn.ExecContext(bg, `ROLLBACK`)
-	r.inTx, r.depth = false, 0
+	if r.broken {
+		// SQLite ended the transaction already.
+		err = nil
+	}
+	r.inTx, r.depth, r.broken = false, 0, false
 	return r.mapError(err)
 }
 
@@ -374,10 +410,18 @@ func (r *Room) Transaction(f func() error) (err error) {
 			return err
 		}
 	}
+	if r.broken {
+		r.releaseHandle()
+		return errBroken
+	}
 	r.depth++
 	name := "den_sp" + strconv.Itoa(r.depth)
 	if _, err := r.exec(`SAVEPOINT ` + name); err != nil {
 		r.depth--
+		if outer {
+			_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
+			r.inTx, r.depth, r.broken = false, 0, false
+		}
 		r.releaseHandle()
 		return r.mapError(err)
 	}
@@ -388,6 +432,14 @@ func (r *Room) Transaction(f func() error) (err error) {
 			return err
 		}
 		defer r.releaseHandle()
+		if r.broken {
+			r.depth--
+			if outer {
+				_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
+				r.inTx, r.depth, r.broken = false, 0, false
+			}
+			return errBroken
+		}
 		var ferr error
 		if !ok {
 			_, ferr = r.exec(`ROLLBACK TO ` + name)
@@ -437,7 +489,7 @@ func (r *Room) Size() (int64, error) {
 func (r *Room) DeleteAll() error {
 	return r.write(func(c *sql.Conn) error {
 		rows, err := c.QueryContext(bg, `SELECT type, name FROM sqlite_schema
-			WHERE name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT LIKE '\_den\_%' ESCAPE '\'
+			WHERE name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT IN ('_den_kv', '_den_meta')
 			AND type IN ('table', 'view', 'trigger') ORDER BY type = 'table'`)
 		if err != nil {
 			return err

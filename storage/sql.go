@@ -78,6 +78,8 @@ func (c *Cursor) named(vals []any) map[string]any {
 func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 	cur := &Cursor{}
 	err := r.write(func(c *sql.Conn) error {
+		r.internal = false
+		defer func() { r.internal = true }()
 		st, err := r.prepare(query, true)
 		if err != nil {
 			return err
@@ -105,6 +107,7 @@ func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 			return err
 		}
 		rows.Close()
+		r.internal = true
 		switch {
 		case !st.wrote:
 		case len(cur.cols) > 0:
@@ -129,11 +132,22 @@ var readPragmas = map[string]bool{
 
 // authorize is the connection's SQLite authorizer. It checks only author
 // SQL (Exec); den's own statements pass.
-func (r *Room) authorize(action sqlite.AuthorizerActionCode, arg1, arg2, _, _ string) sqlite.AuthorizerReturnCode {
-	if !r.author {
+func (r *Room) authorize(action sqlite.AuthorizerActionCode, arg1, arg2, dbName, _ string) sqlite.AuthorizerReturnCode {
+	if r.internal {
 		return sqlite.AuthorizerOK
 	}
+	// Only the main database: TEMP objects would escape the size limit and
+	// could shadow den's tables.
+	if dbName != "" && dbName != "main" {
+		r.denied = ErrReserved
+		return sqlite.AuthorizerDeny
+	}
 	switch action {
+	case sqlite.AuthCreateTempTable, sqlite.AuthCreateTempIndex, sqlite.AuthCreateTempTrigger,
+		sqlite.AuthCreateTempView, sqlite.AuthDropTempTable, sqlite.AuthDropTempIndex,
+		sqlite.AuthDropTempTrigger, sqlite.AuthDropTempView:
+		r.denied = ErrReserved
+		return sqlite.AuthorizerDeny
 	case sqlite.AuthTransaction, sqlite.AuthSavepoint, sqlite.AuthAttach, sqlite.AuthDetach:
 		r.denied = ErrTransactionSQL
 		return sqlite.AuthorizerDeny
@@ -144,17 +158,14 @@ func (r *Room) authorize(action sqlite.AuthorizerActionCode, arg1, arg2, _, _ st
 			return sqlite.AuthorizerDeny
 		}
 	case sqlite.AuthInsert, sqlite.AuthUpdate, sqlite.AuthDelete:
-		r.wrote = true
-	}
-	if reserved(arg1) || reserved(arg2) {
-		switch action {
-		case sqlite.AuthRead, sqlite.AuthInsert, sqlite.AuthUpdate, sqlite.AuthDelete,
-			sqlite.AuthCreateTable, sqlite.AuthDropTable, sqlite.AuthAlterTable,
-			sqlite.AuthCreateIndex, sqlite.AuthDropIndex, sqlite.AuthCreateTrigger,
-			sqlite.AuthDropTrigger, sqlite.AuthCreateView, sqlite.AuthDropView:
-			r.denied = ErrReserved
-			return sqlite.AuthorizerDeny
+		// DDL writes sqlite_schema; only rows of tables count.
+		if !strings.HasPrefix(strings.ToLower(arg1), "sqlite_") {
+			r.wrote = true
 		}
+	}
+	if action != sqlite.AuthPragma && action != sqlite.AuthFunction && (reserved(arg1) || reserved(arg2)) {
+		r.denied = ErrReserved
+		return sqlite.AuthorizerDeny
 	}
 	return sqlite.AuthorizerOK
 }

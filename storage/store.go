@@ -168,22 +168,27 @@ func (s *Store) Room(id, kind, name string) (*Room, error) {
 		s.mu.Unlock()
 		return r, nil
 	}
-	s.mu.Unlock()
-	if _, err := s.node.Exec(`INSERT OR IGNORE INTO rooms (id, kind, name, created) VALUES (?, ?, ?, ?)`,
-		id, kind, name, s.clock.Now().UnixMilli()); err != nil {
-		return nil, fmt.Errorf("storage: node.db: %w", err)
-	}
+	// In the map before it opens: a second caller gets this Room, and its
+	// first call waits on the Room's lock instead of opening the file twice.
 	r := &Room{store: s, id: id, kind: kind, name: name}
-	if err := r.acquire(); err != nil {
+	s.rooms[id] = r
+	s.mu.Unlock()
+	fail := func(err error) (*Room, error) {
+		s.mu.Lock()
+		if s.rooms[id] == r {
+			delete(s.rooms, id)
+		}
+		s.mu.Unlock()
 		return nil, err
 	}
-	r.releaseHandle()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if other, ok := s.rooms[id]; ok {
-		return other, nil
+	if _, err := s.node.Exec(`INSERT OR IGNORE INTO rooms (id, kind, name, created) VALUES (?, ?, ?, ?)`,
+		id, kind, name, s.clock.Now().UnixMilli()); err != nil {
+		return fail(fmt.Errorf("storage: node.db: %w", err))
 	}
-	s.rooms[id] = r
+	if err := r.acquire(); err != nil {
+		return fail(err)
+	}
+	r.releaseHandle()
 	return r, nil
 }
 
@@ -264,6 +269,7 @@ func (s *Store) OpenHandles() int {
 func (s *Store) Close() error {
 	s.mu.Lock()
 	s.closed = true
+	s.cond.Broadcast()
 	rooms := make([]*Room, 0, len(s.rooms))
 	for _, r := range s.rooms {
 		rooms = append(rooms, r)
@@ -283,9 +289,12 @@ func (s *Store) Close() error {
 func (s *Store) reserve(r *Room) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.lru.Len() >= s.maxOpen {
+	for {
 		if s.closed {
 			return ErrClosed
+		}
+		if s.lru.Len() < s.maxOpen {
+			break
 		}
 		if !s.evictOne(r) {
 			s.cond.Wait()
@@ -316,12 +325,14 @@ func (s *Store) evictOne(except *Room) bool {
 	return false
 }
 
-// touch marks r most recently used.
+// touch marks r most recently used, and wakes anyone waiting for a handle
+// to give up: r may just have left a transaction.
 func (s *Store) touch(r *Room) {
 	s.mu.Lock()
 	if r.elem != nil {
 		s.lru.MoveToFront(r.elem)
 	}
+	s.cond.Broadcast()
 	s.mu.Unlock()
 }
 

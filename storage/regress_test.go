@@ -1,0 +1,391 @@
+package storage
+
+// Regressions found in review: ways around the authorizer and the
+// transaction, each a test that failed before its fix.
+
+import (
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+func kvCount(t *testing.T, r *Room) int {
+	t.Helper()
+	es, err := r.List(ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
+}
+
+// Multi-statement Exec: only the first statement is authorized; the rest are
+// prepared again at run time with r.author false.
+func TestRegressMultiStatementBypass(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "aa10")
+	_ = r.Put("k", []byte("v"))
+	for _, q := range []string{
+		`SELECT 1; DELETE FROM _den_kv`,
+		`; DELETE FROM _den_kv`,
+	} {
+		_ = r.Put("k", []byte("v"))
+		_, err := r.Exec(q)
+		t.Logf("%q: err %v, kv entries now %d", q, err, kvCount(t, r))
+		if kvCount(t, r) == 0 {
+			t.Errorf("%q wiped _den_kv", q)
+		}
+	}
+	_ = r.Claim(5)
+	_, err := r.Exec(`SELECT 1; UPDATE _den_meta SET v = 0 WHERE k = 'epoch'`)
+	e, _ := r.Epoch()
+	t.Logf("epoch after author update: %d (err %v)", e, err)
+	if e != 5 {
+		t.Errorf("author SQL reset the fencing epoch to %d", e)
+	}
+	// Transaction control in the tail: commits den's transaction mid-way.
+	_ = r.Begin()
+	_ = r.Put("in-tx", []byte("x"))
+	_, err = r.Exec(`SELECT 1; COMMIT`)
+	t.Logf("SELECT 1; COMMIT: %v", err)
+	rb := r.Rollback()
+	v, ok, _ := r.Get("in-tx")
+	t.Logf("after Rollback (%v): in-tx=%q %v", rb, v, ok)
+	if ok {
+		t.Errorf("author COMMIT inside Exec made den's transaction durable; Rollback: %v", rb)
+	}
+}
+
+// A cached author statement is re-prepared by SQLite after a schema change
+// with r.author == false: no checks.
+func TestRegressReprepareBypass(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "aa11")
+	mustExec := func(q string) *Cursor {
+		t.Helper()
+		c, err := r.Exec(q)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return c
+	}
+	_ = r.Put("secret", []byte("s3cr3t"))
+	mustExec(`CREATE TABLE t (x)`)
+	mustExec(`INSERT INTO t VALUES (1)`) // cached
+	mustExec(`CREATE TRIGGER tr AFTER INSERT ON t BEGIN DELETE FROM _den_kv; END`)
+	_, err := r.Exec(`INSERT INTO t VALUES (1)`) // cached statement, re-prepared unchecked
+	t.Logf("insert after trigger: %v", err)
+	if kvCount(t, r) == 0 {
+		t.Errorf("a trigger written by the author deleted _den_kv via a cached statement")
+	}
+
+	// Read: swap a table for a view over _den_kv.
+	_ = r.Put("secret", []byte("s3cr3t"))
+	mustExec(`CREATE TABLE w (key, value)`)
+	mustExec(`SELECT * FROM w`)
+	mustExec(`DROP TABLE w`)
+	mustExec(`CREATE VIEW w AS SELECT key, value FROM _den_kv`)
+	c, err := r.Exec(`SELECT * FROM w`)
+	if err == nil && c.RowsRead() > 0 {
+		t.Errorf("author read _den_kv through a cached statement: %v", c.All())
+	}
+}
+
+// TEMP objects are not in the reserved-action list.
+func TestRegressTempShadow(t *testing.T) {
+	s := openStore(t, Options{})
+	r := openRoom(t, s, "aa12")
+	if err := r.Claim(9); err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Put("k", []byte("durable"))
+	if _, err := r.Exec(`CREATE TEMP TABLE _den_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL)`); err != nil {
+		t.Logf("temp _den_meta refused: %v", err)
+	} else {
+		t.Errorf("author created temp._den_meta")
+		r.SetEpoch(1) // a stale handle
+		if err := r.Put("k", []byte("stale write")); err == nil {
+			t.Errorf("stale epoch write succeeded: the epoch check reads temp._den_meta")
+		}
+	}
+	if _, err := r.Exec(`CREATE TEMP TABLE _den_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID`); err == nil {
+		t.Errorf("author created temp._den_kv")
+		r.SetEpoch(9)
+		_ = r.Put("k2", []byte("lost"))
+		v, ok, _ := r.Get("k")
+		t.Logf("Get(k) after shadowing: %q %v", v, ok)
+	}
+	// Temp trigger on den's table.
+	r2 := openRoom(t, s, "aa13")
+	_, _ = r2.Exec(`CREATE TABLE leak (k, v)`)
+	_, err := r2.Exec(`CREATE TEMP TRIGGER tt AFTER INSERT ON main._den_kv BEGIN INSERT INTO leak VALUES (new.key, new.value); END`)
+	t.Logf("temp trigger on _den_kv: %v", err)
+	_ = r2.Put("private", []byte("p"))
+	c, _ := r2.Exec(`SELECT * FROM leak`)
+	if c != nil && c.RowsRead() > 0 {
+		t.Errorf("temp trigger copied den's KV writes into an author table: %v", c.All())
+	}
+}
+
+func TestRegressTempSizeBypass(t *testing.T) {
+	s := openStore(t, Options{Limits: Limits{MaxDatabaseBytes: 256 << 10, MaxValueBytes: 1000}})
+	r := openRoom(t, s, "aa14")
+	if _, err := r.Exec(`CREATE TEMP TABLE big (b)`); !errors.Is(err, ErrReserved) {
+		t.Fatalf("CREATE TEMP TABLE: %v, want it refused", err)
+	}
+}
+
+func TestRegressRenameEscapesDeleteAll(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "aa15")
+	if _, err := r.Exec(`CREATE TABLE t (x)`); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = r.Exec(`INSERT INTO t VALUES (1)`)
+	if _, err := r.Exec(`ALTER TABLE t RENAME TO _den_hidden`); err != nil {
+		t.Skipf("rename refused: %v", err)
+	}
+	if err := r.DeleteAll(); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	_ = r.use(func(c *sql.Conn) error {
+		return c.QueryRowContext(bg, `SELECT count(*) FROM sqlite_schema WHERE name = '_den_hidden'`).Scan(&n)
+	})
+	if n != 0 {
+		t.Errorf("author table renamed to _den_hidden survives DeleteAll")
+	}
+}
+
+// SQLITE_FULL inside the event transaction rolls the whole transaction back
+// (statement without a statement journal) while r.inTx stays true.
+func TestRegressFullRollsBackTx(t *testing.T) {
+	s := openStore(t, Options{Limits: Limits{MaxDatabaseBytes: 256 << 10, MaxValueBytes: 1000}})
+	r := openRoom(t, s, "aa16")
+	if err := r.Claim(5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Exec(`CREATE TABLE t (b)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Put("early", []byte("x"))
+	var err error
+	for i := 0; i < 1000 && err == nil; i++ {
+		_, err = r.Exec(`INSERT INTO t VALUES (zeroblob(900))`)
+	}
+	t.Logf("fill: %v", err)
+	if !errors.Is(err, ErrLimit) {
+		t.Fatalf("want a limit error, got %v", err)
+	}
+	_, _ = r.Exec(`DELETE FROM t`) // the author recovers space
+	_ = r.Put("late", []byte("y"))
+	rb := r.Rollback()
+	_, early, _ := r.Get("early")
+	_, late, _ := r.Get("late")
+	t.Logf("Rollback: %v; early=%v late=%v inTx=%v", rb, early, late, r.inTx)
+	if late {
+		t.Errorf("a write after SQLITE_FULL escaped the event transaction: Rollback could not take it back (%v)", rb)
+	}
+}
+
+func TestRegressClaimLowersEpochInTx(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "aa17")
+	if err := r.Claim(5); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	err := r.Claim(3)
+	if cerr := r.Commit(); cerr != nil {
+		t.Fatal(cerr)
+	}
+	e, _ := r.Epoch()
+	if err == nil || e != 5 {
+		t.Errorf("Claim(3) under epoch 5 inside Begin: err %v, room epoch now %d", err, e)
+	}
+}
+
+func TestRegressRowsWrittenDDL(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "aa18")
+	_, _ = r.Exec(`CREATE TABLE a (x)`)
+	_, _ = r.Exec(`INSERT INTO a VALUES (1),(2),(3)`)
+	c, err := r.Exec(`CREATE TABLE b (x)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RowsWritten() != 0 {
+		t.Errorf("CREATE TABLE reports RowsWritten %d", c.RowsWritten())
+	}
+}
+
+func TestRegressListFF(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "aa19")
+	keys := []string{"\xfe", "\xff", "\xff\x00", "\xff\xff", "\xff\xff\x01", "a\xff", "a\xff\x01", "b"}
+	for _, k := range keys {
+		if err := r.Put(k, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for p, want := range map[string]int{"\xff": 4, "\xff\xff": 2, "a\xff": 2, "a": 2} {
+		es, err := r.List(ListOptions{Prefix: p})
+		if err != nil || len(es) != want {
+			t.Errorf("prefix %q: %d entries (%v), want %d", p, len(es), err, want)
+		}
+		for _, e := range es {
+			t.Logf("prefix %q: %q", p, e.Key)
+		}
+	}
+}
+
+func TestRegressTempShadow2(t *testing.T) {
+	for _, q := range []string{
+		`CREATE TEMP TABLE _den_meta (k, v)`,
+		`CREATE TEMP VIEW _den_meta AS SELECT 'epoch' AS k, 0 AS v`,
+	} {
+		s := openStore(t, Options{})
+		r := openRoom(t, s, "aa20")
+		if err := r.Claim(9); err != nil {
+			t.Fatal(err)
+		}
+		_ = r.Put("k", []byte("owner 9"))
+		if _, err := r.Exec(q); err != nil {
+			t.Logf("%s: refused %v", q, err)
+			continue
+		}
+		r.SetEpoch(1)
+		if err := r.Put("k", []byte("stale write")); err == nil {
+			v, _, _ := r.Get("k")
+			t.Errorf("%s: then a write under stale epoch 1 succeeded; k=%q", q, v)
+		}
+	}
+	s := openStore(t, Options{})
+	r := openRoom(t, s, "aa21")
+	_ = r.Put("k", []byte("v"))
+	if _, err := r.Exec(`CREATE TEMP TABLE _den_kv (key, value)`); err == nil {
+		_ = r.Put("new", []byte("x"))
+		_, okOld, _ := r.Get("k")
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		r = openRoom(t, s, "aa21")
+		_, okNew, _ := r.Get("new")
+		t.Errorf("temp._den_kv shadows den's KV: old key visible=%v; Put after it survives reopen=%v", okOld, okNew)
+	}
+}
+
+func TestRegressTailFileWrite(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "aa30")
+	out := filepath.Join(t.TempDir(), "escape.db")
+	_, err := r.Exec(`VACUUM INTO '` + out + `'`)
+	t.Logf("plain VACUUM INTO: %v", err)
+	_, err = r.Exec(`SELECT 1; COMMIT; VACUUM INTO '` + out + `'`)
+	t.Logf("tail VACUUM INTO: %v", err)
+	if _, serr := os.Stat(out); serr == nil {
+		t.Errorf("author SQL wrote a copy of the room (with _den_kv) to %s", out)
+	}
+	att := filepath.Join(t.TempDir(), "attached.db")
+	_, err = r.Exec(`SELECT 1; COMMIT; ATTACH '` + att + `' AS x; CREATE TABLE x.t(a)`)
+	t.Logf("tail ATTACH: %v", err)
+	if _, serr := os.Stat(att); serr == nil {
+		t.Errorf("author SQL attached and created %s", att)
+	}
+}
+
+func TestRegressDeleteAllFTS(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "aa31")
+	for _, q := range []string{`CREATE VIRTUAL TABLE f USING fts5(x)`, `INSERT INTO f VALUES ('hello')`} {
+		if _, err := r.Exec(q); err != nil {
+			t.Skipf("%s: %v", q, err)
+		}
+	}
+	if err := r.DeleteAll(); err != nil {
+		t.Errorf("DeleteAll with an fts5 table: %v", err)
+	}
+	c, _ := r.Exec(`SELECT name FROM sqlite_schema WHERE name NOT LIKE '\_den\_%' ESCAPE '\'`)
+	if c != nil && c.RowsRead() > 0 {
+		t.Errorf("left: %v", c.All())
+	}
+}
+
+// The event loop's shape: Begin, a savepoint per event, Commit.
+func TestRegressFullInEventLoop(t *testing.T) {
+	s := openStore(t, Options{Limits: Limits{MaxDatabaseBytes: 256 << 10, MaxValueBytes: 1000}})
+	r := openRoom(t, s, "aa32")
+	_ = r.Claim(5)
+	if _, err := r.Exec(`CREATE TABLE t (b)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	e1 := r.Transaction(func() error {
+		for {
+			if _, err := r.Exec(`INSERT INTO t VALUES (zeroblob(900))`); err != nil {
+				return err
+			}
+		}
+	})
+	_, _ = r.Exec(`DELETE FROM t`)
+	e2 := r.Transaction(func() error { return r.Put("ev2", []byte("x")) })
+	e3 := r.Transaction(func() error { _ = r.Put("ev3", []byte("x")); return errors.New("fails") })
+	ce := r.Commit()
+	_, ok2, _ := r.Get("ev2")
+	_, ok3, _ := r.Get("ev3")
+	t.Logf("ev1 %v\nev2 %v\nev3 %v\ncommit %v\nev2 stored %v, ev3 (failed event) stored %v", e1, e2, e3, ce, ok2, ok3)
+	if ce != nil && ok2 {
+		t.Errorf("Commit failed but event 2's write is durable")
+	}
+}
+
+// TestRegressReserveWakes holds the only handle in a transaction: a second
+// room waits for it, and must go on when the transaction ends.
+func TestRegressReserveWakes(t *testing.T) {
+	s := openStore(t, Options{MaxOpen: 1})
+	a, b := openRoom(t, s, "ab01"), openRoom(t, s, "ab02")
+	if err := a.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := b.Get("k")
+		done <- err
+	}()
+	if err := a.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second room never got the handle after the transaction ended")
+	}
+}
+
+func TestRegressConcurrentOpenOfOneRoom(t *testing.T) {
+	s := openStore(t, Options{})
+	var wg sync.WaitGroup
+	rooms := make([]*Room, 4)
+	errs := make([]error, 4)
+	for i := range rooms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rooms[i], errs[i] = s.Room("ab03", "k", "n")
+		}()
+	}
+	wg.Wait()
+	for i := range rooms {
+		if errs[i] != nil || rooms[i] != rooms[0] {
+			t.Fatalf("open %d: %v; want one *Room for every caller", i, errs[i])
+		}
+	}
+	if err := rooms[0].Put("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+}
