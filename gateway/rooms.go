@@ -104,10 +104,13 @@ func (j *Join) Accept() *Socket { return j.AcceptValue(nil) }
 // AcceptValue is Accept with the room's handle for the socket set first
 // (see SetValue), so Message never sees the socket without it.
 func (j *Join) AcceptValue(v any) *Socket {
+	// Set before the state changes: once it does, the loop may report the
+	// socket closed, and the room must find its handle then. A join that
+	// is not taken is never reported, so setting it early is harmless.
+	j.s.value = v
 	if !j.state.CompareAndSwap(joinOpen, joinTaken) {
 		return nil
 	}
-	j.s.value = v
 	j.s.answer(*j.response, joinAccepted)
 	return j.s
 }

@@ -43,12 +43,32 @@ func (rt *Runtime) Info(kind, name string) (RoomInfo, error) {
 func (rt *Runtime) Delete(kind, name string) (bool, error) {
 	id := IDFromName(kind, name)
 	rt.mu.Lock()
+	if wait := rt.gone[id]; wait != nil {
+		// Deleted already, by another call: done when it is.
+		rt.mu.Unlock()
+		<-wait
+		return true, nil
+	}
+	// While it is deleted, the room cannot be woken again.
+	finished := make(chan struct{})
+	rt.gone[id] = finished
 	r := rt.rooms[id]
 	rt.mu.Unlock()
+	defer func() {
+		rt.mu.Lock()
+		delete(rt.gone, id)
+		rt.mu.Unlock()
+		close(finished)
+	}()
 	if r != nil {
-		done := make(chan struct{})
-		r.enqueue(&event{kind: evDelete, done: done}, false)
-		<-done
+		<-r.ready
+		if r.openErr == nil {
+			if !r.enqueue(&event{kind: evDelete}, false) {
+				// Stopped by Shutdown: its goroutine ends on its own.
+				r.stop()
+			}
+			<-r.done
+		}
 	}
 	if _, ok, err := rt.store.Record(id.String()); err != nil || !ok {
 		return r != nil, err

@@ -82,9 +82,12 @@ type room struct {
 	// Owned by the room's goroutine.
 	socks    []*Sock
 	out      []output
-	done     chan struct{}
-	deleting *event       // an evDelete was in the batch
-	nsocks   atomic.Int32 // len(socks), for the admin API
+	done     chan struct{}  // closed when run returns
+	ready    chan struct{}  // closed once the room is woken, or failed to wake
+	openErr  error          // why it failed to wake; set before ready closes
+	deleting bool           // an evDelete was in the batch
+	nsocks   atomic.Int32   // len(socks), for the admin API
+	deferred []func() error // Defer calls of the batch's events, run once it commits
 }
 
 // enqueue adds ev to the mailbox. A droppable event is refused when the
@@ -140,7 +143,11 @@ func (r *room) hold(o output) { r.out = append(r.out, o) }
 // transaction, each event a savepoint inside it.
 func (r *room) run() {
 	defer close(r.done)
-	defer r.store.Close()
+	defer func() {
+		if r.store != nil {
+			_ = r.store.Close()
+		}
+	}()
 	for {
 		batch := r.take(r.rt.maxBatch)
 		if batch == nil {
@@ -148,11 +155,21 @@ func (r *room) run() {
 		}
 		r.runBatch(batch)
 		r.nsocks.Store(int32(len(r.socks)))
-		if ev := r.deleting; ev != nil {
+		if r.deleting {
 			r.remove()
-			close(ev.done)
 			return
 		}
+	}
+}
+
+// stop ends the room's goroutine once its queue is empty.
+func (r *room) stop() {
+	r.mu.Lock()
+	r.stopped = true
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
 	}
 }
 
@@ -168,10 +185,24 @@ func (r *room) remove() {
 	}
 	r.socks = nil
 	r.nsocks.Store(0)
+	// What is still queued will not run: answer it.
 	r.mu.Lock()
 	r.stopped = true
+	left := r.queue
+	r.queue = nil
 	r.mu.Unlock()
-	_ = r.store.Close()
+	for _, ev := range left {
+		switch ev.kind {
+		case evConnect:
+			ev.join.Refuse(http.StatusServiceUnavailable, "the room was deleted")
+		case evRequest:
+			ev.rec.reset(http.StatusServiceUnavailable, "the room was deleted\n")
+			close(ev.done)
+		}
+	}
+	if r.store != nil {
+		_ = r.store.Close()
+	}
 	r.rt.mu.Lock()
 	if r.rt.rooms[r.id] == r {
 		delete(r.rt.rooms, r.id)
@@ -183,10 +214,10 @@ func (r *room) remove() {
 func (r *room) runBatch(batch []*event) {
 	if r.kind.Stateless {
 		for _, ev := range batch {
-			start := len(r.out)
+			start, deferred := len(r.out), len(r.deferred)
 			if err := r.handle(ev); err != nil {
 				ev.err = err
-				r.out = r.out[:start]
+				r.out, r.deferred = r.out[:start], r.deferred[:deferred]
 				r.undo(ev)
 				r.rt.eventsFailed.Add(1)
 			}
@@ -199,11 +230,11 @@ func (r *room) runBatch(batch []*event) {
 		return
 	}
 	for _, ev := range batch {
-		start := len(r.out)
+		start, deferred := len(r.out), len(r.deferred)
 		err := r.store.Transaction(func() error { return r.handle(ev) })
 		if err != nil {
 			ev.err = err
-			r.out = r.out[:start]
+			r.out, r.deferred = r.out[:start], r.deferred[:deferred]
 			r.undo(ev)
 			r.rt.eventsFailed.Add(1)
 			r.log.Warn("event failed", zap.String("event", evNames[ev.kind]), zap.Error(err))
@@ -231,6 +262,10 @@ func (r *room) handle(ev *event) (err error) {
 	}()
 	switch ev.kind {
 	case evConnect:
+		if len(r.socks) >= r.rt.maxSockets {
+			ev.refuse, ev.reason = http.StatusServiceUnavailable, "the room is full"
+			return nil
+		}
 		c := &Connect{Request: ev.req, r: r, ev: ev}
 		if err := r.h.Connect(c); err != nil {
 			return err
@@ -239,10 +274,6 @@ func (r *room) handle(ev *event) (err error) {
 			c.Accept()
 		}
 		if ev.accepted == nil {
-			return nil
-		}
-		if len(r.socks) > r.rt.maxSockets {
-			c.Refuse(http.StatusServiceUnavailable, "the room is full")
 			return nil
 		}
 		return checkTags(ev.accepted.tags)
@@ -265,7 +296,7 @@ func (r *room) handle(ev *event) (err error) {
 	case evDeferred:
 		return ev.fn()
 	case evDelete:
-		r.deleting = ev
+		r.deleting = true
 	}
 	return nil
 }
@@ -300,13 +331,17 @@ func (r *room) undo(ev *event) {
 func (r *room) release(batch []*event) {
 	out := r.out
 	r.out = nil
+	for _, f := range r.deferred {
+		r.enqueue(&event{kind: evDeferred, fn: f}, false)
+	}
+	r.deferred = nil
 	// Joins are answered first in their order, so a new socket exists
 	// before frames for it go out.
 	for _, ev := range batch {
 		switch {
 		case ev.kind == evConnect && ev.err != nil:
 			ev.join.Refuse(http.StatusInternalServerError, "the room failed")
-			r.h.Error(nil, ev.err)
+			r.tellError(nil, ev.err)
 		case ev.kind == evConnect && ev.accepted == nil:
 			ev.join.Refuse(ev.refuse, ev.reason)
 		case ev.kind == evConnect:
@@ -329,7 +364,7 @@ func (r *room) release(batch []*event) {
 			if ev.sock != nil {
 				sk = r.sockOf(ev.sock)
 			}
-			r.h.Error(sk, ev.err)
+			r.tellError(sk, ev.err)
 		}
 	}
 	for _, o := range out {
@@ -359,9 +394,11 @@ func (r *room) release(batch []*event) {
 func (r *room) failBatch(batch []*event, err error) {
 	r.rt.commitsFailed.Add(1)
 	r.log.Error("commit failed: closing the room's sockets and reopening it", zap.Error(err))
-	r.out = nil
+	r.out, r.deferred = nil, nil
 	for _, ev := range batch {
 		switch ev.kind {
+		case evDelete:
+			r.deleting = true
 		case evConnect:
 			ev.join.Refuse(http.StatusServiceUnavailable, "the room failed to save")
 		case evRequest:
@@ -376,8 +413,23 @@ func (r *room) failBatch(batch []*event, err error) {
 		s.closed = true
 	}
 	r.socks = nil
-	r.h.Error(nil, fmt.Errorf("%w: %w", errStorageFailed, err))
-	r.h = r.kind.New(r.st)
+	r.tellError(nil, fmt.Errorf("%w: %w", errStorageFailed, err))
+	if h, cerr := r.construct(); cerr == nil {
+		r.h = h
+	} else {
+		r.log.Error("the room could not be rebuilt", zap.Error(cerr))
+	}
+}
+
+// tellError hands an error to the handler's Error; a panic there is
+// logged, not the node's end.
+func (r *room) tellError(s *Sock, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("Error handler panicked", zap.Any("panic", p))
+		}
+	}()
+	r.h.Error(s, err)
 }
 
 // ghost stands for a socket the client left before it was accepted.

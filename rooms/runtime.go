@@ -46,7 +46,8 @@ type Runtime struct {
 	hook       func(ID) error
 
 	mu     sync.Mutex
-	rooms  map[ID]*room
+	rooms  map[ID]*room         // active rooms, and rooms being woken (ready not yet closed)
+	gone   map[ID]chan struct{} // rooms being deleted; closed when the deletion is done
 	closed bool
 
 	eventsFailed, commitsFailed, refused atomic.Int64
@@ -60,7 +61,7 @@ func New(cfg Config) (*Runtime, error) {
 	rt := &Runtime{
 		store: cfg.Store, kinds: map[string]*Kind{}, log: cfg.Logger,
 		mailbox: cfg.Mailbox, maxBatch: cfg.MaxBatch, maxSockets: cfg.MaxSockets,
-		hook: cfg.CommitHook, rooms: map[ID]*room{},
+		hook: cfg.CommitHook, rooms: map[ID]*room{}, gone: map[ID]chan struct{}{},
 	}
 	if rt.log == nil {
 		rt.log = zap.NewNop()
@@ -108,36 +109,99 @@ func (rt *Runtime) room(kind, name string) (*room, error) {
 	}
 	id := IDFromName(kind, name)
 	rt.mu.Lock()
-	defer rt.mu.Unlock()
 	if rt.closed {
+		rt.mu.Unlock()
 		return nil, errors.New("rooms: shutting down")
 	}
+	if rt.gone[id] != nil {
+		rt.mu.Unlock()
+		return nil, errors.New("rooms: the room is being deleted")
+	}
 	if r := rt.rooms[id]; r != nil {
+		rt.mu.Unlock()
+		<-r.ready
+		if r.openErr != nil {
+			return nil, r.openErr
+		}
 		return r, nil
 	}
-	sr, err := rt.store.Room(id.String(), kind, name)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errStorageFailed, err)
-	}
+	// Woken outside rt.mu: opening storage and running the constructor
+	// take time, and other rooms must not wait for them.
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &room{
-		rt: rt, id: id, kind: k, name: name, store: sr, ctx: ctx, cancel: cancel,
-		notify: make(chan struct{}, 1), done: make(chan struct{}),
+		rt: rt, id: id, kind: k, name: name, ctx: ctx, cancel: cancel,
+		notify: make(chan struct{}, 1), done: make(chan struct{}), ready: make(chan struct{}),
 		log: rt.log.With(zap.String("kind", kind), zap.String("room", name)),
 	}
-	r.st = &State{ID: id, Kind: kind, Name: name, Storage: sr, r: r}
-	r.h = k.New(r.st)
 	rt.rooms[id] = r
+	rt.mu.Unlock()
+	if err := r.open(); err != nil {
+		r.openErr = err
+		rt.mu.Lock()
+		if rt.rooms[id] == r {
+			delete(rt.rooms, id)
+		}
+		rt.mu.Unlock()
+		close(r.ready)
+		return nil, err
+	}
+	close(r.ready)
 	go r.run()
 	return r, nil
+}
+
+// open gives a room being woken its storage (none for a stateless kind)
+// and its object.
+func (r *room) open() error {
+	if !r.kind.Stateless {
+		sr, err := r.rt.store.Room(r.id.String(), r.kind.Name, r.name)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errStorageFailed, err)
+		}
+		r.store = sr
+	}
+	r.st = &State{ID: r.id, Kind: r.kind.Name, Name: r.name, Storage: r.store, r: r}
+	h, err := r.construct()
+	if err != nil {
+		if r.store != nil {
+			_ = r.store.Close()
+		}
+		return err
+	}
+	r.h = h
+	return nil
+}
+
+// construct runs the kind's constructor; a panic in it fails the wake,
+// not the node.
+func (r *room) construct() (h Handler, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("rooms: %s's constructor panicked: %v", r.kind.Name, p)
+		}
+	}()
+	return r.kind.New(r.st), nil
 }
 
 // active returns kind's room called name if it is active.
 func (rt *Runtime) active(kind, name string) *room {
 	id := IDFromName(kind, name)
 	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	return rt.rooms[id]
+	r := rt.rooms[id]
+	rt.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	select {
+	case <-r.ready:
+		if r.openErr != nil {
+			return nil
+		}
+		return r
+	default:
+		// Still waking: the caller takes the path that waits for it.
+		return nil
+	}
 }
 
 // Join asks the room whether a handshake may join. A room that is not
@@ -264,15 +328,16 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 	}
 	rt.mu.Unlock()
 	for _, r := range rooms {
-		r.mu.Lock()
-		r.stopped = true
-		r.mu.Unlock()
-		select {
-		case r.notify <- struct{}{}:
-		default:
+		<-r.ready
+		if r.openErr != nil {
+			continue
 		}
+		r.stop()
 	}
 	for _, r := range rooms {
+		if r.openErr != nil {
+			continue
+		}
 		select {
 		case <-r.done:
 			r.cancel()

@@ -111,7 +111,8 @@ func (st *State) SetAutoResponse(request, response string) error {
 // Defer runs f later in the room's own loop, as an event of its own with
 // its own transaction.
 func (st *State) Defer(f func() error) {
-	st.r.enqueue(&event{kind: evDeferred, fn: f}, false)
+	// Held like output: it runs only if this event commits.
+	st.r.deferred = append(st.r.deferred, f)
 }
 
 // Connect is a handshake being decided in Handler.Connect.

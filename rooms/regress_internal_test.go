@@ -1,0 +1,78 @@
+package rooms
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/den-rooms/den/storage"
+)
+
+func newRuntime(t *testing.T) *Runtime {
+	store, err := storage.Open(storage.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	rt, err := New(Config{Store: store, Kinds: []Kind{{Name: "b", New: func(*State) Handler { return Base{} }}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rt
+}
+
+// deleteEnds reports whether Delete returns within 10 s.
+func deleteEnds(rt *Runtime) bool {
+	done := make(chan struct{})
+	go func() { _, _ = rt.Delete("b", "x"); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(10 * time.Second):
+		return false
+	}
+}
+
+func TestRegressDeleteAfterFailedBegin(t *testing.T) {
+	rt := newRuntime(t)
+	r, err := rt.room("b", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.store.Close() // every Begin fails from now on
+	w := httptest.NewRecorder()
+	rt.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/rooms/b/x", nil), "b", "x")
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("request to a room that cannot begin: %d", w.Code)
+	}
+	if !deleteEnds(rt) {
+		t.Fatal("Delete hangs on a room whose batches fail")
+	}
+}
+
+func TestRegressDeleteAfterShutdown(t *testing.T) {
+	rt := newRuntime(t)
+	if _, err := rt.room("b", "x"); err != nil {
+		t.Fatal(err)
+	}
+	_ = rt.Shutdown(context.Background())
+	if !deleteEnds(rt) {
+		t.Fatal("Delete hangs after Shutdown")
+	}
+}
+
+func TestRegressTwoDeletesBothEnd(t *testing.T) {
+	rt := newRuntime(t)
+	if _, err := rt.room("b", "x"); err != nil {
+		t.Fatal(err)
+	}
+	ends := make(chan bool, 2)
+	for range 2 {
+		go func() { ends <- deleteEnds(rt) }()
+	}
+	if !<-ends || !<-ends {
+		t.Fatal("one of two Deletes of a room hangs")
+	}
+}
