@@ -7,7 +7,8 @@
 // Events queued together share one commit. What a handler sends (frames,
 // closes, an HTTP response) is held until that commit is durable and then
 // released in order; if the commit fails, nothing held goes out, the
-// room's sockets are closed with 1011 and the room starts over from disk.
+// room's sockets are closed with 1011 and the room starts over from disk,
+// its new object with no sockets (and no close events for the old ones).
 //
 // The gateway calls Join, Message, Closed and ServeHTTP; they never block
 // on a room. Handlers run on the room's goroutine and may use its State
