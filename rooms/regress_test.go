@@ -80,3 +80,43 @@ func TestRegressConstructorPanicRefuses(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+// marker sets its socket's attachment and the auto-response, then fails
+// if asked: a failed event must leave both as they were.
+type marker struct {
+	rooms.Base
+	st *rooms.State
+}
+
+func (m *marker) Connect(c *rooms.Connect) error {
+	return c.Accept().SetAttachment([]byte("first"))
+}
+
+func (m *marker) Message(s *rooms.Sock, _ bool, data []byte) error {
+	switch string(data) {
+	case "show":
+		s.SendText(string(s.Attachment()))
+		return nil
+	case "change and fail":
+		_ = s.SetAttachment([]byte("second"))
+		_ = m.st.SetAutoResponse("hello", "auto")
+		return errors.New("fail")
+	}
+	s.SendText("handled " + string(data))
+	return nil
+}
+
+func TestRegressFailedEventRestoresAttachmentAndAutoResponse(t *testing.T) {
+	kind := rooms.Kind{Name: "marker", New: func(st *rooms.State) rooms.Handler { return &marker{st: st} }}
+	n := startNode(t, t.TempDir(), rooms.Config{Kinds: []rooms.Kind{kind}})
+	c := n.dial(t, "/rooms/marker/x")
+	send(t, c, "change and fail")
+	send(t, c, "show")
+	if got := read(t, c); got != "first" {
+		t.Fatalf("attachment %q after a failed event changed it", got)
+	}
+	send(t, c, "hello")
+	if got := read(t, c); got != "handled hello" {
+		t.Fatalf("got %q: the failed event's auto-response stayed", got)
+	}
+}

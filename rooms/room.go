@@ -88,6 +88,10 @@ type room struct {
 	deleting bool           // an evDelete was in the batch
 	nsocks   atomic.Int32   // len(socks), for the admin API
 	deferred []func() error // Defer calls of the batch's events, run once it commits
+	// undoAttach holds the attachments the current event replaced, and
+	// auto the auto-response it started with: a failed event restores them.
+	undoAttach []attachUndo
+	autoBefore *[2]string
 }
 
 // enqueue adds ev to the mailbox. A droppable event is refused when the
@@ -215,6 +219,7 @@ func (r *room) runBatch(batch []*event) {
 	if r.kind.Stateless {
 		for _, ev := range batch {
 			start, deferred := len(r.out), len(r.deferred)
+			r.beginEvent()
 			if err := r.handle(ev); err != nil {
 				ev.err = err
 				r.out, r.deferred = r.out[:start], r.deferred[:deferred]
@@ -231,6 +236,7 @@ func (r *room) runBatch(batch []*event) {
 	}
 	for _, ev := range batch {
 		start, deferred := len(r.out), len(r.deferred)
+		r.beginEvent()
 		err := r.store.Transaction(func() error { return r.handle(ev) })
 		if err != nil {
 			ev.err = err
@@ -311,7 +317,18 @@ func (r *room) sockOf(s Socket) *Sock {
 }
 
 // undo takes back what a failed event did outside storage.
+// beginEvent starts recording what an event changes outside storage.
+func (r *room) beginEvent() {
+	r.undoAttach = r.undoAttach[:0]
+	r.autoBefore = r.auto.Load()
+}
+
 func (r *room) undo(ev *event) {
+	for i := len(r.undoAttach) - 1; i >= 0; i-- {
+		r.undoAttach[i].restore()
+	}
+	r.undoAttach = r.undoAttach[:0]
+	r.auto.Store(r.autoBefore)
 	if ev.accepted != nil {
 		s := ev.accepted
 		r.socks = slices.DeleteFunc(r.socks, func(o *Sock) bool { return o == s })

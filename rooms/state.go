@@ -202,12 +202,28 @@ func (s *Sock) SetAttachment(b []byte) error {
 		return ErrAttachment
 	}
 	b = append([]byte(nil), b...)
+	// Remembered so a failed event can put the old one back.
+	s.r.undoAttach = append(s.r.undoAttach, attachUndo{s, s.Attachment()})
 	if s.s == nil {
 		s.attach = b
 		return nil
 	}
 	s.s.SetAttachment(b)
 	return nil
+}
+
+// attachUndo is an attachment as it was before an event changed it.
+type attachUndo struct {
+	s   *Sock
+	old []byte
+}
+
+func (u attachUndo) restore() {
+	if u.s.s == nil {
+		u.s.attach = u.old
+		return
+	}
+	u.s.s.SetAttachment(u.old)
 }
 
 // Send sends a message once the event is durable.
