@@ -12,6 +12,7 @@ package server
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"net"
@@ -24,6 +25,11 @@ import (
 	"github.com/den-rooms/den/rooms/builtin"
 	"github.com/den-rooms/den/storage"
 )
+
+// demoPage is GET /: join a chat room from a browser.
+//
+//go:embed demo.html
+var demoPage []byte
 
 // Config configures a node. Zero values mean den serve's defaults.
 type Config struct {
@@ -38,7 +44,8 @@ type Config struct {
 	// named like a built-in one replaces it.
 	Kinds []rooms.Kind
 	// AdminToken, if set, serves the admin API under /admin/rooms to
-	// requests bearing it.
+	// requests bearing it. GET / (a chat demo page) and GET /metrics
+	// (Prometheus) are always served.
 	AdminToken string
 	Logger     *zap.Logger
 }
@@ -80,20 +87,27 @@ func New(cfg Config) (*Server, error) {
 		store.Close()
 		return nil, err
 	}
+	s := &Server{rt: rt, store: store, log: cfg.Logger}
 	gcfg := cfg.Gateway
 	gcfg.Logger = cfg.Logger
 	gcfg.Rooms = gateway.Runtime(rt)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(demoPage)
+	})
+	mux.Handle("GET /metrics", s.metrics())
 	if cfg.AdminToken != "" {
-		mux := http.NewServeMux()
 		mux.Handle("/admin/", rt.Admin(cfg.AdminToken))
-		gcfg.Handler = mux
 	}
+	gcfg.Handler = mux
 	gw, err := gateway.New(gcfg)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	return &Server{gw: gw, rt: rt, store: store, log: cfg.Logger}, nil
+	s.gw = gw
+	return s, nil
 }
 
 // Start listens and serves.

@@ -1,0 +1,83 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/den-rooms/den/gateway"
+	"github.com/den-rooms/den/loadtest"
+	"github.com/den-rooms/den/server"
+)
+
+func start(t *testing.T) *server.Server {
+	t.Helper()
+	srv, err := server.New(server.Config{Gateway: gateway.Config{Listen: "127.0.0.1:0"}, Data: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return srv
+}
+
+func get(t *testing.T, url string) (int, string, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+}
+
+func TestDemoPageAndMetrics(t *testing.T) {
+	srv := start(t)
+	base := "http://" + srv.Addr().String()
+	code, ctype, body := get(t, base+"/")
+	if code != 200 || !strings.HasPrefix(ctype, "text/html") || !strings.Contains(body, "/rooms/chat/") {
+		t.Fatalf("GET /: %d %s", code, ctype)
+	}
+	if code, _, _ := get(t, base+"/nothing"); code != http.StatusNotFound {
+		t.Fatalf("GET /nothing: %d", code)
+	}
+	resp, err := http.Post(base+"/rooms/counter/m/increment", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	code, _, body = get(t, base+"/metrics")
+	for _, want := range []string{"den_sockets 0", "den_rooms_active 1", "den_storage_open_handles 1", "process_resident_memory_bytes", "den_accepted_total"} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("GET /metrics (%d) lacks %q", code, want)
+		}
+	}
+	if code, _, _ := get(t, base+"/admin/rooms"); code != http.StatusNotFound {
+		t.Fatalf("the admin API without a token: %d, want it not served", code)
+	}
+}
+
+// TestLoadtestReadsMetrics points den loadtest's --metrics-url at den.
+func TestLoadtestReadsMetrics(t *testing.T) {
+	srv := start(t)
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Scenario: loadtest.Idle, URLs: []string{"ws://" + srv.Addr().String() + "/rooms/echo/{room}"},
+		Count: 20, Hold: 200 * time.Millisecond, Duration: 30 * time.Second, Interval: 100 * time.Millisecond, Loops: 1,
+	}, loadtest.Options{MetricsURLs: []string{"http://" + srv.Addr().String() + "/metrics"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Counters.Opened != 20 || res.Server == nil || res.Server.HoldRSS == 0 || res.Server.OpenAtHold != 20 {
+		t.Fatalf("result %+v server %+v", res.Counters, res.Server)
+	}
+}
