@@ -389,3 +389,25 @@ func TestRegressConcurrentOpenOfOneRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRowsWrittenOnRepeat runs the same statements again: the second run
+// takes the cached Exec path and must count the same.
+func TestRowsWrittenOnRepeat(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "ab04")
+	if _, err := r.Exec(`CREATE TABLE t (x)`); err != nil {
+		t.Fatal(err)
+	}
+	for run := range 3 {
+		c, err := r.Exec(`INSERT INTO t VALUES (?), (?)`, run+100, run+100)
+		if err != nil || c.RowsWritten() != 2 {
+			t.Fatalf("run %d: written %v, err %v", run, c, err)
+		}
+		c, err = r.Exec(`UPDATE t SET x = -1 WHERE x = ?`, run+100)
+		if err != nil || c.RowsWritten() != 2 {
+			t.Fatalf("run %d update: %v %v", run, c, err)
+		}
+	}
+	if _, err := r.Exec(`SELECT * FROM _den_kv`); !errors.Is(err, ErrReserved) {
+		t.Fatalf("a reserved table: %v", err)
+	}
+}

@@ -48,8 +48,9 @@ type Room struct {
 
 // cached is a prepared statement and what the authorizer saw in it.
 type cached struct {
-	stmt  *sql.Stmt
-	wrote bool
+	stmt   *sql.Stmt
+	wrote  bool
+	noRows bool // author SQL that returned no columns when it ran
 }
 
 // maxCached bounds the statement cache; past it, the cache starts over.

@@ -84,6 +84,18 @@ func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 		if err != nil {
 			return err
 		}
+		if st.noRows {
+			// Known to return no rows: run it as an Exec, whose result
+			// counts the rows written without another statement.
+			res, err := st.stmt.ExecContext(bg, args...)
+			if err != nil {
+				return err
+			}
+			if st.wrote {
+				cur.written, _ = res.RowsAffected()
+			}
+			return nil
+		}
 		rows, err := st.stmt.QueryContext(bg, args...)
 		if err != nil {
 			return err
@@ -108,6 +120,10 @@ func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 		}
 		rows.Close()
 		r.internal = true
+		// A statement that returned no columns never will: the next runs
+		// of the same text take the Exec path. Several statements in one
+		// text stay on this one.
+		st.noRows = len(cur.cols) == 0 && !strings.Contains(query, ";")
 		switch {
 		case !st.wrote:
 		case len(cur.cols) > 0:
