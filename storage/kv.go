@@ -50,7 +50,7 @@ func (r *Room) GetMany(keys []string) (map[string][]byte, error) {
 		return nil, err
 	}
 	out := make(map[string][]byte, len(keys))
-	err := r.use(func(c *sql.Conn) error {
+	err := r.use(func() error {
 		for _, k := range keys {
 			var v []byte
 			err := r.queryRow(`SELECT value FROM _den_kv WHERE key = ?`, k).Scan(&v)
@@ -84,7 +84,7 @@ func (r *Room) PutMany(entries []Entry) error {
 	if err := r.checkKeys(keys); err != nil {
 		return err
 	}
-	return r.write(func(c *sql.Conn) error {
+	return r.write(func() error {
 		for _, e := range entries {
 			v := e.Value
 			if v == nil {
@@ -111,7 +111,7 @@ func (r *Room) DeleteMany(keys []string) (int, error) {
 		return 0, err
 	}
 	var n int
-	err := r.write(func(c *sql.Conn) error {
+	err := r.write(func() error {
 		for _, k := range keys {
 			res, err := r.exec(`DELETE FROM _den_kv WHERE key = ?`, k)
 			if err != nil {
@@ -160,8 +160,8 @@ func (r *Room) List(opts ListOptions) ([]Entry, error) {
 		args = append(args, opts.Limit)
 	}
 	var out []Entry
-	err := r.use(func(c *sql.Conn) error {
-		rows, err := c.QueryContext(bg, q, args...)
+	err := r.use(func() error {
+		rows, err := r.conn.QueryContext(bg, q, args...)
 		if err != nil {
 			return err
 		}

@@ -4,7 +4,6 @@ package storage
 // transaction, each a test that failed before its fix.
 
 import (
-	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -149,8 +148,8 @@ func TestRegressRenameEscapesDeleteAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	var n int
-	_ = r.use(func(c *sql.Conn) error {
-		return c.QueryRowContext(bg, `SELECT count(*) FROM sqlite_schema WHERE name = '_den_hidden'`).Scan(&n)
+	_ = r.use(func() error {
+		return r.conn.QueryRowContext(bg, `SELECT count(*) FROM sqlite_schema WHERE name = '_den_hidden'`).Scan(&n)
 	})
 	if n != 0 {
 		t.Errorf("author table renamed to _den_hidden survives DeleteAll")

@@ -218,8 +218,7 @@ func (r *Room) Close() error {
 	var err error
 	r.internal = true
 	if r.inTx && r.conn != nil {
-		_, err = r.conn.ExecContext(bg, `ROLLBACK`)
-		r.inTx, r.depth = false, 0
+		err = r.abort()
 	}
 	r.closeHandle()
 	r.closed = true
@@ -249,15 +248,14 @@ func (r *Room) Claim(epoch uint64) error {
 	old := r.epoch
 	r.epoch = epoch
 	r.mu.Unlock()
-	err := r.write(func(c *sql.Conn) error {
+	err := r.write(func() error {
 		// Checked here too: inside an open transaction begin's check is
 		// behind us.
-		var stored int64
-		err := r.queryRow(`SELECT v FROM _den_meta WHERE k = 'epoch'`).Scan(&stored)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		stored, err := r.storedEpoch()
+		if err != nil {
 			return err
 		}
-		if uint64(stored) > epoch {
+		if stored > epoch {
 			return fmt.Errorf("%w (room epoch %d, claim %d)", ErrStaleEpoch, stored, epoch)
 		}
 		_, err = r.exec(`INSERT INTO _den_meta (k, v) VALUES ('epoch', ?)
@@ -274,28 +272,25 @@ func (r *Room) Claim(epoch uint64) error {
 
 // Epoch is the room's current epoch (that of its latest Claim).
 func (r *Room) Epoch() (uint64, error) {
-	var e int64
-	err := r.use(func(c *sql.Conn) error {
-		err := c.QueryRowContext(bg, `SELECT v FROM _den_meta WHERE k = 'epoch'`).Scan(&e)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
+	var e uint64
+	err := r.use(func() (err error) {
+		e, err = r.storedEpoch()
 		return err
 	})
-	return uint64(e), err
+	return e, err
 }
 
 // use runs f with the handle.
-func (r *Room) use(f func(*sql.Conn) error) error {
+func (r *Room) use(f func() error) error {
 	if err := r.acquire(); err != nil {
 		return err
 	}
 	defer r.releaseHandle()
-	return r.mapError(f(r.conn))
+	return r.mapError(f())
 }
 
 // write runs f inside the open transaction, or inside one of its own.
-func (r *Room) write(f func(*sql.Conn) error) error {
+func (r *Room) write(f func() error) error {
 	if err := r.acquire(); err != nil {
 		return err
 	}
@@ -304,17 +299,38 @@ func (r *Room) write(f func(*sql.Conn) error) error {
 		if r.broken {
 			return errBroken
 		}
-		return r.mapError(f(r.conn))
+		return r.mapError(f())
 	}
 	if err := r.begin(); err != nil {
 		return err
 	}
-	if err := f(r.conn); err != nil {
-		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
-		r.inTx = false
-		return r.mapError(err)
+	if err := f(); err != nil {
+		err = r.mapError(err)
+		_ = r.abort()
+		return err
 	}
 	return r.commit()
+}
+
+// abort rolls the transaction back and forgets it. A transaction SQLite
+// already ended (broken) has nothing to roll back, and that is no error.
+func (r *Room) abort() error {
+	_, err := r.exec(`ROLLBACK`)
+	if r.broken {
+		err = nil
+	}
+	r.inTx, r.depth, r.broken = false, 0, false
+	return r.mapError(err)
+}
+
+// storedEpoch is the epoch of the room's latest Claim, 0 if none.
+func (r *Room) storedEpoch() (uint64, error) {
+	var e int64
+	err := r.queryRow(`SELECT v FROM _den_meta WHERE k = 'epoch'`).Scan(&e)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = nil
+	}
+	return uint64(e), err
 }
 
 // begin starts a write transaction and checks the epoch inside it, so no
@@ -324,16 +340,13 @@ func (r *Room) begin() error {
 		return r.mapError(err)
 	}
 	r.inTx, r.depth, r.broken = true, 0, false
-	var stored int64
-	err := r.queryRow(`SELECT v FROM _den_meta WHERE k = 'epoch'`).Scan(&stored)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
-		r.inTx = false
+	stored, err := r.storedEpoch()
+	if err != nil {
+		_ = r.abort()
 		return err
 	}
-	if uint64(stored) > r.epoch {
-		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
-		r.inTx = false
+	if stored > r.epoch {
+		_ = r.abort()
 		return fmt.Errorf("%w (room epoch %d, this handle's %d)", ErrStaleEpoch, stored, r.epoch)
 	}
 	return nil
@@ -341,16 +354,16 @@ func (r *Room) begin() error {
 
 func (r *Room) commit() error {
 	if r.broken {
-		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
-		r.inTx, r.depth, r.broken = false, 0, false
+		_ = r.abort()
 		return errBroken
 	}
-	_, err := r.exec(`COMMIT`)
-	if err != nil {
-		_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
+	if _, err := r.exec(`COMMIT`); err != nil {
+		err = r.mapError(err)
+		_ = r.abort()
+		return err
 	}
-	r.inTx, r.depth, r.broken = false, 0, false
-	return r.mapError(err)
+	r.inTx, r.depth = false, 0
+	return nil
 }
 
 // Begin starts the transaction the room's events run in. Until Commit or
@@ -388,13 +401,7 @@ func (r *Room) Rollback() error {
 	if !r.inTx {
 		return nil
 	}
-	_, err := r.conn.ExecContext(bg, `ROLLBACK`)
-	if r.broken {
-		// SQLite ended the transaction already.
-		err = nil
-	}
-	r.inTx, r.depth, r.broken = false, 0, false
-	return r.mapError(err)
+	return r.abort()
 }
 
 // Transaction runs f atomically: all of its writes or none. Inside an open
@@ -419,12 +426,12 @@ func (r *Room) Transaction(f func() error) (err error) {
 	name := "den_sp" + strconv.Itoa(r.depth)
 	if _, err := r.exec(`SAVEPOINT ` + name); err != nil {
 		r.depth--
+		err = r.mapError(err)
 		if outer {
-			_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
-			r.inTx, r.depth, r.broken = false, 0, false
+			_ = r.abort()
 		}
 		r.releaseHandle()
-		return r.mapError(err)
+		return err
 	}
 	r.releaseHandle()
 
@@ -436,8 +443,7 @@ func (r *Room) Transaction(f func() error) (err error) {
 		if r.broken {
 			r.depth--
 			if outer {
-				_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
-				r.inTx, r.depth, r.broken = false, 0, false
+				_ = r.abort()
 			}
 			return errBroken
 		}
@@ -453,8 +459,9 @@ func (r *Room) Transaction(f func() error) (err error) {
 			if ok && ferr == nil {
 				return r.commit()
 			}
-			_, _ = r.conn.ExecContext(bg, `ROLLBACK`)
-			r.inTx, r.depth = false, 0
+			ferr = r.mapError(ferr)
+			_ = r.abort()
+			return ferr
 		}
 		return r.mapError(ferr)
 	}
@@ -476,11 +483,11 @@ func (r *Room) Transaction(f func() error) (err error) {
 // Size is the room's database size in bytes (pages in use).
 func (r *Room) Size() (int64, error) {
 	var pages, size int64
-	err := r.use(func(c *sql.Conn) error {
-		if err := c.QueryRowContext(bg, `PRAGMA page_count`).Scan(&pages); err != nil {
+	err := r.use(func() error {
+		if err := r.conn.QueryRowContext(bg, `PRAGMA page_count`).Scan(&pages); err != nil {
 			return err
 		}
-		return c.QueryRowContext(bg, `PRAGMA page_size`).Scan(&size)
+		return r.conn.QueryRowContext(bg, `PRAGMA page_size`).Scan(&size)
 	})
 	return pages * size, err
 }
@@ -488,8 +495,8 @@ func (r *Room) Size() (int64, error) {
 // DeleteAll removes everything the room stores: the author's tables,
 // views, triggers and indexes, and every KV entry, atomically.
 func (r *Room) DeleteAll() error {
-	return r.write(func(c *sql.Conn) error {
-		rows, err := c.QueryContext(bg, `SELECT type, name FROM sqlite_schema
+	return r.write(func() error {
+		rows, err := r.conn.QueryContext(bg, `SELECT type, name FROM sqlite_schema
 			WHERE name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT IN ('_den_kv', '_den_meta')
 			AND type IN ('table', 'view', 'trigger') ORDER BY type = 'table'`)
 		if err != nil {
@@ -507,11 +514,11 @@ func (r *Room) DeleteAll() error {
 		}
 		rows.Close()
 		for _, o := range objs {
-			if _, err := c.ExecContext(bg, `DROP `+o.typ+` IF EXISTS `+quoteIdent(o.name)); err != nil {
+			if _, err := r.conn.ExecContext(bg, `DROP `+o.typ+` IF EXISTS `+quoteIdent(o.name)); err != nil {
 				return err
 			}
 		}
-		_, err = c.ExecContext(bg, `DELETE FROM _den_kv`)
+		_, err = r.conn.ExecContext(bg, `DELETE FROM _den_kv`)
 		return err
 	})
 }

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"database/sql"
 	"strings"
 
 	"modernc.org/sqlite"
@@ -77,7 +76,7 @@ func (c *Cursor) named(vals []any) map[string]any {
 // table_list, index_list and friends) and den's own tables.
 func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 	cur := &Cursor{}
-	err := r.write(func(c *sql.Conn) error {
+	err := r.write(func() error {
 		r.internal = false
 		defer func() { r.internal = true }()
 		st, err := r.prepare(query, true)
