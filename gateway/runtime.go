@@ -42,3 +42,20 @@ func (r roomsJoin) Accept(v any) rooms.Socket {
 }
 
 func (r roomsJoin) Refuse(status int, reason string) { r.j.Refuse(status, reason) }
+
+// RoomsBroadcast is the runtime's broadcaster (rooms.Config.Broadcast):
+// the message is encoded once and queued on each event loop under one
+// lock, as Broadcast does.
+func RoomsBroadcast(to []rooms.Socket, text bool, payload []byte) {
+	socks := make([]*Socket, 0, len(to))
+	for _, s := range to {
+		if gs, ok := s.(*Socket); ok {
+			socks = append(socks, gs)
+		} else {
+			_ = s.Send(text, payload)
+		}
+	}
+	if len(socks) > 0 {
+		Broadcast(NewFrame(text, payload), socks)
+	}
+}

@@ -35,6 +35,7 @@ func startNode(tb testing.TB, dir string, cfg rooms.Config) *node {
 	if cfg.Kinds == nil {
 		cfg.Kinds = builtin.Kinds()
 	}
+	cfg.Broadcast = gateway.RoomsBroadcast
 	rt, err := rooms.New(cfg)
 	if err != nil {
 		tb.Fatal(err)

@@ -51,6 +51,7 @@ type event struct {
 // output is a frame or close held until its event is durable.
 type output struct {
 	sock   *Sock
+	to     []*Sock // a broadcast: the recipients, sock is nil
 	text   bool
 	data   []byte
 	close  bool
@@ -181,13 +182,7 @@ func (r *room) stop() {
 // handle released and it leaves the runtime, so the admin API can delete
 // its files.
 func (r *room) remove() {
-	for _, s := range r.socks {
-		if s.s != nil {
-			s.s.Close(1000, "room deleted")
-		}
-		s.closed = true
-	}
-	r.socks = nil
+	r.closeSockets(1000, "room deleted")
 	r.nsocks.Store(0)
 	// What is still queued will not run: answer it.
 	r.mu.Lock()
@@ -218,14 +213,7 @@ func (r *room) remove() {
 func (r *room) runBatch(batch []*event) {
 	if r.kind.Stateless {
 		for _, ev := range batch {
-			start, deferred := len(r.out), len(r.deferred)
-			r.beginEvent()
-			if err := r.handle(ev); err != nil {
-				ev.err = err
-				r.out, r.deferred = r.out[:start], r.deferred[:deferred]
-				r.undo(ev)
-				r.rt.eventsFailed.Add(1)
-			}
+			r.runEvent(ev, func() error { return r.handle(ev) })
 		}
 		r.release(batch)
 		return
@@ -235,16 +223,7 @@ func (r *room) runBatch(batch []*event) {
 		return
 	}
 	for _, ev := range batch {
-		start, deferred := len(r.out), len(r.deferred)
-		r.beginEvent()
-		err := r.store.Transaction(func() error { return r.handle(ev) })
-		if err != nil {
-			ev.err = err
-			r.out, r.deferred = r.out[:start], r.deferred[:deferred]
-			r.undo(ev)
-			r.rt.eventsFailed.Add(1)
-			r.log.Warn("event failed", zap.String("event", evNames[ev.kind]), zap.Error(err))
-		}
+		r.runEvent(ev, func() error { return r.store.Transaction(func() error { return r.handle(ev) }) })
 	}
 	err := r.rt.commitHook(r.id)
 	if err == nil {
@@ -295,7 +274,7 @@ func (r *room) handle(ev *event) (err error) {
 			return nil
 		}
 		s.closed = true
-		r.socks = slices.DeleteFunc(r.socks, func(o *Sock) bool { return o == s })
+		r.dropSock(s)
 		return r.h.Close(s, ev.code, ev.why, ev.ok)
 	case evRequest:
 		return r.h.Request(ev.rec, ev.req)
@@ -316,13 +295,39 @@ func (r *room) sockOf(s Socket) *Sock {
 	return sk
 }
 
-// undo takes back what a failed event did outside storage.
-// beginEvent starts recording what an event changes outside storage.
-func (r *room) beginEvent() {
+// runEvent runs one event; if it fails, what it held and deferred is
+// dropped and what it changed outside storage is taken back.
+func (r *room) runEvent(ev *event, run func() error) {
+	start, deferred := len(r.out), len(r.deferred)
 	r.undoAttach = r.undoAttach[:0]
 	r.autoBefore = r.auto.Load()
+	if err := run(); err != nil {
+		ev.err = err
+		r.out, r.deferred = r.out[:start], r.deferred[:deferred]
+		r.undo(ev)
+		r.rt.eventsFailed.Add(1)
+		r.log.Warn("event failed", zap.String("event", evNames[ev.kind]), zap.Error(err))
+	}
 }
 
+// dropSock takes s out of the room's sockets.
+func (r *room) dropSock(s *Sock) {
+	r.socks = slices.DeleteFunc(r.socks, func(o *Sock) bool { return o == s })
+}
+
+// closeSockets closes every socket of the room now (not held: the room is
+// ending or starting over) and forgets them.
+func (r *room) closeSockets(code int, reason string) {
+	for _, s := range r.socks {
+		if s.s != nil {
+			s.s.Close(code, reason)
+		}
+		s.closed = true
+	}
+	r.socks = nil
+}
+
+// undo takes back what a failed event did outside storage.
 func (r *room) undo(ev *event) {
 	for i := len(r.undoAttach) - 1; i >= 0; i-- {
 		r.undoAttach[i].restore()
@@ -330,15 +335,14 @@ func (r *room) undo(ev *event) {
 	r.undoAttach = r.undoAttach[:0]
 	r.auto.Store(r.autoBefore)
 	if ev.accepted != nil {
-		s := ev.accepted
-		r.socks = slices.DeleteFunc(r.socks, func(o *Sock) bool { return o == s })
+		r.dropSock(ev.accepted)
 		ev.accepted = nil
 	}
 	if ev.kind == evClose {
 		// The socket is gone whatever the handler said.
 		if s, _ := ev.sock.Value().(*Sock); s != nil && s.r == r {
 			s.closed = true
-			r.socks = slices.DeleteFunc(r.socks, func(o *Sock) bool { return o == s })
+			r.dropSock(s)
 		}
 	}
 }
@@ -384,8 +388,19 @@ func (r *room) release(batch []*event) {
 			r.tellError(sk, ev.err)
 		}
 	}
+	var to []Socket
 	for _, o := range out {
-		if o.sock.s == nil || o.sock.gone {
+		if o.to != nil {
+			to = to[:0]
+			for _, s := range o.to {
+				if s.live() {
+					to = append(to, s.s)
+				}
+			}
+			r.rt.broadcast(to, o.text, o.data)
+			continue
+		}
+		if !o.sock.live() {
 			continue
 		}
 		if o.close {
@@ -423,13 +438,7 @@ func (r *room) failBatch(batch []*event, err error) {
 			close(ev.done)
 		}
 	}
-	for _, s := range r.socks {
-		if s.s != nil {
-			s.s.Close(1011, "room failed")
-		}
-		s.closed = true
-	}
-	r.socks = nil
+	r.closeSockets(1011, "room failed")
 	r.tellError(nil, fmt.Errorf("%w: %w", errStorageFailed, err))
 	if h, cerr := r.construct(); cerr == nil {
 		r.h = h

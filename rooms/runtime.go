@@ -30,6 +30,10 @@ type Config struct {
 	// CommitHook, if set, runs before every commit; an error from it fails
 	// the commit as a failed disk would. It is for fault-injection tests.
 	CommitHook func(ID) error
+	// Broadcast, if set, sends one message to many sockets, as the
+	// gateway does by encoding it once (gateway.RoomsBroadcast). Without
+	// it each socket is sent to in turn.
+	Broadcast func(to []Socket, text bool, payload []byte)
 }
 
 // Runtime runs rooms: one goroutine per active room, its events one at a
@@ -44,6 +48,7 @@ type Runtime struct {
 	maxBatch   int
 	maxSockets int
 	hook       func(ID) error
+	broadcast  func(to []Socket, text bool, payload []byte)
 
 	mu     sync.Mutex
 	rooms  map[ID]*room         // active rooms, and rooms being woken (ready not yet closed)
@@ -62,6 +67,14 @@ func New(cfg Config) (*Runtime, error) {
 		store: cfg.Store, kinds: map[string]*Kind{}, log: cfg.Logger,
 		mailbox: cfg.Mailbox, maxBatch: cfg.MaxBatch, maxSockets: cfg.MaxSockets,
 		hook: cfg.CommitHook, rooms: map[ID]*room{}, gone: map[ID]chan struct{}{},
+		broadcast: cfg.Broadcast,
+	}
+	if rt.broadcast == nil {
+		rt.broadcast = func(to []Socket, text bool, payload []byte) {
+			for _, s := range to {
+				_ = s.Send(text, payload)
+			}
+		}
 	}
 	if rt.log == nil {
 		rt.log = zap.NewNop()

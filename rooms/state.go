@@ -86,11 +86,18 @@ func (st *State) Sockets(tag string) []*Sock {
 // Broadcast sends a message to every open socket but those in except,
 // once the event is durable.
 func (st *State) Broadcast(text bool, data []byte, except ...*Sock) {
+	to := make([]*Sock, 0, len(st.r.socks))
 	for _, s := range st.r.socks {
 		if !slices.Contains(except, s) {
-			s.Send(text, data)
+			to = append(to, s)
 		}
 	}
+	if len(to) == 0 {
+		return
+	}
+	// One copy of the message for every recipient; the runtime's
+	// broadcaster encodes it once.
+	st.r.hold(output{to: to, text: text, data: append([]byte(nil), data...)})
 }
 
 // SetAutoResponse makes an exact text message request be answered with
@@ -147,8 +154,8 @@ func (c *Connect) Refuse(status int, reason string) {
 	}
 	ev := c.ev
 	ev.refuse, ev.reason = status, reason
-	if s := ev.accepted; s != nil {
-		c.r.socks = slices.DeleteFunc(c.r.socks, func(o *Sock) bool { return o == s })
+	if ev.accepted != nil {
+		c.r.dropSock(ev.accepted)
 		ev.accepted = nil
 	}
 }
@@ -174,6 +181,9 @@ type Sock struct {
 	closed bool   // its close event has been handled
 	gone   bool   // the client left before it was accepted
 }
+
+// live reports whether frames may go to s: accepted, and not left before.
+func (s *Sock) live() bool { return s.s != nil && !s.gone }
 
 // ID is the socket's ID, unique in this process; 0 until its handshake
 // has been answered.

@@ -82,7 +82,7 @@ func New(cfg Config) (*Server, error) {
 	for _, name := range order {
 		list = append(list, kinds[name])
 	}
-	rt, err := rooms.New(rooms.Config{Store: store, Kinds: list, Logger: cfg.Logger.Named("rooms")})
+	rt, err := rooms.New(rooms.Config{Store: store, Kinds: list, Logger: cfg.Logger.Named("rooms"), Broadcast: gateway.RoomsBroadcast})
 	if err != nil {
 		store.Close()
 		return nil, err
