@@ -54,36 +54,49 @@ func (f *Frame) bytes(deflate bool, threshold int) []byte {
 // Broadcast queues f for every socket in to. Sockets that are closing are
 // skipped. It takes each event loop's lock once, not once per socket.
 func Broadcast(f *Frame, to []*Socket) {
-	if len(to) == 0 {
-		return
-	}
-	// Compress before taking any loop's lock, if a recipient needs it.
-	threshold := to[0].loop.srv.cfg.CompressThreshold
-	for _, s := range to {
-		if s.deflate {
-			f.bytes(true, threshold)
-			break
+	broadcast(f, len(to), func(i int) *Socket { return to[i] })
+}
+
+// broadcast is Broadcast over n sockets that at gives, nil for one to skip:
+// callers holding sockets in another kind of slice need no copy of it.
+func broadcast(f *Frame, n int, at func(int) *Socket) {
+	var srv *Server
+	var deflate bool
+	for i := range n {
+		if s := at(i); s != nil {
+			srv = s.loop.srv
+			deflate = deflate || s.deflate
 		}
 	}
-	for len(to) > 0 {
-		l := to[0].loop
-		l.mu.Lock()
-		var rest []*Socket // the sockets of other loops, for the next pass
-		var wake bool
-		for i, s := range to {
-			if s.loop != l {
-				if rest == nil {
-					rest = make([]*Socket, 0, len(to)-i)
-				}
-				rest = append(rest, s)
-				continue
+	if srv == nil {
+		return
+	}
+	threshold := srv.cfg.CompressThreshold
+	if deflate {
+		// Compress before taking any loop's lock.
+		f.bytes(true, threshold)
+	}
+	// A walk over the recipients per loop (there are a handful) rather
+	// than a list of the rest for each: no allocation per broadcast.
+	for _, l := range *srv.loopSet.Load() {
+		first := -1
+		for i := range n {
+			if s := at(i); s != nil && s.loop == l {
+				first = i
+				break
 			}
-			if s.queueLocked(f.bytes(s.deflate, threshold)) {
+		}
+		if first < 0 {
+			continue
+		}
+		var wake bool
+		l.mu.Lock()
+		for i := first; i < n; i++ {
+			if s := at(i); s != nil && s.loop == l && s.queueLocked(f.bytes(s.deflate, threshold)) {
 				wake = l.markDirty(s) || wake
 			}
 		}
 		l.mu.Unlock()
 		l.wakeIf(wake)
-		to = rest
 	}
 }

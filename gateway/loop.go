@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -28,11 +29,15 @@ type loop struct {
 	srv *Server
 	el  gnet.EventLoop
 
+	// pacedUntil is the monotonic time before which a new flush waits (see
+	// Config.FlushPace); atomic, so a writer waking the loop reads it
+	// without the lock.
+	pacedUntil atomic.Int64
+
 	mu          sync.Mutex
 	dirty       []*Socket
 	flushQueued bool        // a flush is on its way; no need to wake the loop
 	taskPending bool        // a flush task is scheduled
-	pacedUntil  int64       // monotonic ns before which a new flush waits (see Config.FlushPace)
 	pacer       *time.Timer // schedules a paced flush
 	qFree       []*outQueue // spare write queues
 
@@ -43,8 +48,9 @@ type loop struct {
 	wheel    wheel
 	dec      wsframe.Decoder // for sockets without a partial frame of their own
 	work     []work
-	spare    []*Socket // the other half of the dirty list's double buffer
-	drain    []*Socket // sockets a shutdown batch closes
+	drained  []*outQueue // queues written out, back to qFree at the next flush
+	spare    []*Socket   // the other half of the dirty list's double buffer
+	drain    []*Socket   // sockets a shutdown batch closes
 	inflate  []byte
 	// Peers' close reasons, from the close frame until OnClose reports
 	// them: rare and short-lived, so not a field of every socket.
@@ -130,10 +136,7 @@ func (l *loop) wakeIf(wake bool) {
 	if !wake {
 		return
 	}
-	l.mu.Lock()
-	wait := l.pacedUntil - l.srv.monotonic()
-	l.mu.Unlock()
-	if wait > 0 {
+	if wait := l.pacedUntil.Load() - l.srv.monotonic(); wait > 0 {
 		l.pacer.Reset(time.Duration(wait))
 		return
 	}
@@ -163,12 +166,20 @@ func (l *loop) queue(s *Socket) *outQueue {
 
 // putQueue keeps a drained queue for reuse. l.mu is held.
 func (l *loop) putQueue(q *outQueue) {
-	if q == nil || cap(q.frames) > 256 || len(l.qFree) >= 1024 {
-		return
+	if resetQueue(q) && len(l.qFree) < 1024 {
+		l.qFree = append(l.qFree, q)
+	}
+}
+
+// resetQueue empties q for reuse; false if it is not worth keeping. It
+// needs no lock for a queue no socket holds any more.
+func resetQueue(q *outQueue) bool {
+	if q == nil || cap(q.frames) > 256 {
+		return false
 	}
 	clear(q.frames)
 	q.response, q.frames, q.bytes, q.closeText = nil, q.frames[:0], 0, ""
-	l.qFree = append(l.qFree, q)
+	return true
 }
 
 // holdFlush tells writers that a flush will follow, so they do not wake the
@@ -200,6 +211,15 @@ func (l *loop) deferFlush() {
 // close requests. It runs on the loop.
 func (l *loop) flush() {
 	l.mu.Lock()
+	// The last flush's queues go back under the lock this flush takes
+	// anyway: one lock per flush, not one per socket written.
+	for _, q := range l.drained {
+		if len(l.qFree) < 1024 {
+			l.qFree = append(l.qFree, q) // reset when drained
+		}
+	}
+	clear(l.drained)
+	l.drained = l.drained[:0]
 	batch := l.dirty
 	l.dirty = l.spare[:0]
 	l.flushQueued, l.taskPending = false, false
@@ -212,18 +232,13 @@ func (l *loop) flush() {
 	l.mu.Unlock()
 
 	if pace := l.srv.cfg.FlushPace; pace > 0 && len(l.work) >= paceSockets {
-		until := l.srv.monotonic() + int64(pace)
-		l.mu.Lock()
-		l.pacedUntil = until
-		l.mu.Unlock()
+		l.pacedUntil.Store(l.srv.monotonic() + int64(pace))
 	}
 	for i := range l.work {
 		w := &l.work[i]
 		l.act(w)
-		if w.q != nil {
-			l.mu.Lock()
-			l.putQueue(w.q)
-			l.mu.Unlock()
+		if resetQueue(w.q) {
+			l.drained = append(l.drained, w.q)
 		}
 		*w = work{}
 	}

@@ -47,15 +47,13 @@ func (r roomsJoin) Refuse(status int, reason string) { r.j.Refuse(status, reason
 // the message is encoded once and queued on each event loop under one
 // lock, as Broadcast does.
 func RoomsBroadcast(to []rooms.Socket, text bool, payload []byte) {
-	socks := make([]*Socket, 0, len(to))
 	for _, s := range to {
-		if gs, ok := s.(*Socket); ok {
-			socks = append(socks, gs)
-		} else {
+		if _, ok := s.(*Socket); !ok {
 			_ = s.Send(text, payload)
 		}
 	}
-	if len(socks) > 0 {
-		Broadcast(NewFrame(text, payload), socks)
-	}
+	broadcast(NewFrame(text, payload), len(to), func(i int) *Socket {
+		s, _ := to[i].(*Socket)
+		return s
+	})
 }

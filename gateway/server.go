@@ -39,8 +39,7 @@ type Server struct {
 	baseCtx  context.Context
 	cancel   context.CancelFunc
 
-	loopsMu sync.Mutex
-	loops   map[gnet.EventLoop]*loop
+	loopsMu sync.Mutex // serializes adding to loopSet
 	loopSet atomic.Pointer[[]*loop]
 
 	nextID   atomic.Uint64
@@ -67,7 +66,6 @@ func New(cfg Config) (*Server, error) {
 		rooms:         cfg.Rooms,
 		limits:        wsframe.Limits{MaxMessage: cfg.MaxMessageBytes},
 		limitsDeflate: wsframe.Limits{MaxMessage: cfg.MaxMessageBytes, Deflate: true},
-		loops:         make(map[gnet.EventLoop]*loop),
 	}
 	tk := func(d time.Duration) uint32 { return uint32(max(1, (d+cfg.Tick-1)/cfg.Tick)) }
 	srv.ticks = ticks{
@@ -147,9 +145,21 @@ func (srv *Server) runTicker() {
 // loopOf returns den's state for a gnet event loop, creating it on first
 // sight: gnet's client does not list its loops up front.
 func (srv *Server) loopOf(el gnet.EventLoop) *loop {
+	// A handful of loops: a scan without a lock beats a map behind one.
+	find := func() *loop {
+		for _, l := range *srv.loopSet.Load() {
+			if l.el == el {
+				return l
+			}
+		}
+		return nil
+	}
+	if l := find(); l != nil {
+		return l
+	}
 	srv.loopsMu.Lock()
 	defer srv.loopsMu.Unlock()
-	l := srv.loops[el]
+	l := find()
 	if l == nil {
 		l = &loop{srv: srv, el: el, requests: make(map[*Socket]context.CancelFunc), bodies: make(map[*Socket]*pendingBody),
 			reasons: make(map[*Socket]string), draining: make(map[*Socket]drainState)}
@@ -157,7 +167,6 @@ func (srv *Server) loopOf(el gnet.EventLoop) *loop {
 		l.pacer = time.AfterFunc(time.Hour, l.execFlush)
 		l.pacer.Stop()
 		l.wheel.now = srv.nowTick()
-		srv.loops[el] = l
 		set := append(append([]*loop(nil), *srv.loopSet.Load()...), l)
 		srv.loopSet.Store(&set)
 	}
@@ -173,9 +182,7 @@ type events struct {
 func (e *events) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := c.Context().(*Socket)
 	s.conn = c
-	if s.loop == nil || s.loop.el != c.EventLoop() {
-		s.loop = e.srv.loopOf(c.EventLoop())
-	}
+	s.loop = e.srv.loopOf(c.EventLoop())
 	s.state = stateHTTP
 	s.since = s.loop.wheel.now
 	s.loop.wheel.file(s, s.since+e.srv.ticks.handshake)
