@@ -224,7 +224,7 @@ func (srv *Server) serveHTTP(s *Socket, r *http.Request, keepAlive bool) {
 		return nil
 	}))
 	if err != nil {
-		srv.log.Debug("response dropped: event loop stopped", errField(err))
+		srv.log.Debug("response dropped: event loop stopped", zap.Error(err))
 	}
 }
 
@@ -302,7 +302,6 @@ type handshaker struct {
 	// The handshake in progress.
 	head       requestHead
 	kind, name string
-	protocol   string
 }
 
 var (
@@ -337,7 +336,7 @@ func newHandshaker(l *loop) *handshaker {
 // its room. The 101 response waits for the room's answer.
 func (hs *handshaker) upgrade(s *Socket, h *requestHead) gnet.Action {
 	l := hs.l
-	hs.head, hs.kind, hs.name, hs.protocol = *h, "", "", ""
+	hs.head, hs.kind, hs.name = *h, "", ""
 	hs.ext.Reset()
 	hs.rd.Reset(h.raw)
 	hs.resp.Reset()
@@ -345,7 +344,7 @@ func (hs *handshaker) upgrade(s *Socket, h *requestHead) gnet.Action {
 	hs.head = requestHead{}
 	if err != nil {
 		if ce := l.srv.log.Check(debugLevel, "bad handshake"); ce != nil {
-			ce.Write(socketField(s), errField(err))
+			ce.Write(socketField(s), zap.Error(err))
 		}
 		if l.writeNow(s, bytes.Clone(hs.resp.Bytes())) {
 			l.linger(s, false)
@@ -459,6 +458,9 @@ func bodyAllowed(status int) bool {
 	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
 }
 
+// headerNewlines keeps a handler's header value on its line.
+var headerNewlines = strings.NewReplacer("\r", " ", "\n", " ")
+
 // bytes serializes the response as HTTP/1.1.
 func (w *responseWriter) bytes(keepAlive bool) []byte {
 	if w.status == 0 {
@@ -472,7 +474,6 @@ func (w *responseWriter) bytes(keepAlive bool) []byte {
 		}
 	} else {
 		h.Del("Content-Length")
-		h.Del("Transfer-Encoding")
 	}
 	h.Del("Transfer-Encoding")
 	if !keepAlive {
@@ -492,7 +493,7 @@ func (w *responseWriter) bytes(keepAlive bool) []byte {
 	sort.Strings(keys)
 	for _, k := range keys {
 		for _, v := range h[k] {
-			v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+			v = headerNewlines.Replace(v)
 			b.WriteString(k + ": " + v + "\r\n")
 		}
 	}
@@ -517,5 +518,3 @@ func errorResponse(status int, reason string, extra http.Header) []byte {
 	b.WriteString("\r\n" + body)
 	return b.Bytes()
 }
-
-var errNotFound = &httpError{http.StatusNotFound, "not found"}

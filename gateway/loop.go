@@ -146,7 +146,7 @@ func (l *loop) wakeIf(wake bool) {
 func (l *loop) execFlush() {
 	if err := l.el.Execute(context.Background(), (*flushTask)(l)); err != nil {
 		// The engine is stopping; its connections close with it.
-		l.srv.log.Debug("flush not scheduled", errField(err))
+		l.srv.log.Debug("flush not scheduled", zap.Error(err))
 	}
 }
 
@@ -568,7 +568,7 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 				return l.fail(s, err.(*wsframe.CloseError))
 			}
 			if m.Op == wsframe.OpText && !utf8.Valid(l.inflate) {
-				return l.fail(s, errInflatedUTF8)
+				return l.fail(s, wsframe.ErrUTF8)
 			}
 			payload = l.inflate
 			if cap(l.inflate) > 64<<10 {
@@ -678,10 +678,6 @@ func (l *loop) due(s *Socket) {
 		l.shutWhenDrained(s)
 	}
 }
-
-// errInflatedUTF8 fails a socket whose compressed text inflates to invalid
-// UTF-8: the decoder could only check the compressed bytes.
-var errInflatedUTF8 = &wsframe.CloseError{Code: wsframe.CloseInvalidPayload, Reason: "text is not UTF-8"}
 
 // errRoomPanic fails a socket whose room code panicked on the loop.
 var errRoomPanic = &wsframe.CloseError{Code: wsframe.CloseInternalError, Reason: "internal error"}

@@ -286,7 +286,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		srv.cancel()
 		srv.bg.Wait()
 		if e := srv.cli.Stop(); e != nil && !errors.Is(e, context.Canceled) {
-			srv.log.Debug("stopping event loops", errField(e))
+			srv.log.Debug("stopping event loops", zap.Error(e))
 		}
 	})
 	return err
@@ -368,6 +368,4 @@ func (t *closeIdleTask) Run(context.Context) error {
 
 const debugLevel = zapcore.DebugLevel
 
-func errField(err error) zap.Field { return zap.Error(err) }
-
-func socketField(s *Socket) zap.Field { return zap.Uint64("socket", s.id) }
+func socketField(s *Socket) zap.Field { return zap.Uint64(logSocket, s.id) }

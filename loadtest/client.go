@@ -2,7 +2,6 @@ package loadtest
 
 import (
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"net/netip"
@@ -514,9 +513,7 @@ func (l *loop) closeWith(c *conn, code wsframe.StatusCode) {
 	if len(c.out) > 0 {
 		return
 	}
-	var payload [2]byte
-	binary.BigEndian.PutUint16(payload[:], uint16(code))
-	l.wbuf = wsframe.AppendMaskedFrame(l.wbuf[:0], true, 0, wsframe.OpClose, payload[:], l.maskKey())
+	l.wbuf = wsframe.AppendMaskedClose(l.wbuf[:0], code, "", l.maskKey())
 	_, _ = unix.Write(int(c.fd), l.wbuf)
 }
 

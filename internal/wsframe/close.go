@@ -66,16 +66,30 @@ func checkClosePayload(p []byte) error {
 	return nil
 }
 
-// AppendClose appends an unmasked close frame. A reason longer than fits
-// in a control frame is cut at a rune boundary.
+// AppendClose appends an unmasked close frame (server to client). A
+// reason longer than fits in a control frame is cut at a rune boundary.
 func AppendClose(dst []byte, code StatusCode, reason string) []byte {
+	var p [MaxControlPayload]byte
+	payload := appendClosePayload(p[:0], code, reason)
+	dst = AppendHeader(dst, true, 0, OpClose, len(payload))
+	return append(dst, payload...)
+}
+
+// AppendMaskedClose is AppendClose for a client: the frame is masked with
+// key.
+func AppendMaskedClose(dst []byte, code StatusCode, reason string, key [4]byte) []byte {
+	var p [MaxControlPayload]byte
+	return AppendMaskedFrame(dst, true, 0, OpClose, appendClosePayload(p[:0], code, reason), key)
+}
+
+// appendClosePayload appends a close frame's payload: the code and the
+// reason cut to fit, or nothing for CloseNoStatus.
+func appendClosePayload(dst []byte, code StatusCode, reason string) []byte {
 	if code == CloseNoStatus {
-		return AppendHeader(dst, true, 0, OpClose, 0)
+		return dst
 	}
-	reason = trimReason(reason)
-	dst = AppendHeader(dst, true, 0, OpClose, 2+len(reason))
 	dst = binary.BigEndian.AppendUint16(dst, uint16(code))
-	return append(dst, reason...)
+	return append(dst, trimReason(reason)...)
 }
 
 func trimReason(r string) string {

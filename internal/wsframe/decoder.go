@@ -26,10 +26,12 @@ var (
 	errNewInFragments = &CloseError{CloseProtocolError, "new message inside a fragmented one"}
 	errLength         = &CloseError{CloseProtocolError, "bad payload length"}
 	errTooBig         = &CloseError{CloseMessageTooBig, "message too big"}
-	errUTF8           = &CloseError{CloseInvalidPayload, "text is not UTF-8"}
-	errCloseOneByte   = &CloseError{CloseProtocolError, "close payload of one byte"}
-	errCloseCode      = &CloseError{CloseProtocolError, "invalid close code"}
-	errCloseReason    = &CloseError{CloseProtocolError, "close reason is not UTF-8"}
+	// ErrUTF8 is text that is not UTF-8 (1007), also for a caller that
+	// inflates a compressed text message and checks it then.
+	ErrUTF8         = &CloseError{CloseInvalidPayload, "text is not UTF-8"}
+	errCloseOneByte = &CloseError{CloseProtocolError, "close payload of one byte"}
+	errCloseCode    = &CloseError{CloseProtocolError, "invalid close code"}
+	errCloseReason  = &CloseError{CloseProtocolError, "close reason is not UTF-8"}
 )
 
 // Limits configure Decoders; one value is shared by many.
@@ -122,7 +124,7 @@ func (d *Decoder) Decode(p []byte, lim *Limits) (n int, m Message, ok bool, err 
 					Mask(payload, h.Mask, 0)
 				}
 				if h.Op == OpText && !comp && !utf8.Valid(payload) {
-					return n, m, false, errUTF8
+					return n, m, false, ErrUTF8
 				}
 				return n + hn + len(payload), Message{Op: h.Op, Payload: payload, Compressed: comp}, true, nil
 			}
@@ -147,7 +149,7 @@ func (d *Decoder) Decode(p []byte, lim *Limits) (n int, m Message, ok bool, err 
 		if d.msgOp == OpText && !d.comp {
 			var valid bool
 			if d.utf8, valid = d.utf8.Valid(chunk); !valid {
-				return n, m, false, errUTF8
+				return n, m, false, ErrUTF8
 			}
 		}
 		d.buf = append(d.buf, chunk...)
@@ -161,7 +163,7 @@ func (d *Decoder) Decode(p []byte, lim *Limits) (n int, m Message, ok bool, err 
 			continue
 		}
 		if d.msgOp == OpText && !d.comp && !d.utf8.Complete() {
-			return n, m, false, errUTF8
+			return n, m, false, ErrUTF8
 		}
 		m = Message{Op: d.msgOp, Payload: d.buf, Compressed: d.comp, Owned: true}
 		*d = Decoder{}

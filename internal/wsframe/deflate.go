@@ -26,9 +26,8 @@ var (
 
 // inflater is a pooled flate reader over payload + deflateTail.
 type inflater struct {
-	src  tailReader
-	fr   io.ReadCloser
-	fail error
+	src tailReader
+	fr  io.ReadCloser
 }
 
 type tailReader struct {
