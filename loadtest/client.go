@@ -36,7 +36,6 @@ type conn struct {
 	gen     uint32 // tells this connection's events from a slot's last owner's
 	state   connState
 	sender  bool  // sends timestamped messages in the traffic phase
-	woken   bool  // wake: its room has been woken
 	room    int32 // room number
 	openPos int32 // index in loop.open, or -1
 	sendPos int32 // index in loop.senders, or -1
@@ -120,12 +119,11 @@ func (l *loop) run() {
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			panic("loadtest: epoll_wait: " + err.Error())
 		}
-		now := time.Now().UnixNano()
 		for i := range max(n, 0) {
 			ev := &l.events[i]
 			if int(ev.Fd) < len(l.slots) {
 				if c := l.slots[ev.Fd]; c != nil && c.gen == uint32(ev.Pad) {
-					l.event(c, ev.Events, now)
+					l.event(c, ev.Events)
 				}
 			}
 		}
@@ -137,7 +135,7 @@ func (l *loop) run() {
 	}
 }
 
-func (l *loop) event(c *conn, ev uint32, now int64) {
+func (l *loop) event(c *conn, ev uint32) {
 	if c.state == stConnecting {
 		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
@@ -332,12 +330,8 @@ func (l *loop) received(c *conn, p []byte, now int64) {
 		k, m, ok, err := c.dec.Decode(buf, &l.w.lim)
 		buf = buf[k:]
 		if err != nil {
-			var ce *wsframe.CloseError
-			code := wsframe.CloseProtocolError
-			if errors.As(err, &ce) {
-				code = ce.Code
-			}
-			l.closeWith(c, code)
+			// Decode's errors are all *CloseError.
+			l.closeWith(c, err.(*wsframe.CloseError).Code)
 			l.lose(c, kindProtocol)
 			return
 		}

@@ -126,7 +126,6 @@ type Config struct {
 
 // target is one parsed URL template.
 type target struct {
-	raw      string
 	addr     netip.AddrPort
 	host     string // the Host header
 	pathTmpl string // request-target with {room} and {n}
@@ -341,7 +340,7 @@ func parseTarget(raw string) (target, error) {
 	if strings.ContainsAny(path, " \r\n") {
 		return target{}, configErr("--url %q: spaces in path", raw)
 	}
-	return target{raw: raw, addr: ap, host: u.Host, pathTmpl: path, loopback: ap.Addr().IsLoopback()}, nil
+	return target{addr: ap, host: u.Host, pathTmpl: path, loopback: ap.Addr().IsLoopback()}, nil
 }
 
 // parseSources expands CIDRs and addresses into prefixes to draw from.

@@ -50,7 +50,7 @@ func drive(t *testing.T, l *loop, cond func() bool) {
 		for i := range max(n, 0) {
 			ev := &l.events[i]
 			if c := l.slots[ev.Fd]; c != nil && c.gen == uint32(ev.Pad) {
-				l.event(c, ev.Events, time.Now().UnixNano())
+				l.event(c, ev.Events)
 			}
 		}
 	}

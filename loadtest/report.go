@@ -63,7 +63,7 @@ type reportCount struct {
 }
 
 func reportInt(name, label string, v int64) reportMetric {
-	return reportMetric{name, label, strconv.FormatInt(v, 10), reportGroupInt(v)}
+	return reportMetric{name, label, strconv.FormatInt(v, 10), group(v)}
 }
 
 func reportFloat(name, label string, v float64, text string) reportMetric {
@@ -118,7 +118,7 @@ func reportMetrics(r *Result) []reportMetric {
 
 func reportHeadline(r *Result) string {
 	s := fmt.Sprintf("%s run: %s target connections, %d workers × %d loops, %s s (ramp %s s, traffic %s s).",
-		r.Scenario, reportGroupInt(int64(r.Target)), r.Workers, r.Loops,
+		r.Scenario, group(int64(r.Target)), r.Workers, r.Loops,
 		reportNum(r.Seconds), reportNum(r.RampSeconds), reportNum(r.TrafficSeconds))
 	if r.StoppedBy != "" {
 		s += " Stopped short of the target by " + r.StoppedBy + "."
@@ -142,15 +142,6 @@ func reportSortedCounts(m map[string]int64) []reportCount {
 	return out
 }
 
-// reportGroupInt writes n with thousands separators.
-func reportGroupInt(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
-}
-
 // reportNum keeps about three significant digits below 100 and whole,
 // grouped numbers above: enough to compare runs, few enough to read.
 func reportNum(v float64) string {
@@ -160,7 +151,7 @@ func reportNum(v float64) string {
 	case a == 0:
 		return "0"
 	case a >= 100:
-		return reportGroupInt(int64(math.Round(v)))
+		return group(int64(math.Round(v)))
 	case a >= 10:
 		return strconv.FormatFloat(v, 'f', 1, 64)
 	case a >= 1:

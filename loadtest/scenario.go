@@ -96,11 +96,8 @@ func (l *loop) tick(now int64) bool {
 				continue
 			}
 			l.wakeBudget--
-			c.awaitAt = now
-			l.awaiting++
-			if !l.sendData(c, l.payload(now, c.n)) && c.state == stOpen {
-				c.awaitAt = 0
-				l.awaiting--
+			if l.sendData(c, l.payload(now, c.n)) {
+				l.await(c, now)
 			}
 		}
 	}
@@ -153,8 +150,7 @@ func (l *loop) sendNext(c *conn, now int64) {
 	}
 	c.sent++
 	if l.w.closedLoop() {
-		c.awaitAt = stamp
-		l.awaiting++
+		l.await(c, stamp)
 	}
 	if limit > 0 && c.sent >= limit && c.sendPos >= 0 {
 		l.senders = removeAt(l.senders, c.sendPos, func(o *conn, i int32) { o.sendPos = i })
@@ -173,10 +169,18 @@ func (l *loop) ping(now int64, dt float64) {
 		l.pingBudget--
 		l.pingCursor = (l.pingCursor + 1) % len(l.open)
 		c := l.open[l.pingCursor]
-		if l.sendData(c, text) && c.awaitAt == 0 {
-			c.awaitAt = now
-			l.awaiting++
+		if l.sendData(c, text) {
+			l.await(c, now)
 		}
+	}
+}
+
+// await times c's first reply to a send made at t, unless an earlier
+// send is still waiting for one.
+func (l *loop) await(c *conn, t int64) {
+	if c.awaitAt == 0 {
+		c.awaitAt = t
+		l.awaiting++
 	}
 }
 

@@ -49,7 +49,6 @@ type worker struct {
 	baseRSS     int64
 
 	// Only the goroutine that takes snapshots touches these.
-	errs, closes     map[string]int64
 	latency, connect *hdr.Histogram
 }
 
@@ -63,10 +62,9 @@ func newWorker(cfg Config, id, workers int) (*worker, error) {
 	sources, _ := parseSources(cfg.Sources)
 	w := &worker{
 		cfg: cfg, id: id, totalLoops: workers * cfg.Loops, targets: targets,
-		head: newRequestHead(cfg.Headers, cfg.Subprotocol),
-		lim:  wsframe.Limits{MaxMessage: maxClientMessage, FromServer: true},
-		pad:  []byte(strings.Repeat("x", cfg.Size)),
-		errs: map[string]int64{}, closes: map[string]int64{},
+		head:    newRequestHead(cfg.Headers, cfg.Subprotocol),
+		lim:     wsframe.Limits{MaxMessage: maxClientMessage, FromServer: true},
+		pad:     []byte(strings.Repeat("x", cfg.Size)),
 		latency: newHist(), connect: newHist(), kick: make(chan struct{}, 1),
 	}
 	w.user = newSourceSet(sources)
@@ -262,16 +260,8 @@ func (w *worker) snapshot(final bool) Snapshot {
 		s.Phase = min(s.Phase, l.seen.Load())
 	}
 	for _, l := range w.loops {
-		l.stats.collect(&s.Counters, w.errs, w.closes, w.latency, w.connect)
+		l.stats.collect(&s.Counters, s.Errors, s.CloseCodes, w.latency, w.connect)
 	}
-	for k, v := range w.errs {
-		s.Errors[k] = v
-	}
-	for k, v := range w.closes {
-		s.CloseCodes[k] = v
-	}
-	clear(w.errs)
-	clear(w.closes)
 	s.Latency, s.Connect = encodeHist(w.latency), encodeHist(w.connect)
 	w.latency.Reset()
 	w.connect.Reset()
@@ -350,15 +340,6 @@ func (w *worker) serve(emit func(Snapshot) error) error {
 
 // readRSS is a process's resident memory in bytes, 0 if it cannot be read.
 func readRSS(pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	rss, _, _ := procSample(pid)
+	return rss
 }

@@ -117,9 +117,6 @@ func parseLoadtest(args []string, stderr io.Writer) (*loadtestArgs, error) {
 		return nil, errUsage
 	}
 	c.URLs, c.Sources = urls, sources
-	if c.Scenario == loadtest.Broadcast && c.MsgRate == 0 {
-		c.MsgRate = loadtest.DefaultMsgRate
-	}
 	for _, h := range headers {
 		k, v, ok := strings.Cut(h, ":")
 		if !ok {
