@@ -392,7 +392,7 @@ func (hs *handshaker) onProtocol(value []byte) (string, bool) {
 // onBeforeUpgrade runs once gobwas has checked the request: it adds what
 // gobwas does not check.
 func (hs *handshaker) onBeforeUpgrade() (ws.HandshakeHeader, error) {
-	if !validKey(hs.head.field("Sec-WebSocket-Key")) {
+	if !validKey(hs.head.wsKey) {
 		return nil, errRejectKey
 	}
 	if hs.l.srv.draining.Load() {

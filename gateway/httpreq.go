@@ -45,7 +45,8 @@ type requestHead struct {
 	length    int64 // Content-Length, or -1
 	chunked   bool
 	keepAlive bool
-	upgrade   bool // Upgrade names websocket: a WebSocket handshake
+	upgrade   bool   // Upgrade names websocket: a WebSocket handshake
+	wsKey     []byte // the first Sec-WebSocket-Key
 	expect100 bool
 }
 
@@ -111,6 +112,8 @@ func parseHead(p []byte, maxBytes int) (h requestHead, ok bool, err error) {
 			h.upgrade = h.upgrade || hasToken(value, "websocket")
 		case bytes.EqualFold(name, []byte("Expect")):
 			h.expect100 = h.expect100 || hasToken(value, "100-continue")
+		case h.wsKey == nil && bytes.EqualFold(name, []byte("Sec-WebSocket-Key")):
+			h.wsKey = value
 		}
 	}
 	if hosts > 1 || (hosts == 0 && h.minor == 1) {
@@ -176,18 +179,6 @@ func (h *requestHead) header() http.Header {
 		return true
 	})
 	return hdr
-}
-
-// field returns the first value of a header field, or nil.
-func (h *requestHead) field(name string) (value []byte) {
-	h.fields(func(n, v []byte) bool {
-		if bytes.EqualFold(n, []byte(name)) {
-			value = v
-			return false
-		}
-		return true
-	})
-	return value
 }
 
 func (h *requestHead) parseRequestLine(line []byte) error {
