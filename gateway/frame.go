@@ -26,12 +26,16 @@ func NewFrame(text bool, payload []byte) *Frame {
 
 // encode makes one final unmasked frame in a buffer of its exact size.
 func encode(text bool, payload []byte) ([]byte, wsframe.Opcode) {
-	op := wsframe.OpBinary
-	if text {
-		op = wsframe.OpText
-	}
+	op := opcode(text)
 	b := make([]byte, 0, wsframe.HeaderLen(len(payload))+len(payload))
 	return wsframe.AppendFrame(b, op, 0, payload), op
+}
+
+func opcode(text bool) wsframe.Opcode {
+	if text {
+		return wsframe.OpText
+	}
+	return wsframe.OpBinary
 }
 
 // bytes returns the encoding for a recipient.
@@ -41,14 +45,22 @@ func (f *Frame) bytes(deflate bool, threshold int) []byte {
 		return f.plain
 	}
 	f.once.Do(func() {
-		c := wsframe.Deflate(nil, payload)
-		if len(c) >= len(payload) {
+		f.deflated = deflatedFrame(f.op, payload)
+		if f.deflated == nil {
 			f.deflated = f.plain // incompressible: plain is smaller
-			return
 		}
-		f.deflated = wsframe.AppendFrame(make([]byte, 0, wsframe.HeaderLen(len(c))+len(c)), f.op, wsframe.Rsv1, c)
 	})
 	return f.deflated
+}
+
+// deflatedFrame is payload compressed into a frame (RSV1 set), or nil when
+// compressing does not make it smaller.
+func deflatedFrame(op wsframe.Opcode, payload []byte) []byte {
+	c := wsframe.Deflate(nil, payload)
+	if len(c) >= len(payload) {
+		return nil
+	}
+	return wsframe.AppendFrame(make([]byte, 0, wsframe.HeaderLen(len(c))+len(c)), op, wsframe.Rsv1, c)
 }
 
 // Broadcast queues f for every socket in to. Sockets that are closing are

@@ -152,10 +152,12 @@ func (s *Socket) SetValue(v any) { s.value = v }
 
 // Send queues one message for the socket. It copies payload.
 func (s *Socket) Send(text bool, payload []byte) error {
+	// One recipient: no shared Frame, the encoding is the queued buffer.
 	if s.deflate && len(payload) >= s.loop.srv.cfg.CompressThreshold {
-		return s.SendFrame(NewFrame(text, payload))
+		if b := deflatedFrame(opcode(text), payload); b != nil {
+			return s.enqueue(b)
+		}
 	}
-	// One recipient: encode straight into the queued buffer.
 	b, _ := encode(text, payload)
 	return s.enqueue(b)
 }
