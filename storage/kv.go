@@ -1,7 +1,9 @@
 package storage
 
 import (
+	"bytes"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -52,15 +54,14 @@ func (r *Room) GetMany(keys []string) (map[string][]byte, error) {
 	out := make(map[string][]byte, len(keys))
 	err := r.use(func() error {
 		for _, k := range keys {
-			var v []byte
-			err := r.queryRow(`SELECT value FROM _den_kv WHERE key = ?`, k).Scan(&v)
+			v, err := r.queryOne(`SELECT value FROM _den_kv WHERE key = ?`, k)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			}
 			if err != nil {
 				return err
 			}
-			out[k] = v
+			out[k], _ = v.([]byte)
 		}
 		return nil
 	})
@@ -161,19 +162,17 @@ func (r *Room) List(opts ListOptions) ([]Entry, error) {
 	}
 	var out []Entry
 	err := r.use(func() error {
-		rows, err := r.conn.QueryContext(bg, q, args...)
+		c, err := r.prepare(q, false)
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var e Entry
-			if err := rows.Scan(&e.Key, &e.Value); err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return rows.Err()
+		_, err = c.query(args, func(row []driver.Value) error {
+			k, _ := row[0].(string)
+			v, _ := row[1].([]byte)
+			out = append(out, Entry{k, bytes.Clone(v)})
+			return nil
+		})
+		return err
 	})
 	return out, err
 }

@@ -1,11 +1,14 @@
 package storage
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,10 +32,11 @@ type Room struct {
 	mu             sync.Mutex    // held while a call uses the handle
 	elem           *list.Element // in store.lru while the handle is open; under store.mu
 	db             *sql.DB
-	conn           *sql.Conn // the one connection: transactions span calls
-	inTx           bool      // Begin has not been committed or rolled back
-	depth          int       // savepoints open inside the transaction
-	epoch          uint64    // the ownership epoch this handle writes under
+	conn           *sql.Conn   // the one connection: transactions span calls
+	dc             driver.Conn // conn's driver connection, which statements use
+	inTx           bool        // Begin has not been committed or rolled back
+	depth          int         // savepoints open inside the transaction
+	epoch          uint64      // the ownership epoch this handle writes under
 	// internal is set while den runs its own SQL. The authorizer checks
 	// everything else, whenever SQLite prepares it: at Exec, for every
 	// statement of it, and again if SQLite re-prepares a cached one.
@@ -48,7 +52,7 @@ type Room struct {
 
 // cached is a prepared statement and what the authorizer saw in it.
 type cached struct {
-	stmt   *sql.Stmt
+	stmt   driver.Stmt
 	wrote  bool
 	noRows bool // author SQL that returned no columns when it ran
 }
@@ -57,7 +61,9 @@ type cached struct {
 const maxCached = 256
 
 // prepare returns the cached statement for query, preparing it under the
-// authorizer's author checks if author.
+// authorizer's author checks if author. Statements go to the driver
+// directly: database/sql's pool, locks and row wrappers cost more than a
+// short statement's step, and the room has its one connection to itself.
 func (r *Room) prepare(query string, author bool) (*cached, error) {
 	key := query
 	if author {
@@ -67,7 +73,7 @@ func (r *Room) prepare(query string, author bool) (*cached, error) {
 		return c, nil
 	}
 	r.wrote, r.denied = false, nil
-	st, err := r.conn.PrepareContext(bg, query)
+	st, err := r.dc.(driver.ConnPrepareContext).PrepareContext(bg, query)
 	if err != nil {
 		return nil, err
 	}
@@ -89,23 +95,95 @@ func (r *Room) dropStmts() {
 	r.stmts = nil
 }
 
+// exec runs a prepared statement that returns no rows.
+func (c *cached) exec(args []any) (driver.Result, error) {
+	nv, err := namedValues(args)
+	if err != nil {
+		return nil, err
+	}
+	return c.stmt.(driver.StmtExecContext).ExecContext(bg, nv)
+}
+
+// query runs a prepared statement and hands each row to row. The values
+// are the driver's: a []byte must be copied to outlive the call.
+func (c *cached) query(args []any, row func([]driver.Value) error) (cols []string, err error) {
+	nv, err := namedValues(args)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := c.stmt.(driver.StmtQueryContext).QueryContext(bg, nv)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := rows.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	cols = rows.Columns()
+	vals := make([]driver.Value, len(cols))
+	for {
+		switch err := rows.Next(vals); {
+		case err == io.EOF:
+			return cols, nil
+		case err != nil:
+			return cols, err
+		}
+		if err := row(vals); err != nil {
+			return cols, err
+		}
+	}
+}
+
+// namedValues converts arguments as database/sql would: ints widen to
+// int64, Valuers give their value, sql.Named names a parameter.
+func namedValues(args []any) ([]driver.NamedValue, error) {
+	nv := make([]driver.NamedValue, len(args))
+	for i, a := range args {
+		nv[i].Ordinal = i + 1
+		if n, ok := a.(sql.NamedArg); ok {
+			nv[i].Name, a = n.Name, n.Value
+		}
+		v, err := driver.DefaultParameterConverter.ConvertValue(a)
+		if err != nil {
+			return nil, fmt.Errorf("storage: argument %d: %w", i+1, err)
+		}
+		nv[i].Value = v
+	}
+	return nv, nil
+}
+
 // exec runs one of den's own statements, prepared once.
-func (r *Room) exec(query string, args ...any) (sql.Result, error) {
+func (r *Room) exec(query string, args ...any) (driver.Result, error) {
 	c, err := r.prepare(query, false)
 	if err != nil {
 		return nil, err
 	}
-	return c.stmt.ExecContext(bg, args...)
+	return c.exec(args)
 }
 
-// queryRow runs one of den's own queries, prepared once.
-func (r *Room) queryRow(query string, args ...any) *sql.Row {
+// queryOne runs one of den's own queries, prepared once, and returns its
+// first row's first value: sql.ErrNoRows if there is no row.
+func (r *Room) queryOne(query string, args ...any) (driver.Value, error) {
 	c, err := r.prepare(query, false)
 	if err != nil {
-		// Unprepared, so the Row carries the reason.
-		return r.conn.QueryRowContext(bg, query, args...)
+		return nil, err
 	}
-	return c.stmt.QueryRowContext(bg, args...)
+	var v driver.Value
+	found := false
+	_, err = c.query(args, func(row []driver.Value) error {
+		if !found {
+			v, found = row[0], true
+			if b, ok := v.([]byte); ok {
+				v = bytes.Clone(b)
+			}
+		}
+		return nil
+	})
+	if err == nil && !found {
+		err = sql.ErrNoRows
+	}
+	return v, err
 }
 
 var bg = context.Background()
@@ -191,7 +269,14 @@ func (r *Room) openHandle() error {
 		db.Close()
 		return err
 	}
-	r.db, r.conn = db, conn
+	// The connection is checked out of db for as long as the handle is
+	// open, so nothing else can use its driver connection.
+	var dc driver.Conn
+	_ = conn.Raw(func(c any) error {
+		dc = c.(driver.Conn)
+		return nil
+	})
+	r.db, r.conn, r.dc = db, conn, dc
 	return nil
 }
 
@@ -203,7 +288,7 @@ func (r *Room) closeHandle() {
 	r.dropStmts()
 	_ = r.conn.Close()
 	_ = r.db.Close()
-	r.conn, r.db = nil, nil
+	r.conn, r.db, r.dc = nil, nil, nil
 	r.store.recordSize(r.id, r.store.Bytes(r.id))
 }
 
@@ -325,11 +410,11 @@ func (r *Room) abort() error {
 
 // storedEpoch is the epoch of the room's latest Claim, 0 if none.
 func (r *Room) storedEpoch() (uint64, error) {
-	var e int64
-	err := r.queryRow(`SELECT v FROM _den_meta WHERE k = 'epoch'`).Scan(&e)
+	v, err := r.queryOne(`SELECT v FROM _den_meta WHERE k = 'epoch'`)
 	if errors.Is(err, sql.ErrNoRows) {
-		err = nil
+		return 0, nil
 	}
+	e, _ := v.(int64)
 	return uint64(e), err
 }
 

@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"bytes"
+	"database/sql/driver"
 	"strings"
 
 	"modernc.org/sqlite"
@@ -86,7 +88,7 @@ func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 		if st.noRows {
 			// Known to return no rows: run it as an Exec, whose result
 			// counts the rows written without another statement.
-			res, err := st.stmt.ExecContext(bg, args...)
+			res, err := st.exec(args)
 			if err != nil {
 				return err
 			}
@@ -95,29 +97,21 @@ func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 			}
 			return nil
 		}
-		rows, err := st.stmt.QueryContext(bg, args...)
+		cols, err := st.query(args, func(row []driver.Value) error {
+			vals := make([]any, len(row))
+			for i, v := range row {
+				if b, ok := v.([]byte); ok {
+					v = bytes.Clone(b)
+				}
+				vals[i] = v
+			}
+			cur.rows = append(cur.rows, vals)
+			return nil
+		})
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		if cur.cols, err = rows.Columns(); err != nil {
-			return err
-		}
-		for rows.Next() {
-			vals := make([]any, len(cur.cols))
-			ptrs := make([]any, len(vals))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				return err
-			}
-			cur.rows = append(cur.rows, vals)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows.Close()
+		cur.cols = cols
 		r.internal = true
 		// A statement that returned no columns never will: the next runs
 		// of the same text take the Exec path. Several statements in one
@@ -129,7 +123,9 @@ func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 			// INSERT ... RETURNING: a row out for each row in.
 			cur.written = int64(len(cur.rows))
 		default:
-			return r.queryRow(`SELECT changes()`).Scan(&cur.written)
+			v, err := r.queryOne(`SELECT changes()`)
+			cur.written, _ = v.(int64)
+			return err
 		}
 		return nil
 	})

@@ -1,0 +1,104 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/den-rooms/den/gateway"
+	"github.com/den-rooms/den/rooms"
+	"github.com/den-rooms/den/server"
+)
+
+// benchServerEnv runs this test binary as a benchmark node instead of its
+// tests: den's built-in kinds plus "journal", which stores each message
+// durably and acknowledges it to its sender alone. A closed-loop echo load
+// against it measures durable events through group commit without the
+// fan-out of a chat room (where each event costs one frame per member):
+//
+//	go test -c -o /tmp/server.test ./server
+//	DEN_BENCH_SERVER=127.0.0.1:9607 DEN_BENCH_DATA=/tmp/bench-data /tmp/server.test
+//
+// DEN_BENCH_SYNC=normal relaxes fsync; DEN_BENCH_CPUPROFILE=FILE writes a
+// CPU profile of the whole run.
+//	den loadtest echo --url 'ws://127.0.0.1:9607/rooms/journal/one?c={n}' --rooms 1 --count 100 --loops 1
+const benchServerEnv = "DEN_BENCH_SERVER"
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(benchServerEnv); addr != "" {
+		runBenchServer(addr, os.Getenv("DEN_BENCH_DATA"), os.Getenv("DEN_BENCH_SYNC"))
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func runBenchServer(addr, data, sync string) {
+	if data == "" {
+		var err error
+		if data, err = os.MkdirTemp("", "den-bench"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer os.RemoveAll(data)
+	}
+	srv, err := server.New(server.Config{
+		Gateway:     gateway.Config{Listen: addr},
+		Data:        data,
+		Synchronous: sync,
+		Kinds:       []rooms.Kind{{Name: "journal", New: newJournal}},
+	})
+	if err == nil {
+		err = srv.Start()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(srv.Addr(), os.Getpid())
+	if path := os.Getenv("DEN_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	<-ctx.Done()
+	stop()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+}
+
+// journal stores every message and sends it back to its sender once it is
+// durable.
+type journal struct {
+	rooms.Base
+	st *rooms.State
+}
+
+func newJournal(st *rooms.State) rooms.Handler {
+	return &journal{st: st}
+}
+
+func (j *journal) Connect(c *rooms.Connect) error {
+	_, err := j.st.Storage.Exec(`CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, body BLOB)`)
+	return err
+}
+
+func (j *journal) Message(s *rooms.Sock, text bool, data []byte) error {
+	if _, err := j.st.Storage.Exec(`INSERT INTO log (body) VALUES (?)`, data); err != nil {
+		return err
+	}
+	s.Send(text, data)
+	return nil
+}

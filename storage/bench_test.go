@@ -1,0 +1,39 @@
+package storage
+
+import "testing"
+
+// BenchmarkEventBatch is the room loop's storage work for one chat
+// message: a savepoint around an INSERT ... RETURNING, 100 events to a
+// commit, fsync on. It is the part of a durable event SQLite costs.
+//
+//	go test ./storage -run '^$' -bench EventBatch -cpuprofile cpu.out
+func BenchmarkEventBatch(b *testing.B) {
+	r := openRoom(b, openStore(b, Options{}), "bb01")
+	if _, err := r.Exec(`CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT, text TEXT, ts INTEGER)`); err != nil {
+		b.Fatal(err)
+	}
+	const batch = 100
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += batch {
+		if err := r.Begin(); err != nil {
+			b.Fatal(err)
+		}
+		for j := i; j < min(i+batch, b.N); j++ {
+			err := r.Transaction(func() error {
+				cur, err := r.Exec(`INSERT INTO messages (user, text, ts) VALUES (?, ?, ?) RETURNING id`, "user", "hello", int64(j))
+				if err != nil {
+					return err
+				}
+				_, err = cur.One()
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := r.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
