@@ -3,6 +3,7 @@ package rooms
 import (
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"net/http"
 )
 
@@ -11,7 +12,7 @@ type RoomInfo struct {
 	ID           string `json:"id"`
 	Kind         string `json:"kind"`
 	Name         string `json:"name"`
-	State        string `json:"state"` // active, evicted (known, nothing in memory) or absent
+	State        string `json:"state"` // active, hibernated (asleep, sockets open), evicted (on disk only) or absent
 	Sockets      int    `json:"sockets"`
 	Alarm        *int64 `json:"alarm"` // epoch milliseconds; alarms are not built yet, so null
 	StorageBytes int64  `json:"storage_bytes"`
@@ -21,8 +22,21 @@ type RoomInfo struct {
 func (rt *Runtime) Info(kind, name string) (RoomInfo, error) {
 	id := IDFromName(kind, name)
 	info := RoomInfo{ID: id.String(), Kind: kind, Name: name, State: "absent"}
-	if r := rt.active(kind, name); r != nil {
-		info.State, info.Sockets = "active", int(r.nsocks.Load())
+	rt.mu.Lock()
+	r := rt.rooms[id]
+	rt.mu.Unlock()
+	if r != nil {
+		r.mu.Lock()
+		awake, dead := r.running, r.dead
+		r.mu.Unlock()
+		switch {
+		case dead:
+		case awake:
+			info.State = "active"
+		default:
+			info.State = "hibernated"
+		}
+		info.Sockets = int(r.nsocks.Load())
 	}
 	rec, ok, err := rt.store.Record(info.ID)
 	if err != nil {
@@ -61,13 +75,15 @@ func (rt *Runtime) Delete(kind, name string) (bool, error) {
 		close(finished)
 	}()
 	if r != nil {
-		<-r.ready
-		if r.openErr == nil {
-			if !r.enqueue(&event{kind: evDelete}, false) {
-				// Stopped by Shutdown: its goroutine ends on its own.
-				r.stop()
-			}
-			<-r.done
+		ev := &event{kind: evDelete, done: make(chan struct{})}
+		switch err := r.enqueue(ev, false); {
+		case err == nil:
+			// The room wakes if it sleeps, closes its sockets and leaves.
+			<-ev.done
+		case errors.Is(err, errStopped):
+			// Shut down: its goroutine ends on its own, and then its
+			// storage handle is closed.
+			rt.serving.Wait()
 		}
 	}
 	if _, ok, err := rt.store.Record(id.String()); err != nil || !ok {

@@ -23,6 +23,19 @@ func newRuntime(t *testing.T) *Runtime {
 	return rt
 }
 
+// wake brings room b/x into memory with a request and returns it.
+func wake(t *testing.T, rt *Runtime) *room {
+	t.Helper()
+	rt.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/rooms/b/x", nil), "b", "x")
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	r := rt.rooms[IDFromName("b", "x")]
+	if r == nil || r.store == nil {
+		t.Fatal("room b/x is not awake after a request")
+	}
+	return r
+}
+
 // deleteEnds reports whether Delete returns within 10 s.
 func deleteEnds(rt *Runtime) bool {
 	done := make(chan struct{})
@@ -37,10 +50,7 @@ func deleteEnds(rt *Runtime) bool {
 
 func TestRegressDeleteAfterFailedBegin(t *testing.T) {
 	rt := newRuntime(t)
-	r, err := rt.room("b", "x")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := wake(t, rt)
 	_ = r.store.Close() // every Begin fails from now on
 	w := httptest.NewRecorder()
 	rt.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/rooms/b/x", nil), "b", "x")
@@ -54,9 +64,7 @@ func TestRegressDeleteAfterFailedBegin(t *testing.T) {
 
 func TestRegressDeleteAfterShutdown(t *testing.T) {
 	rt := newRuntime(t)
-	if _, err := rt.room("b", "x"); err != nil {
-		t.Fatal(err)
-	}
+	wake(t, rt)
 	_ = rt.Shutdown(context.Background())
 	if !deleteEnds(rt) {
 		t.Fatal("Delete hangs after Shutdown")
@@ -65,9 +73,7 @@ func TestRegressDeleteAfterShutdown(t *testing.T) {
 
 func TestRegressTwoDeletesBothEnd(t *testing.T) {
 	rt := newRuntime(t)
-	if _, err := rt.room("b", "x"); err != nil {
-		t.Fatal(err)
-	}
+	wake(t, rt)
 	ends := make(chan bool, 2)
 	for range 2 {
 		go func() { ends <- deleteEnds(rt) }()

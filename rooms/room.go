@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -38,7 +39,7 @@ type event struct {
 	why  string
 	ok   bool // close: clean
 	rec  *recorder
-	done chan struct{} // request: closed when rec holds the response
+	done chan struct{} // request: closed when rec holds the response; delete: when it is done
 	fn   func() error  // deferred
 
 	// Set while the event runs.
@@ -59,35 +60,42 @@ type output struct {
 	reason string
 }
 
-// room is one active room: its goroutine, mailbox, object and sockets.
+// room is one room the runtime knows: awake, with its goroutine, object
+// and storage handle, or asleep, with only its sockets and queue. Its
+// sockets and auto-response outlive each object; the rest is rebuilt on
+// every wake.
 type room struct {
-	rt     *Runtime
-	id     ID
-	kind   *Kind
-	name   string
-	store  *storage.Room
-	st     *State
-	h      Handler
-	ctx    context.Context
-	cancel context.CancelFunc
-	log    *zap.Logger
+	rt   *Runtime
+	id   ID
+	kind *Kind
+	name string
 
 	mu        sync.Mutex
 	queue     []*event
-	droppable int // queued events that may be refused when the mailbox is full
-	notify    chan struct{}
-	stopped   bool
+	droppable int           // queued events that may be refused when the mailbox is full
+	running   bool          // a goroutine serves the room: awake or waking
+	notify    chan struct{} // wakes the serving goroutine; nil while asleep
+	stopped   bool          // no more events: shut down or deleted
+	dead      bool          // out of the index: evicted or deleted
+	sleep     bool          // the sweep found it idle: sleep once the queue is empty
+	busy      bool          // a batch is running
+	last      time.Time     // when the last batch ended, or the room woke
 
-	auto atomic.Pointer[[2]string] // auto-response: request, response
+	auto   atomic.Pointer[[2]string] // auto-response: request, response
+	nsocks atomic.Int32              // len(socks), for the sweep and the admin API
 
-	// Owned by the room's goroutine.
-	socks    []*Sock
+	// Owned by the serving goroutine. Sockets stay while the room sleeps.
+	socks []*Sock
+
+	// The object and what serves it: set by wake, dropped by retire.
+	store    *storage.Room
+	st       *State
+	h        Handler
+	ctx      context.Context
+	cancel   context.CancelFunc
+	log      *zap.Logger
 	out      []output
-	done     chan struct{}  // closed when run returns
-	ready    chan struct{}  // closed once the room is woken, or failed to wake
-	openErr  error          // why it failed to wake; set before ready closes
-	deleting bool           // an evDelete was in the batch
-	nsocks   atomic.Int32   // len(socks), for the admin API
+	deleting *event         // an evDelete was in the batch
 	deferred []func() error // Defer calls of the batch's events, run once it commits
 	// undoAttach holds the attachments the current event replaced, and
 	// auto the auto-response it started with: a failed event restores them.
@@ -95,32 +103,53 @@ type room struct {
 	autoBefore *[2]string
 }
 
-// enqueue adds ev to the mailbox. A droppable event is refused when the
-// mailbox is full; the others (closes, deferred work) are never dropped,
-// so every socket gets its one close event.
-func (r *room) enqueue(ev *event, droppable bool) bool {
+// enqueue adds ev to the mailbox, waking the room if it sleeps. A
+// droppable event is refused when the mailbox is full; the others
+// (closes, deferred work) are never dropped, so every socket gets its one
+// close event.
+func (r *room) enqueue(ev *event, droppable bool) error {
 	r.mu.Lock()
-	if r.stopped || droppable && r.droppable >= r.rt.mailbox {
+	switch {
+	case r.dead:
 		r.mu.Unlock()
-		return false
+		return errRetired
+	case r.stopped:
+		r.mu.Unlock()
+		return errStopped
+	case droppable && r.droppable >= r.rt.mailbox:
+		r.mu.Unlock()
+		return errMailboxFull
 	}
 	r.queue = append(r.queue, ev)
 	if droppable {
 		r.droppable++
 	}
+	if !r.running {
+		r.running = true
+		r.notify = make(chan struct{}, 1)
+		r.rt.awake.Add(1)
+		r.rt.serving.Add(1)
+		r.mu.Unlock()
+		go r.run(time.Now())
+		return nil
+	}
+	notify := r.notify
 	r.mu.Unlock()
 	select {
-	case r.notify <- struct{}{}:
+	case notify <- struct{}{}:
 	default:
 	}
-	return true
+	return nil
 }
 
 // take waits for events and returns up to max of them; nil once the room
-// is stopped and empty.
+// is stopped, or asked to sleep, and its queue is empty.
 func (r *room) take(max int) []*event {
 	for {
 		r.mu.Lock()
+		if r.busy {
+			r.busy, r.last = false, r.rt.clock.Now()
+		}
 		if n := min(len(r.queue), max); n > 0 {
 			batch := slices.Clone(r.queue[:n])
 			clear(r.queue[:n])
@@ -130,29 +159,120 @@ func (r *room) take(max int) []*event {
 					r.droppable--
 				}
 			}
+			r.busy, r.sleep = true, false
 			r.mu.Unlock()
 			return batch
 		}
-		stopped := r.stopped
-		r.mu.Unlock()
-		if stopped {
+		if r.stopped || r.sleep {
+			r.mu.Unlock()
 			return nil
 		}
-		<-r.notify
+		notify := r.notify
+		r.mu.Unlock()
+		<-notify
+	}
+}
+
+// offerSleep asks an awake room with nothing to do for long enough to
+// sleep: to hibernate if it has sockets, else to leave memory. The
+// caller holds rt.mu.
+func (r *room) offerSleep(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.running || r.busy || r.sleep || r.stopped || len(r.queue) > 0 {
+		return
+	}
+	after := r.rt.evictAfter
+	if r.nsocks.Load() > 0 {
+		after = r.rt.hibernateAfter
+	}
+	if now.Sub(r.last) < after {
+		return
+	}
+	r.sleep = true
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends the room's goroutine once its queue is empty; it takes no
+// more events.
+func (r *room) stop() {
+	r.mu.Lock()
+	r.stopped = true
+	notify := r.notify
+	r.mu.Unlock()
+	if notify != nil {
+		select {
+		case notify <- struct{}{}:
+		default:
+		}
 	}
 }
 
 func (r *room) hold(o output) { r.out = append(r.out, o) }
 
-// run is the room's goroutine: batches of events, each batch one
-// transaction, each event a savepoint inside it.
-func (r *room) run() {
-	defer close(r.done)
+// run is the room's goroutine while it is awake: it wakes the room, runs
+// batches of events (each batch one transaction, each event a savepoint
+// inside it) until the room may sleep, and puts it to sleep. woke is when
+// the event that woke it arrived.
+func (r *room) run(woke time.Time) {
+	defer r.rt.serving.Done()
+	for {
+		if err := r.wake(woke); err != nil {
+			r.failWake(err)
+		} else {
+			r.serve()
+		}
+		if r.retire() {
+			return
+		}
+		// Events came while it was going to sleep: it wakes again.
+		woke = time.Now()
+	}
+}
+
+// wake builds the room's object: its storage (none for a stateless kind),
+// then its constructor.
+func (r *room) wake(woke time.Time) error {
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.log = r.rt.log.With(zap.String("kind", r.kind.Name), zap.String("room", r.name))
+	if !r.kind.Stateless {
+		sr, err := r.rt.store.Room(r.id.String(), r.kind.Name, r.name)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errStorageFailed, err)
+		}
+		r.store = sr
+	}
+	r.st = &State{ID: r.id, Kind: r.kind.Name, Name: r.name, Storage: r.store, r: r}
+	h, err := r.construct()
+	if err != nil {
+		return err
+	}
+	r.h = h
+	r.rt.wakes.Add(1)
+	r.rt.onWake(time.Since(woke))
+	r.mu.Lock()
+	r.last = r.rt.clock.Now()
+	r.mu.Unlock()
+	return nil
+}
+
+// construct runs the kind's constructor; a panic in it fails the wake,
+// not the node.
+func (r *room) construct() (h Handler, err error) {
 	defer func() {
-		if r.store != nil {
-			_ = r.store.Close()
+		if p := recover(); p != nil {
+			err = fmt.Errorf("rooms: %s's constructor panicked: %v", r.kind.Name, p)
 		}
 	}()
+	return r.kind.New(r.st), nil
+}
+
+// serve runs batches until the room is stopped, deleted or asked to sleep
+// with nothing queued.
+func (r *room) serve() {
 	for {
 		batch := r.take(r.rt.maxBatch)
 		if batch == nil {
@@ -160,35 +280,94 @@ func (r *room) run() {
 		}
 		r.runBatch(batch)
 		r.nsocks.Store(int32(len(r.socks)))
-		if r.deleting {
+		if r.deleting != nil {
 			r.remove()
 			return
 		}
 	}
 }
 
-// stop ends the room's goroutine once its queue is empty.
-func (r *room) stop() {
+// failWake answers what is queued for a room that could not be woken:
+// joins and requests get 503, its sockets that sent something are closed
+// with 1011, and a deletion goes ahead without the object.
+func (r *room) failWake(err error) {
+	r.log.Error("room unavailable", zap.Error(err))
 	r.mu.Lock()
-	r.stopped = true
+	queued := r.queue
+	r.queue, r.droppable = nil, 0
 	r.mu.Unlock()
-	select {
-	case r.notify <- struct{}{}:
-	default:
+	for _, ev := range queued {
+		switch ev.kind {
+		case evConnect:
+			ev.join.Refuse(http.StatusServiceUnavailable, "the room is unavailable")
+		case evRequest:
+			ev.rec.reset(http.StatusServiceUnavailable, "the room is unavailable\n")
+			close(ev.done)
+		case evMessage:
+			if s := r.sockOf(ev.sock); s != nil && s.s != nil {
+				s.s.Close(1011, "room unavailable")
+			}
+		case evClose:
+			if s := r.sockOf(ev.sock); s != nil {
+				s.closed = true
+				r.dropSock(s)
+			}
+		case evDelete:
+			r.deleting = ev
+		}
+	}
+	r.nsocks.Store(int32(len(r.socks)))
+	if r.deleting != nil {
+		r.remove()
 	}
 }
 
-// remove ends a deleted room: its sockets are closed with 1000, its
-// handle released and it leaves the runtime, so the admin API can delete
-// its files.
+// retire drops the room's object, goroutine and storage handle. It
+// reports false if events came meanwhile: the goroutine wakes the room
+// again. A room left with no sockets leaves the index.
+func (r *room) retire() bool {
+	if r.store != nil {
+		_ = r.store.Close()
+	}
+	if r.cancel != nil {
+		r.cancel()
+	}
+	r.store, r.st, r.h, r.ctx, r.cancel, r.log = nil, nil, nil, nil, nil, nil
+	r.out, r.deferred, r.undoAttach, r.autoBefore = nil, nil, nil, nil
+	rt := r.rt
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.queue) > 0 && !r.dead {
+		return false
+	}
+	r.running, r.sleep, r.busy, r.notify = false, false, false, nil
+	rt.awake.Add(-1)
+	switch {
+	case r.dead, r.stopped:
+	case len(r.socks) > 0:
+		rt.hibernations.Add(1)
+	default:
+		if rt.rooms[r.id] == r {
+			delete(rt.rooms, r.id)
+		}
+		r.dead = true
+		rt.evictions.Add(1)
+	}
+	return true
+}
+
+// remove ends a deleted room: its sockets are closed with 1000, what is
+// queued is answered, its handle released and it leaves the index, so
+// the admin API can delete its files.
 func (r *room) remove() {
 	r.closeSockets(1000, "room deleted")
 	r.nsocks.Store(0)
-	// What is still queued will not run: answer it.
 	r.mu.Lock()
 	r.stopped = true
 	left := r.queue
-	r.queue = nil
+	r.queue, r.droppable = nil, 0
 	r.mu.Unlock()
 	for _, ev := range left {
 		switch ev.kind {
@@ -197,17 +376,25 @@ func (r *room) remove() {
 		case evRequest:
 			ev.rec.reset(http.StatusServiceUnavailable, "the room was deleted\n")
 			close(ev.done)
+		case evDelete:
+			if ev != r.deleting {
+				close(ev.done)
+			}
 		}
 	}
 	if r.store != nil {
 		_ = r.store.Close()
+		r.store = nil
 	}
 	r.rt.mu.Lock()
 	if r.rt.rooms[r.id] == r {
 		delete(r.rt.rooms, r.id)
 	}
+	r.mu.Lock()
+	r.dead = true
+	r.mu.Unlock()
 	r.rt.mu.Unlock()
-	r.cancel()
+	close(r.deleting.done)
 }
 
 func (r *room) runBatch(batch []*event) {
@@ -281,7 +468,7 @@ func (r *room) handle(ev *event) (err error) {
 	case evDeferred:
 		return ev.fn()
 	case evDelete:
-		r.deleting = true
+		r.deleting = ev
 	}
 	return nil
 }
@@ -430,7 +617,7 @@ func (r *room) failBatch(batch []*event, err error) {
 	for _, ev := range batch {
 		switch ev.kind {
 		case evDelete:
-			r.deleting = true
+			r.deleting = ev
 		case evConnect:
 			ev.join.Refuse(http.StatusServiceUnavailable, "the room failed to save")
 		case evRequest:

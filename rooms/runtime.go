@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/den-rooms/den/internal/clock"
 	"github.com/den-rooms/den/storage"
 )
 
@@ -27,6 +29,16 @@ type Config struct {
 	Mailbox    int
 	MaxBatch   int
 	MaxSockets int
+	// HibernateAfter is how long a room with sockets and nothing to do
+	// stays in memory (DefaultHibernateAfter); EvictAfter is the same for
+	// a room without sockets (DefaultEvictAfter).
+	HibernateAfter time.Duration
+	EvictAfter     time.Duration
+	// Clock drives hibernation; tests pass a clock.Fake.
+	Clock clock.Clock
+	// OnWake, if set, is told how long each wake took: from the event
+	// that found the room asleep to its object being ready.
+	OnWake func(time.Duration)
 	// CommitHook, if set, runs before every commit; an error from it fails
 	// the commit as a failed disk would. It is for fault-injection tests.
 	CommitHook func(ID) error
@@ -36,38 +48,62 @@ type Config struct {
 	Broadcast func(to []Socket, text bool, payload []byte)
 }
 
-// Runtime runs rooms: one goroutine per active room, its events one at a
+// Defaults of Config.
+const (
+	DefaultHibernateAfter = 10 * time.Second
+	DefaultEvictAfter     = 60 * time.Second
+)
+
+// Runtime runs rooms: one goroutine per awake room, its events one at a
 // time inside the room's storage transaction, and what they send held
-// until it is durable. Join, Message, Closed and ServeHTTP are its
-// entry points from the gateway; they never block on a room.
+// until it is durable. A room idle for HibernateAfter leaves memory but
+// for its sockets, which stay open; its next event wakes it. Join,
+// Message, Closed and ServeHTTP are its entry points from the gateway;
+// they never block on a room.
 type Runtime struct {
-	store      *storage.Store
-	kinds      map[string]*Kind
-	log        *zap.Logger
-	mailbox    int
-	maxBatch   int
-	maxSockets int
-	hook       func(ID) error
-	broadcast  func(to []Socket, text bool, payload []byte)
+	store          *storage.Store
+	kinds          map[string]*Kind
+	log            *zap.Logger
+	mailbox        int
+	maxBatch       int
+	maxSockets     int
+	hibernateAfter time.Duration
+	evictAfter     time.Duration
+	clock          clock.Clock
+	onWake         func(time.Duration)
+	hook           func(ID) error
+	broadcast      func(to []Socket, text bool, payload []byte)
 
 	mu     sync.Mutex
-	rooms  map[ID]*room         // active rooms, and rooms being woken (ready not yet closed)
+	rooms  map[ID]*room         // every room with sockets, events or an object in memory
 	gone   map[ID]chan struct{} // rooms being deleted; closed when the deletion is done
 	closed bool
+	sweep  clock.Ticker
+	quit   chan struct{} // closed by Shutdown: the sweep ends
 
+	serving sync.WaitGroup // room goroutines
+	awake   atomic.Int64   // rooms with a goroutine
+
+	wakes, hibernations, evictions       atomic.Int64
 	eventsFailed, commitsFailed, refused atomic.Int64
 }
 
-// New builds a Runtime.
+// New builds a Runtime and starts its sweep, which puts idle rooms to
+// sleep; Shutdown stops it.
 func New(cfg Config) (*Runtime, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("rooms: no store")
 	}
+	if cfg.HibernateAfter < 0 || cfg.EvictAfter < 0 {
+		return nil, errors.New("rooms: negative hibernate or evict time")
+	}
 	rt := &Runtime{
 		store: cfg.Store, kinds: map[string]*Kind{}, log: cfg.Logger,
 		mailbox: cfg.Mailbox, maxBatch: cfg.MaxBatch, maxSockets: cfg.MaxSockets,
+		hibernateAfter: cfg.HibernateAfter, evictAfter: cfg.EvictAfter,
+		clock: cfg.Clock, onWake: cfg.OnWake,
 		hook: cfg.CommitHook, rooms: map[ID]*room{}, gone: map[ID]chan struct{}{},
-		broadcast: cfg.Broadcast,
+		broadcast: cfg.Broadcast, quit: make(chan struct{}),
 	}
 	if rt.broadcast == nil {
 		rt.broadcast = func(to []Socket, text bool, payload []byte) {
@@ -79,6 +115,12 @@ func New(cfg Config) (*Runtime, error) {
 	if rt.log == nil {
 		rt.log = zap.NewNop()
 	}
+	if rt.clock == nil {
+		rt.clock = clock.Real{}
+	}
+	if rt.onWake == nil {
+		rt.onWake = func(time.Duration) {}
+	}
 	rt.mailbox = max(rt.mailbox, 0)
 	if rt.mailbox == 0 {
 		rt.mailbox = DefaultMailbox
@@ -88,6 +130,12 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if rt.maxSockets <= 0 {
 		rt.maxSockets = DefaultMaxSocket
+	}
+	if rt.hibernateAfter == 0 {
+		rt.hibernateAfter = DefaultHibernateAfter
+	}
+	if rt.evictAfter == 0 {
+		rt.evictAfter = DefaultEvictAfter
 	}
 	for i := range cfg.Kinds {
 		k := &cfg.Kinds[i]
@@ -99,6 +147,11 @@ func New(cfg Config) (*Runtime, error) {
 		}
 		rt.kinds[k.Name] = k
 	}
+	// A room sleeps within a quarter of its timeout of it, and the sweep
+	// runs at most every 10 ms and at least every second.
+	period := min(rt.hibernateAfter, rt.evictAfter) / 4
+	rt.sweep = rt.clock.NewTicker(min(max(period, 10*time.Millisecond), time.Second))
+	go rt.sweepLoop()
 	return rt, nil
 }
 
@@ -112,9 +165,17 @@ func (rt *Runtime) commitHook(id ID) error {
 // HasKind reports whether kind is registered.
 func (rt *Runtime) HasKind(kind string) bool { return rt.kinds[kind] != nil }
 
-var errNoKind = errors.New("rooms: no such room kind")
+var (
+	errNoKind    = errors.New("rooms: no such room kind")
+	errShutdown  = errors.New("rooms: shutting down")
+	errDeleting  = errors.New("rooms: the room is being deleted")
+	errStopped   = errors.New("rooms: the room has stopped")
+	errRetired   = errors.New("rooms: the room left memory")
+	errUnwakable = errors.New("rooms: the room could not be woken")
+)
 
-// room returns the active room for kind and name, waking it if needed.
+// room returns kind's room called name, known to the runtime from now on
+// if it was not: awake or asleep, it takes events.
 func (rt *Runtime) room(kind, name string) (*room, error) {
 	k := rt.kinds[kind]
 	if k == nil {
@@ -122,133 +183,74 @@ func (rt *Runtime) room(kind, name string) (*room, error) {
 	}
 	id := IDFromName(kind, name)
 	rt.mu.Lock()
+	defer rt.mu.Unlock()
 	if rt.closed {
-		rt.mu.Unlock()
-		return nil, errors.New("rooms: shutting down")
+		return nil, errShutdown
 	}
 	if rt.gone[id] != nil {
-		rt.mu.Unlock()
-		return nil, errors.New("rooms: the room is being deleted")
+		return nil, errDeleting
 	}
-	if r := rt.rooms[id]; r != nil {
-		rt.mu.Unlock()
-		<-r.ready
-		if r.openErr != nil {
-			return nil, r.openErr
-		}
-		return r, nil
+	r := rt.rooms[id]
+	if r == nil {
+		r = &room{rt: rt, id: id, kind: k, name: name}
+		rt.rooms[id] = r
 	}
-	// Woken outside rt.mu: opening storage and running the constructor
-	// take time, and other rooms must not wait for them.
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &room{
-		rt: rt, id: id, kind: k, name: name, ctx: ctx, cancel: cancel,
-		notify: make(chan struct{}, 1), done: make(chan struct{}), ready: make(chan struct{}),
-		log: rt.log.With(zap.String("kind", kind), zap.String("room", name)),
-	}
-	rt.rooms[id] = r
-	rt.mu.Unlock()
-	if err := r.open(); err != nil {
-		r.openErr = err
-		rt.mu.Lock()
-		if rt.rooms[id] == r {
-			delete(rt.rooms, id)
-		}
-		rt.mu.Unlock()
-		close(r.ready)
-		return nil, err
-	}
-	close(r.ready)
-	go r.run()
 	return r, nil
 }
 
-// open gives a room being woken its storage (none for a stateless kind)
-// and its object.
-func (r *room) open() error {
-	if !r.kind.Stateless {
-		sr, err := r.rt.store.Room(r.id.String(), r.kind.Name, r.name)
+// deliver queues ev for kind's room called name, waking the room if it
+// sleeps.
+func (rt *Runtime) deliver(kind, name string, ev *event) error {
+	for {
+		r, err := rt.room(kind, name)
 		if err != nil {
-			return fmt.Errorf("%w: %w", errStorageFailed, err)
+			return err
 		}
-		r.store = sr
-	}
-	r.st = &State{ID: r.id, Kind: r.kind.Name, Name: r.name, Storage: r.store, r: r}
-	h, err := r.construct()
-	if err != nil {
-		if r.store != nil {
-			_ = r.store.Close()
+		// A room evicted between the lookup and the enqueue has left the
+		// index: the next lookup makes it anew.
+		if err := r.enqueue(ev, true); !errors.Is(err, errRetired) {
+			return err
 		}
-		return err
-	}
-	r.h = h
-	return nil
-}
-
-// construct runs the kind's constructor; a panic in it fails the wake,
-// not the node.
-func (r *room) construct() (h Handler, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("rooms: %s's constructor panicked: %v", r.kind.Name, p)
-		}
-	}()
-	return r.kind.New(r.st), nil
-}
-
-// active returns kind's room called name if it is active.
-func (rt *Runtime) active(kind, name string) *room {
-	id := IDFromName(kind, name)
-	rt.mu.Lock()
-	r := rt.rooms[id]
-	rt.mu.Unlock()
-	if r == nil {
-		return nil
-	}
-	select {
-	case <-r.ready:
-		if r.openErr != nil {
-			return nil
-		}
-		return r
-	default:
-		// Still waking: the caller takes the path that waits for it.
-		return nil
 	}
 }
 
-// Join asks the room whether a handshake may join. A room that is not
-// active is woken on a goroutine of its own: opening its storage must not
-// hold up the caller's event loop.
+// sweepLoop puts rooms that have been idle long enough to sleep.
+func (rt *Runtime) sweepLoop() {
+	for {
+		select {
+		case <-rt.quit:
+			return
+		case now := <-rt.sweep.C():
+			rt.mu.Lock()
+			for _, r := range rt.rooms {
+				r.offerSleep(now)
+			}
+			rt.mu.Unlock()
+		}
+	}
+}
+
+// Join asks the room whether a handshake may join, waking the room if it
+// sleeps.
 func (rt *Runtime) Join(kind, name string, j JoinRequest) {
 	if rt.kinds[kind] == nil {
 		j.Refuse(http.StatusNotFound, "no such room kind")
 		return
 	}
-	req := j.Request()
-	if r := rt.active(kind, name); r != nil {
-		rt.offer(r, j, req)
-		return
-	}
-	go func() {
-		r, err := rt.room(kind, name)
-		if err != nil {
-			rt.log.Error("room unavailable", zap.String("kind", kind), zap.String("room", name), zap.Error(err))
-			j.Refuse(http.StatusServiceUnavailable, "the room is unavailable")
-			return
-		}
-		rt.offer(r, j, req)
-	}()
-}
-
-func (rt *Runtime) offer(r *room, j JoinRequest, req *http.Request) {
-	if !r.enqueue(&event{kind: evConnect, join: j, req: req}, true) {
+	err := rt.deliver(kind, name, &event{kind: evConnect, join: j, req: j.Request()})
+	switch {
+	case err == nil:
+	case errors.Is(err, errMailboxFull):
 		rt.refused.Add(1)
 		j.Refuse(http.StatusServiceUnavailable, "the room is busy")
+	default:
+		j.Refuse(http.StatusServiceUnavailable, "the room is unavailable")
 	}
 }
 
 // Message hands a data message to the socket's room. payload is copied.
+// A message that matches the room's auto-response is answered here,
+// without waking the room.
 func (rt *Runtime) Message(s Socket, text bool, payload []byte) {
 	sk, _ := s.Value().(*Sock)
 	if sk == nil {
@@ -258,22 +260,24 @@ func (rt *Runtime) Message(s Socket, text bool, payload []byte) {
 	if text {
 		if a := r.auto.Load(); a != nil && a[0] == string(payload) {
 			_ = s.Send(true, []byte(a[1]))
+			sk.autoAt.Store(rt.clock.Now().UnixNano())
 			return
 		}
 	}
-	if !r.enqueue(&event{kind: evMessage, sock: s, text: text, data: bytes.Clone(payload)}, true) {
+	if errors.Is(r.enqueue(&event{kind: evMessage, sock: s, text: text, data: bytes.Clone(payload)}, true), errMailboxFull) {
 		rt.refused.Add(1)
 		s.Close(1013, "room busy")
 	}
 }
 
-// Closed tells the socket's room it is gone.
+// Closed tells the socket's room it is gone, waking the room if it
+// sleeps.
 func (rt *Runtime) Closed(s Socket, code int, reason string, clean bool) {
 	sk, _ := s.Value().(*Sock)
 	if sk == nil {
 		return
 	}
-	sk.r.enqueue(&event{kind: evClose, sock: s, code: code, why: reason, ok: clean}, false)
+	_ = sk.r.enqueue(&event{kind: evClose, sock: s, code: code, why: reason, ok: clean}, false)
 }
 
 // maxRequestBody bounds a request body a room reads; the gateway's own
@@ -283,13 +287,8 @@ const maxRequestBody = 32 << 20
 // ServeHTTP runs a request in its room and writes the response once the
 // room's writes for it are durable.
 func (rt *Runtime) ServeHTTP(w http.ResponseWriter, req *http.Request, kind, name string) {
-	r, err := rt.room(kind, name)
-	switch {
-	case errors.Is(err, errNoKind):
+	if rt.kinds[kind] == nil {
 		http.NotFound(w, req)
-		return
-	case err != nil:
-		http.Error(w, "the room is unavailable", http.StatusServiceUnavailable)
 		return
 	}
 	// The body is read here, not in the room: a slow client must not
@@ -301,9 +300,13 @@ func (rt *Runtime) ServeHTTP(w http.ResponseWriter, req *http.Request, kind, nam
 	}
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	ev := &event{kind: evRequest, req: req, rec: newRecorder(), done: make(chan struct{})}
-	if !r.enqueue(ev, true) {
+	switch err := rt.deliver(kind, name, ev); {
+	case errors.Is(err, errMailboxFull):
 		rt.refused.Add(1)
 		http.Error(w, "the room is busy", http.StatusServiceUnavailable)
+		return
+	case err != nil:
+		http.Error(w, "the room is unavailable", http.StatusServiceUnavailable)
 		return
 	}
 	select {
@@ -316,7 +319,11 @@ func (rt *Runtime) ServeHTTP(w http.ResponseWriter, req *http.Request, kind, nam
 
 // Stats are the runtime's counters.
 type Stats struct {
-	Rooms         int   // active rooms
+	Rooms         int   // awake rooms: an object and a goroutine in memory
+	Hibernated    int   // rooms asleep with sockets open
+	Wakes         int64 // rooms brought into memory, the first time included
+	Hibernations  int64 // rooms put to sleep with their sockets open
+	Evictions     int64 // rooms without sockets dropped from memory
 	EventsFailed  int64 // handler errors and panics
 	CommitsFailed int64
 	Refused       int64 // events refused for a full mailbox
@@ -325,40 +332,40 @@ type Stats struct {
 // Stats returns the counters.
 func (rt *Runtime) Stats() Stats {
 	rt.mu.Lock()
-	n := len(rt.rooms)
+	known := len(rt.rooms)
 	rt.mu.Unlock()
-	return Stats{Rooms: n, EventsFailed: rt.eventsFailed.Load(), CommitsFailed: rt.commitsFailed.Load(), Refused: rt.refused.Load()}
+	awake := int(rt.awake.Load())
+	return Stats{
+		Rooms: awake, Hibernated: max(known-awake, 0),
+		Wakes: rt.wakes.Load(), Hibernations: rt.hibernations.Load(), Evictions: rt.evictions.Load(),
+		EventsFailed: rt.eventsFailed.Load(), CommitsFailed: rt.commitsFailed.Load(), Refused: rt.refused.Load(),
+	}
 }
 
-// Shutdown stops every room once its queued events are handled, or when
-// ctx ends.
+// Shutdown stops the sweep and every room once its queued events are
+// handled, or when ctx ends. Sleeping rooms have nothing to stop.
 func (rt *Runtime) Shutdown(ctx context.Context) error {
 	rt.mu.Lock()
-	rt.closed = true
-	rooms := make([]*room, 0, len(rt.rooms))
-	for _, r := range rt.rooms {
-		rooms = append(rooms, r)
+	if !rt.closed {
+		rt.closed = true
+		rt.sweep.Stop()
+		close(rt.quit)
 	}
-	rt.mu.Unlock()
-	for _, r := range rooms {
-		<-r.ready
-		if r.openErr != nil {
-			continue
-		}
+	for _, r := range rt.rooms {
 		r.stop()
 	}
-	for _, r := range rooms {
-		if r.openErr != nil {
-			continue
-		}
-		select {
-		case <-r.done:
-			r.cancel()
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	rt.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		rt.serving.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return nil
 }
 
 // recorder holds a room's HTTP response until it may go out.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync/atomic"
+	"time"
 
 	"github.com/den-rooms/den/storage"
 )
@@ -177,9 +179,10 @@ type Sock struct {
 	s      Socket // nil until the handshake is answered
 	r      *room
 	tags   []string
-	attach []byte // until s is set
-	closed bool   // its close event has been handled
-	gone   bool   // the client left before it was accepted
+	attach []byte       // until s is set
+	closed bool         // its close event has been handled
+	gone   bool         // the client left before it was accepted
+	autoAt atomic.Int64 // unix ns of the last auto-response, set off the room's goroutine
 }
 
 // live reports whether frames may go to s: accepted, and not left before.
@@ -192,6 +195,16 @@ func (s *Sock) ID() uint64 {
 		return 0
 	}
 	return s.s.ID()
+}
+
+// AutoResponseAt is when the room's auto-response last answered this
+// socket, which the room did not see; zero if it never did.
+func (s *Sock) AutoResponseAt() time.Time {
+	ns := s.autoAt.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // Tags are the socket's tags.
