@@ -26,6 +26,7 @@ import (
 //
 // DEN_BENCH_SYNC=normal relaxes fsync; DEN_BENCH_CPUPROFILE=FILE writes a
 // CPU profile of the whole run.
+//
 //	den loadtest echo --url 'ws://127.0.0.1:9607/rooms/journal/one?c={n}' --rooms 1 --count 100 --loops 1
 const benchServerEnv = "DEN_BENCH_SERVER"
 

@@ -17,7 +17,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/den-rooms/den/gateway"
@@ -47,15 +49,20 @@ type Config struct {
 	// requests bearing it. GET / (a chat demo page) and GET /metrics
 	// (Prometheus) are always served.
 	AdminToken string
-	Logger     *zap.Logger
+	// HibernateAfter and EvictAfter are how long an idle room stays in
+	// memory with and without sockets (rooms.Config).
+	HibernateAfter time.Duration
+	EvictAfter     time.Duration
+	Logger         *zap.Logger
 }
 
 // Server is a running node.
 type Server struct {
-	gw    *gateway.Server
-	rt    *rooms.Runtime
-	store *storage.Store
-	log   *zap.Logger
+	gw          *gateway.Server
+	rt          *rooms.Runtime
+	store       *storage.Store
+	log         *zap.Logger
+	wakeSeconds prometheus.Histogram
 }
 
 // New opens the node's storage and builds its runtime and gateway.
@@ -82,12 +89,17 @@ func New(cfg Config) (*Server, error) {
 	for _, name := range order {
 		list = append(list, kinds[name])
 	}
-	rt, err := rooms.New(rooms.Config{Store: store, Kinds: list, Logger: cfg.Logger.Named("rooms"), Broadcast: gateway.RoomsBroadcast})
+	s := &Server{store: store, log: cfg.Logger, wakeSeconds: newWakeHistogram()}
+	rt, err := rooms.New(rooms.Config{
+		Store: store, Kinds: list, Logger: cfg.Logger.Named("rooms"), Broadcast: gateway.RoomsBroadcast,
+		HibernateAfter: cfg.HibernateAfter, EvictAfter: cfg.EvictAfter,
+		OnWake: func(d time.Duration) { s.wakeSeconds.Observe(d.Seconds()) },
+	})
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	s := &Server{rt: rt, store: store, log: cfg.Logger}
+	s.rt = rt
 	gcfg := cfg.Gateway
 	gcfg.Logger = cfg.Logger
 	gcfg.Rooms = gateway.Runtime(rt)

@@ -57,7 +57,7 @@ func TestDemoPageAndMetrics(t *testing.T) {
 	}
 	resp.Body.Close()
 	code, _, body = get(t, base+"/metrics")
-	for _, want := range []string{"den_sockets 0", "den_rooms_active 1", "den_storage_open_handles 1", "process_resident_memory_bytes", "den_accepted_total"} {
+	for _, want := range []string{"den_sockets 0", `den_rooms{state="active"} 1`, "den_storage_open_handles 1", "process_resident_memory_bytes", "den_accepted_total"} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("GET /metrics (%d) lacks %q", code, want)
 		}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/den-rooms/den/gateway"
+	"github.com/den-rooms/den/rooms"
 	"github.com/den-rooms/den/server"
 	"github.com/den-rooms/den/storage"
 )
@@ -29,6 +30,8 @@ type serveConfig struct {
 	data            string
 	sync            string
 	adminToken      string
+	hibernateAfter  time.Duration
+	evictAfter      time.Duration
 }
 
 func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*serveConfig, error) {
@@ -44,6 +47,8 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.StringVar(&c.data, "data", "./den-data", "folder for node.db and every room's database")
 	fs.StringVar(&c.sync, "sync", storage.SyncFull, "full: a commit is on disk before its output is released; normal: it survives a crash of den but not of the machine")
 	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token for the admin API under /admin/rooms (off when empty)")
+	fs.DurationVar(&c.hibernateAfter, "hibernate-after", rooms.DefaultHibernateAfter, "how long a room with sockets and nothing to do stays in memory; its sockets stay open while it sleeps")
+	fs.DurationVar(&c.evictAfter, "evict-after", rooms.DefaultEvictAfter, "how long a room without sockets and nothing to do stays in memory")
 	fs.StringVar(&c.allowedOrigins, "allowed-origins", "", "comma-separated Origins a browser handshake may come from (scheme://host[:port], https://*.example.com or *); empty allows any")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -83,6 +88,12 @@ func (c *serveConfig) validate() error {
 	if _, err := zapcore.ParseLevel(c.logLevel); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
 	}
+	if c.hibernateAfter <= 0 {
+		return fmt.Errorf("--hibernate-after %v: must be positive", c.hibernateAfter)
+	}
+	if c.evictAfter <= 0 {
+		return fmt.Errorf("--evict-after %v: must be positive", c.evictAfter)
+	}
 	if c.data == "" {
 		return errors.New("--data: need a folder")
 	}
@@ -119,6 +130,7 @@ func serve(ctx context.Context, stopSignals func(), args []string, stderr io.Wri
 	defer func() { _ = log.Sync() }()
 	srv, err := server.New(server.Config{
 		Gateway: c.gateway, Data: c.data, Synchronous: c.sync, AdminToken: c.adminToken, Logger: log,
+		HibernateAfter: c.hibernateAfter, EvictAfter: c.evictAfter,
 	})
 	if err != nil {
 		return err
