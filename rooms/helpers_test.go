@@ -18,6 +18,7 @@ import (
 
 // node is den in-process: a store, a runtime and a gateway serving it.
 type node struct {
+	dir   string
 	addr  string
 	rt    *rooms.Runtime
 	store *storage.Store
@@ -48,7 +49,7 @@ func startNode(tb testing.TB, dir string, cfg rooms.Config) *node {
 	if err := srv.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	n := &node{addr: srv.Addr().String(), rt: rt, store: store, srv: srv}
+	n := &node{dir: dir, addr: srv.Addr().String(), rt: rt, store: store, srv: srv}
 	tb.Cleanup(n.stop)
 	return n
 }

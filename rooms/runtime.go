@@ -220,7 +220,9 @@ func (rt *Runtime) sweepLoop() {
 		select {
 		case <-rt.quit:
 			return
-		case now := <-rt.sweep.C():
+		case <-rt.sweep.C():
+			// The clock, not the tick: a tick waiting in the channel may be old.
+			now := rt.clock.Now()
 			rt.mu.Lock()
 			for _, r := range rt.rooms {
 				r.offerSleep(now)

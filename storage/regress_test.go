@@ -410,3 +410,27 @@ func TestRowsWrittenOnRepeat(t *testing.T) {
 		t.Fatalf("a reserved table: %v", err)
 	}
 }
+
+// A reopened database must not get a -shm file: with the journal mode
+// set before exclusive locking it did, and each room cost three
+// descriptors instead of two.
+func TestRegressReopenedRoomHasNoSHM(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Options{Dir: dir})
+	for i := range 2 {
+		r := openRoom(t, s, "cc01")
+		if err := r.Put("k", []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		shm, _ := filepath.Glob(filepath.Join(dir, "rooms", "*", "*-shm"))
+		if len(shm) > 0 {
+			t.Fatalf("open %d: %v exists", i+1, shm)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if shm, _ := filepath.Glob(filepath.Join(dir, "rooms", "*", "*-shm")); len(shm) > 0 {
+			t.Fatalf("close %d: %v exists", i+1, shm)
+		}
+	}
+}

@@ -45,6 +45,7 @@ type Room struct {
 	wrote    bool  // the author SQL just prepared writes rows
 	denied   error // why the authorizer refused, for the caller
 	closed   bool
+	recorded int64 // the size node.db has for the room, as far as this handle knows
 	// stmts caches prepared statements: SQLite spends more preparing a
 	// short statement than running it.
 	stmts map[string]*cached
@@ -252,6 +253,9 @@ func (r *Room) openHandle() error {
 		if err != nil {
 			return err
 		}
+		if _, err := conn.ExecContext(bg, `PRAGMA cache_size = -`+strconv.Itoa(r.store.cache)); err != nil {
+			return err
+		}
 		var pageSize int64
 		if err := conn.QueryRowContext(bg, `PRAGMA page_size`).Scan(&pageSize); err != nil {
 			return err
@@ -289,7 +293,12 @@ func (r *Room) closeHandle() {
 	_ = r.conn.Close()
 	_ = r.db.Close()
 	r.conn, r.db, r.dc = nil, nil, nil
-	r.store.recordSize(r.id, r.store.Bytes(r.id))
+	// Best effort, and only when it changed: a room that sleeps and wakes
+	// without writing must not cost node.db a commit each time.
+	if b := r.store.Bytes(r.id); b != r.recorded {
+		r.store.recordSize(r.id, b)
+		r.recorded = b
+	}
 }
 
 // Close gives up the room's handle for good, rolling back a transaction

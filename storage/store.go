@@ -121,6 +121,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("storage: node.db: %w", err)
 	}
 	node.SetMaxOpenConns(1)
+	node.SetMaxIdleConns(1)
 	if _, err := node.Exec(`CREATE TABLE IF NOT EXISTS rooms (
 		id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL,
 		created INTEGER NOT NULL, bytes INTEGER NOT NULL DEFAULT 0)`); err != nil {
@@ -138,12 +139,15 @@ func cmpOr[T int | int64](v, def T) T {
 	return def
 }
 
-// dsn is the open string for a database file. Exclusive locking comes
-// before WAL so SQLite never creates the -shm file: one descriptor less.
+// dsn is the open string for a database file. Exclusive locking must be
+// set before the first access in WAL mode, so that SQLite keeps the WAL
+// index in memory and never creates the -shm file: one descriptor less.
+// The driver runs _pragma values sorted by name, then _journal_mode; so
+// journal_mode is not a _pragma, and cache_size (which reads the
+// database) is set once the connection is open.
 func (s *Store) dsn(path string) string {
-	return "file:" + path + "?_pragma=locking_mode(EXCLUSIVE)&_pragma=journal_mode(WAL)" +
-		"&_pragma=synchronous(" + s.sync + ")&_pragma=busy_timeout(5000)" +
-		fmt.Sprintf("&_pragma=cache_size(-%d)", s.cache)
+	return "file:" + path + "?_pragma=locking_mode(EXCLUSIVE)&_journal_mode=WAL" +
+		"&_pragma=synchronous(" + s.sync + ")&_pragma=busy_timeout(5000)"
 }
 
 // path is where room id's database lives: spread over 256 folders so no
