@@ -14,7 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
+	"github.com/den-rooms/den/internal/clock"
 	"github.com/den-rooms/den/rooms"
+	"github.com/den-rooms/den/storage"
 )
 
 // postLoad runs senders goroutines, each posting to a room that pick
@@ -143,4 +147,66 @@ func rss() int64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkWake wakes hibernated chat rooms one at a time: a message to
+// a sleeping room, its storage reopened and constructor run, the message
+// stored and broadcast, and the reply read. It reports the latency of
+// that round trip and, apart, of the wake itself.
+//
+//	go test ./rooms -run '^$' -bench Wake -benchtime 2000x
+func BenchmarkWake(b *testing.B) {
+	for _, mode := range []string{storage.SyncFull, storage.SyncNormal} {
+		b.Run(mode, func(b *testing.B) {
+			fake := clock.NewFake(time.Now())
+			var mu sync.Mutex
+			var wakes []time.Duration
+			n := startNodeSync(b, b.TempDir(), mode, rooms.Config{Clock: fake, OnWake: func(d time.Duration) {
+				mu.Lock()
+				wakes = append(wakes, d)
+				mu.Unlock()
+			}})
+			const nrooms = 200
+			conns := make([]*websocket.Conn, nrooms)
+			for i := range conns {
+				conns[i] = n.dial(b, fmt.Sprintf("/rooms/chat/w%d?user=u", i))
+				read(b, conns[i]) // history
+				read(b, conns[i]) // join
+			}
+			mu.Lock()
+			wakes = wakes[:0]
+			mu.Unlock()
+			var lat []time.Duration
+			b.ResetTimer()
+			for done := 0; done < b.N; {
+				b.StopTimer()
+				deadline := time.Now().Add(time.Minute)
+				for n.rt.Stats().Rooms > 0 {
+					if time.Now().After(deadline) {
+						b.Fatal("rooms do not hibernate")
+					}
+					fake.Advance(11 * time.Second)
+					time.Sleep(time.Millisecond)
+				}
+				b.StartTimer()
+				for i := 0; i < nrooms && done < b.N; i, done = i+1, done+1 {
+					t0 := time.Now()
+					send(b, conns[i], `{"type":"message","text":"wake"}`)
+					read(b, conns[i])
+					lat = append(lat, time.Since(t0))
+				}
+			}
+			b.StopTimer()
+			mu.Lock()
+			defer mu.Unlock()
+			pct := func(d []time.Duration, p int) float64 {
+				slices.Sort(d)
+				return float64(d[len(d)*p/100].Microseconds()) / 1000
+			}
+			b.ReportMetric(pct(lat, 50), "p50-ms")
+			b.ReportMetric(pct(lat, 99), "p99-ms")
+			b.ReportMetric(pct(wakes, 50), "wake-p50-ms")
+			b.ReportMetric(pct(wakes, 99), "wake-p99-ms")
+		})
+	}
 }

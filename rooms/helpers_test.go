@@ -28,7 +28,13 @@ type node struct {
 // startNode serves kinds (builtin ones if none) from dir.
 func startNode(tb testing.TB, dir string, cfg rooms.Config) *node {
 	tb.Helper()
-	store, err := storage.Open(storage.Options{Dir: dir})
+	return startNodeSync(tb, dir, storage.SyncFull, cfg)
+}
+
+// startNodeSync is startNode with storage's synchronous mode.
+func startNodeSync(tb testing.TB, dir, sync string, cfg rooms.Config) *node {
+	tb.Helper()
+	store, err := storage.Open(storage.Options{Dir: dir, Synchronous: sync})
 	if err != nil {
 		tb.Fatal(err)
 	}

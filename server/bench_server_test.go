@@ -24,21 +24,23 @@ import (
 //	go test -c -o /tmp/server.test ./server
 //	DEN_BENCH_SERVER=127.0.0.1:9607 DEN_BENCH_DATA=/tmp/bench-data /tmp/server.test
 //
-// DEN_BENCH_SYNC=normal relaxes fsync; DEN_BENCH_CPUPROFILE=FILE writes a
-// CPU profile of the whole run.
+// DEN_BENCH_SYNC=normal relaxes fsync; DEN_BENCH_HIBERNATE=1s sets
+// --hibernate-after; DEN_BENCH_CPUPROFILE=FILE writes a CPU profile of the
+// whole run.
 //
 //	den loadtest echo --url 'ws://127.0.0.1:9607/rooms/journal/one?c={n}' --rooms 1 --count 100 --loops 1
 const benchServerEnv = "DEN_BENCH_SERVER"
 
 func TestMain(m *testing.M) {
 	if addr := os.Getenv(benchServerEnv); addr != "" {
-		runBenchServer(addr, os.Getenv("DEN_BENCH_DATA"), os.Getenv("DEN_BENCH_SYNC"))
+		hibernate, _ := time.ParseDuration(os.Getenv("DEN_BENCH_HIBERNATE"))
+		runBenchServer(addr, os.Getenv("DEN_BENCH_DATA"), os.Getenv("DEN_BENCH_SYNC"), hibernate)
 		return
 	}
 	os.Exit(m.Run())
 }
 
-func runBenchServer(addr, data, sync string) {
+func runBenchServer(addr, data, sync string, hibernate time.Duration) {
 	if data == "" {
 		var err error
 		if data, err = os.MkdirTemp("", "den-bench"); err != nil {
@@ -48,10 +50,11 @@ func runBenchServer(addr, data, sync string) {
 		defer os.RemoveAll(data)
 	}
 	srv, err := server.New(server.Config{
-		Gateway:     gateway.Config{Listen: addr},
-		Data:        data,
-		Synchronous: sync,
-		Kinds:       []rooms.Kind{{Name: "journal", New: newJournal}},
+		Gateway:        gateway.Config{Listen: addr},
+		Data:           data,
+		Synchronous:    sync,
+		HibernateAfter: hibernate,
+		Kinds:          []rooms.Kind{{Name: "journal", New: newJournal}},
 	})
 	if err == nil {
 		err = srv.Start()

@@ -37,3 +37,27 @@ func BenchmarkEventBatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReopen is what a room's wake costs storage: its handle opened
+// on an existing database and its first write, then closed again as the
+// room goes back to sleep.
+//
+//	go test ./storage -run '^$' -bench Reopen -cpuprofile cpu.out
+func BenchmarkReopen(b *testing.B) {
+	s := openStore(b, Options{Dir: b.TempDir(), Synchronous: SyncNormal})
+	r := openRoom(b, s, "bb02")
+	if err := r.Put("k", []byte("v")); err != nil {
+		b.Fatal(err)
+	}
+	_ = r.Close()
+	b.ResetTimer()
+	for range b.N {
+		r := openRoom(b, s, "bb02")
+		if err := r.Put("k", []byte("v")); err != nil {
+			b.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

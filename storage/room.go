@@ -248,6 +248,14 @@ func (r *Room) openHandle() error {
 			if !ok {
 				return errors.New("the sqlite driver has no authorizer")
 			}
+			// The WAL file outlives the handle: a room that sleeps and wakes
+			// does not delete and create it again each time, which costs
+			// the file system more than the rest of a wake.
+			if fc, ok := dc.(sqlite.FileControl); ok {
+				if _, err := fc.FileControlPersistWAL("main", 1); err != nil {
+					return err
+				}
+			}
 			return reg.RegisterAuthorizer(r.authorize)
 		})
 		if err != nil {
