@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ import (
 //	DEN_BENCH_SERVER=127.0.0.1:9607 DEN_BENCH_DATA=/tmp/bench-data /tmp/server.test
 //
 // DEN_BENCH_SYNC=normal relaxes fsync; DEN_BENCH_HIBERNATE=1s sets
-// --hibernate-after; DEN_BENCH_CPUPROFILE=FILE writes a CPU profile of the
+// --hibernate-after; DEN_BENCH_MAXOPEN=N bounds the open databases; DEN_BENCH_CPUPROFILE=FILE writes a CPU profile of the
 // whole run.
 //
 //	den loadtest echo --url 'ws://127.0.0.1:9607/rooms/journal/one?c={n}' --rooms 1 --count 100 --loops 1
@@ -34,13 +35,14 @@ const benchServerEnv = "DEN_BENCH_SERVER"
 func TestMain(m *testing.M) {
 	if addr := os.Getenv(benchServerEnv); addr != "" {
 		hibernate, _ := time.ParseDuration(os.Getenv("DEN_BENCH_HIBERNATE"))
-		runBenchServer(addr, os.Getenv("DEN_BENCH_DATA"), os.Getenv("DEN_BENCH_SYNC"), hibernate)
+		maxOpen, _ := strconv.Atoi(os.Getenv("DEN_BENCH_MAXOPEN"))
+		runBenchServer(addr, os.Getenv("DEN_BENCH_DATA"), os.Getenv("DEN_BENCH_SYNC"), hibernate, maxOpen)
 		return
 	}
 	os.Exit(m.Run())
 }
 
-func runBenchServer(addr, data, sync string, hibernate time.Duration) {
+func runBenchServer(addr, data, sync string, hibernate time.Duration, maxOpen int) {
 	if data == "" {
 		var err error
 		if data, err = os.MkdirTemp("", "den-bench"); err != nil {
@@ -50,11 +52,12 @@ func runBenchServer(addr, data, sync string, hibernate time.Duration) {
 		defer os.RemoveAll(data)
 	}
 	srv, err := server.New(server.Config{
-		Gateway:        gateway.Config{Listen: addr},
-		Data:           data,
-		Synchronous:    sync,
-		HibernateAfter: hibernate,
-		Kinds:          []rooms.Kind{{Name: "journal", New: newJournal}},
+		Gateway:          gateway.Config{Listen: addr},
+		Data:             data,
+		Synchronous:      sync,
+		HibernateAfter:   hibernate,
+		MaxOpenDatabases: maxOpen,
+		Kinds:            []rooms.Kind{{Name: "journal", New: newJournal}},
 	})
 	if err == nil {
 		err = srv.Start()

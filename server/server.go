@@ -49,6 +49,9 @@ type Config struct {
 	// requests bearing it. GET / (a chat demo page) and GET /metrics
 	// (Prometheus) are always served.
 	AdminToken string
+	// MaxOpenDatabases bounds the room databases open at once (storage's
+	// handle pool, storage.DefaultMaxOpen); each costs two descriptors.
+	MaxOpenDatabases int
 	// HibernateAfter and EvictAfter are how long an idle room stays in
 	// memory with and without sockets (rooms.Config).
 	HibernateAfter time.Duration
@@ -73,7 +76,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	store, err := storage.Open(storage.Options{Dir: cfg.Data, Synchronous: cfg.Synchronous})
+	store, err := storage.Open(storage.Options{Dir: cfg.Data, Synchronous: cfg.Synchronous, MaxOpen: cfg.MaxOpenDatabases})
 	if err != nil {
 		return nil, err
 	}
