@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"syscall"
@@ -27,7 +28,7 @@ import (
 //
 // DEN_BENCH_SYNC=normal relaxes fsync; DEN_BENCH_HIBERNATE=1s sets
 // --hibernate-after; DEN_BENCH_MAXOPEN=N bounds the open databases; DEN_BENCH_CPUPROFILE=FILE writes a CPU profile of the
-// whole run.
+// whole run; DEN_BENCH_HEAPPROFILE=FILE writes a heap profile on SIGUSR1.
 //
 //	den loadtest echo --url 'ws://127.0.0.1:9607/rooms/journal/one?c={n}' --rooms 1 --count 100 --loops 1
 const benchServerEnv = "DEN_BENCH_SERVER"
@@ -77,6 +78,20 @@ func runBenchServer(addr, data, sync string, hibernate time.Duration, maxOpen in
 			os.Exit(1)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if path := os.Getenv("DEN_BENCH_HEAPPROFILE"); path != "" {
+		// SIGUSR1 writes a heap profile: taken while the load holds.
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		go func() {
+			for range usr1 {
+				runtime.GC()
+				if f, err := os.Create(path); err == nil {
+					_ = pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+			}
+		}()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	<-ctx.Done()
