@@ -434,3 +434,40 @@ func TestRegressReopenedRoomHasNoSHM(t *testing.T) {
 		}
 	}
 }
+
+// A room that sleeps and wakes without writing must not cost node.db a
+// write each time: each wake is a new *Room, which learns the recorded
+// size from node.db instead of starting from zero.
+func TestRegressSleepWithoutWriteLeavesNodeDB(t *testing.T) {
+	s := openStore(t, Options{})
+	r := openRoom(t, s, "ab01")
+	if err := r.Put("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	changes := func() int64 {
+		var n int64
+		if err := s.node.QueryRow(`SELECT total_changes()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := changes()
+	for i := range 3 {
+		r, err := s.Room("ab01", "k", "n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := r.Get("k"); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := changes(); got != before {
+			t.Fatalf("wake and sleep %d without a write changed %d rows of node.db", i+1, got-before)
+		}
+	}
+}

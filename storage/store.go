@@ -185,8 +185,15 @@ func (s *Store) Room(id, kind, name string) (*Room, error) {
 		s.mu.Unlock()
 		return nil, err
 	}
-	if _, err := s.node.Exec(`INSERT OR IGNORE INTO rooms (id, kind, name, created) VALUES (?, ?, ?, ?)`,
-		id, kind, name, s.clock.Now().UnixMilli()); err != nil {
+	// A room that wakes again is known: reading its record costs node.db
+	// no commit, and the size it holds saves rewriting an unchanged one.
+	switch err := s.node.QueryRow(`SELECT bytes FROM rooms WHERE id = ?`, id).Scan(&r.recorded); {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := s.node.Exec(`INSERT OR IGNORE INTO rooms (id, kind, name, created) VALUES (?, ?, ?, ?)`,
+			id, kind, name, s.clock.Now().UnixMilli()); err != nil {
+			return fail(fmt.Errorf("storage: node.db: %w", err))
+		}
+	case err != nil:
 		return fail(fmt.Errorf("storage: node.db: %w", err))
 	}
 	if err := r.acquire(); err != nil {
