@@ -80,6 +80,9 @@ type room struct {
 	sleep     bool          // the sweep found it idle: sleep once the queue is empty
 	busy      bool          // a batch is running
 	last      time.Time     // when the last batch ended, or the room woke
+	// held are closes and deferred work a failed wake could not run: they
+	// go first at the next wake, which the sweep retries.
+	held []*event
 
 	auto   atomic.Pointer[[2]string] // auto-response: request, response
 	nsocks atomic.Int32              // len(socks), for the sweep and the admin API
@@ -125,12 +128,8 @@ func (r *room) enqueue(ev *event, droppable bool) error {
 		r.droppable++
 	}
 	if !r.running {
-		r.running = true
-		r.notify = make(chan struct{}, 1)
-		r.rt.awake.Add(1)
-		r.rt.serving.Add(1)
+		r.startLocked()
 		r.mu.Unlock()
-		go r.run(time.Now())
 		return nil
 	}
 	notify := r.notify
@@ -140,6 +139,20 @@ func (r *room) enqueue(ev *event, droppable bool) error {
 	default:
 	}
 	return nil
+}
+
+// startLocked starts the room's goroutine to wake it; r.mu is held.
+// Events a failed wake held go first: they came before those queued since.
+func (r *room) startLocked() {
+	if len(r.held) > 0 {
+		r.queue = append(r.held, r.queue...)
+		r.held = nil
+	}
+	r.running = true
+	r.notify = make(chan struct{}, 1)
+	r.rt.awake.Add(1)
+	r.rt.serving.Add(1)
+	go r.run(time.Now())
 }
 
 // take waits for events and returns up to max of them; nil once the room
@@ -179,6 +192,11 @@ func (r *room) take(max int) []*event {
 func (r *room) offerSleep(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.running && len(r.held) > 0 && !r.stopped && !r.dead {
+		// A wake failed with closes to deliver: try again.
+		r.startLocked()
+		return
+	}
 	if !r.running || r.busy || r.sleep || r.stopped || len(r.queue) > 0 {
 		return
 	}
@@ -219,19 +237,34 @@ func (r *room) hold(o output) { r.out = append(r.out, o) }
 // the event that woke it arrived.
 func (r *room) run(woke time.Time) {
 	defer r.rt.serving.Done()
+	awake := false
 	for {
-		if err := r.wake(woke); err != nil {
-			r.failWake(err)
-		} else {
+		if !awake {
+			if err := r.wake(woke); err != nil {
+				r.failWake(err)
+			} else {
+				awake = true
+			}
+		}
+		if awake {
 			r.serve()
 		}
-		if r.retire() {
+		switch r.retire(awake) {
+		case stayAwake:
+		case wakeAgain:
+			awake, woke = false, time.Now()
+		case asleep:
 			return
 		}
-		// Events came while it was going to sleep: it wakes again.
-		woke = time.Now()
 	}
 }
+
+// What retire did.
+const (
+	stayAwake = iota // events came before it began: the room serves them
+	wakeAgain        // events came while it went to sleep: the room wakes
+	asleep           // the goroutine ends
+)
 
 // wake builds the room's object: its storage (none for a stateless kind),
 // then its constructor.
@@ -289,7 +322,8 @@ func (r *room) serve() {
 
 // failWake answers what is queued for a room that could not be woken:
 // joins and requests get 503, its sockets that sent something are closed
-// with 1011, and a deletion goes ahead without the object.
+// with 1011, closes and deferred work wait for the next wake (the sweep
+// retries it), and a deletion goes ahead without the object.
 func (r *room) failWake(err error) {
 	r.log.Error("room unavailable", zap.Error(err))
 	r.mu.Lock()
@@ -307,25 +341,32 @@ func (r *room) failWake(err error) {
 			if s := r.sockOf(ev.sock); s != nil && s.s != nil {
 				s.s.Close(1011, "room unavailable")
 			}
-		case evClose:
-			if s := r.sockOf(ev.sock); s != nil {
-				s.closed = true
-				r.dropSock(s)
-			}
+		case evClose, evDeferred:
+			// Owed to the room: they run at its next wake.
+			r.mu.Lock()
+			r.held = append(r.held, ev)
+			r.mu.Unlock()
 		case evDelete:
 			r.deleting = ev
 		}
 	}
-	r.nsocks.Store(int32(len(r.socks)))
 	if r.deleting != nil {
 		r.remove()
 	}
 }
 
-// retire drops the room's object, goroutine and storage handle. It
-// reports false if events came meanwhile: the goroutine wakes the room
-// again. A room left with no sockets leaves the index.
-func (r *room) retire() bool {
+// retire puts the room to sleep: its object, goroutine and storage handle
+// go. Events queued before it begins keep the room awake; events that
+// come while it tears down wake it again. A room left with no sockets
+// leaves the index.
+func (r *room) retire(awake bool) int {
+	rt := r.rt
+	r.mu.Lock()
+	if awake && len(r.queue) > 0 && !r.dead {
+		r.mu.Unlock()
+		return stayAwake
+	}
+	r.mu.Unlock()
 	if r.store != nil {
 		_ = r.store.Close()
 	}
@@ -334,28 +375,29 @@ func (r *room) retire() bool {
 	}
 	r.store, r.st, r.h, r.ctx, r.cancel, r.log = nil, nil, nil, nil, nil, nil
 	r.out, r.deferred, r.undoAttach, r.autoBefore = nil, nil, nil, nil
-	rt := r.rt
+	if awake && !r.dead {
+		if len(r.socks) > 0 {
+			rt.hibernations.Add(1)
+		} else {
+			rt.evictions.Add(1)
+		}
+	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.queue) > 0 && !r.dead {
-		return false
+		return wakeAgain
 	}
 	r.running, r.sleep, r.busy, r.notify = false, false, false, nil
 	rt.awake.Add(-1)
-	switch {
-	case r.dead, r.stopped:
-	case len(r.socks) > 0:
-		rt.hibernations.Add(1)
-	default:
+	if !r.dead && len(r.socks) == 0 && len(r.held) == 0 {
 		if rt.rooms[r.id] == r {
 			delete(rt.rooms, r.id)
 		}
 		r.dead = true
-		rt.evictions.Add(1)
 	}
-	return true
+	return asleep
 }
 
 // remove ends a deleted room: its sockets are closed with 1000, what is
@@ -367,7 +409,7 @@ func (r *room) remove() {
 	r.mu.Lock()
 	r.stopped = true
 	left := r.queue
-	r.queue, r.droppable = nil, 0
+	r.queue, r.droppable, r.held = nil, 0, nil
 	r.mu.Unlock()
 	for _, ev := range left {
 		switch ev.kind {
