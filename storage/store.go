@@ -2,7 +2,6 @@ package storage
 
 import (
 	"container/list"
-	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -77,6 +76,14 @@ type Store struct {
 	lru     *list.List // *Room with an open handle, most recently used first
 	rooms   map[string]*Room
 	closed  bool
+
+	// Sizes measured as handles close, written to node.db together once
+	// a second: one commit there per room that sleeps would queue every
+	// wake's read of node.db behind an fsync.
+	sizesMu sync.Mutex
+	sizes   map[string]int64
+	quit    chan struct{}
+	flushed chan struct{}
 }
 
 // RoomRecord is what node.db keeps about a room this node created.
@@ -85,7 +92,7 @@ type RoomRecord struct {
 	Kind    string
 	Name    string
 	Created time.Time
-	Bytes   int64 // database and WAL on disk when last measured
+	Bytes   int64 // database and WAL on disk when its handle last closed (written to node.db within a second)
 }
 
 // Open opens (creating if needed) the store in opts.Dir.
@@ -129,7 +136,43 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("storage: node.db: %w", err)
 	}
 	s.node = node
+	s.sizes, s.quit, s.flushed = map[string]int64{}, make(chan struct{}), make(chan struct{})
+	go s.flushLoop()
 	return s, nil
+}
+
+func (s *Store) flushLoop() {
+	defer close(s.flushed)
+	t := s.clock.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C():
+			s.flushSizes()
+		}
+	}
+}
+
+// flushSizes writes the sizes measured since the last flush, in one
+// transaction, best effort: they are figures for the admin API, not data.
+func (s *Store) flushSizes() {
+	s.sizesMu.Lock()
+	sizes := s.sizes
+	s.sizes = map[string]int64{}
+	s.sizesMu.Unlock()
+	if len(sizes) == 0 {
+		return
+	}
+	tx, err := s.node.Begin()
+	if err != nil {
+		return
+	}
+	for id, b := range sizes {
+		_, _ = tx.Exec(`UPDATE rooms SET bytes = ? WHERE id = ?`, b, id)
+	}
+	_ = tx.Commit()
 }
 
 func cmpOr[T int | int64](v, def T) T {
@@ -290,6 +333,13 @@ func (s *Store) Close() error {
 	for _, r := range rooms {
 		errs = append(errs, r.Close())
 	}
+	select {
+	case <-s.quit:
+	default:
+		close(s.quit)
+	}
+	<-s.flushed
+	s.flushSizes()
 	errs = append(errs, s.node.Close())
 	return errors.Join(errs...)
 }
@@ -358,8 +408,9 @@ func (s *Store) forget(r *Room) {
 	s.mu.Unlock()
 }
 
-// recordSize stores a room's size in node.db, best effort: it is a
-// figure for the admin API, not data.
+// recordSize notes a room's size for the next flush to node.db.
 func (s *Store) recordSize(id string, bytes int64) {
-	_, _ = s.node.ExecContext(context.Background(), `UPDATE rooms SET bytes = ? WHERE id = ?`, bytes, id)
+	s.sizesMu.Lock()
+	s.sizes[id] = bytes
+	s.sizesMu.Unlock()
 }
