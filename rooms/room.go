@@ -331,12 +331,10 @@ func (r *room) failWake(err error) {
 	r.queue, r.droppable = nil, 0
 	r.mu.Unlock()
 	for _, ev := range queued {
+		if turnAway(ev, "the room is unavailable") {
+			continue
+		}
 		switch ev.kind {
-		case evConnect:
-			ev.join.Refuse(http.StatusServiceUnavailable, "the room is unavailable")
-		case evRequest:
-			ev.rec.reset(http.StatusServiceUnavailable, "the room is unavailable\n")
-			close(ev.done)
 		case evMessage:
 			if s := r.sockOf(ev.sock); s != nil && s.s != nil {
 				s.s.Close(1011, "room unavailable")
@@ -353,6 +351,21 @@ func (r *room) failWake(err error) {
 	if r.deleting != nil {
 		r.remove()
 	}
+}
+
+// turnAway answers a join or request that will not run with 503 and
+// reason; it reports false for other events.
+func turnAway(ev *event, reason string) bool {
+	switch ev.kind {
+	case evConnect:
+		ev.join.Refuse(http.StatusServiceUnavailable, reason)
+	case evRequest:
+		ev.rec.reset(http.StatusServiceUnavailable, reason+"\n")
+		close(ev.done)
+	default:
+		return false
+	}
+	return true
 }
 
 // retire puts the room to sleep: its object, goroutine and storage handle
@@ -412,16 +425,8 @@ func (r *room) remove() {
 	r.queue, r.droppable, r.held = nil, 0, nil
 	r.mu.Unlock()
 	for _, ev := range left {
-		switch ev.kind {
-		case evConnect:
-			ev.join.Refuse(http.StatusServiceUnavailable, "the room was deleted")
-		case evRequest:
-			ev.rec.reset(http.StatusServiceUnavailable, "the room was deleted\n")
+		if !turnAway(ev, "the room was deleted") && ev.kind == evDelete && ev != r.deleting {
 			close(ev.done)
-		case evDelete:
-			if ev != r.deleting {
-				close(ev.done)
-			}
 		}
 	}
 	if r.store != nil {
@@ -660,11 +665,8 @@ func (r *room) failBatch(batch []*event, err error) {
 		switch ev.kind {
 		case evDelete:
 			r.deleting = ev
-		case evConnect:
-			ev.join.Refuse(http.StatusServiceUnavailable, "the room failed to save")
-		case evRequest:
-			ev.rec.reset(http.StatusServiceUnavailable, "the room failed to save\n")
-			close(ev.done)
+		default:
+			turnAway(ev, "the room failed to save")
 		}
 	}
 	r.closeSockets(1011, "room failed")
