@@ -5,6 +5,8 @@ package storage
 
 import (
 	"errors"
+	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"sync"
@@ -469,5 +471,35 @@ func TestRegressSleepWithoutWriteLeavesNodeDB(t *testing.T) {
 		if got := changes(); got != before {
 			t.Fatalf("wake and sleep %d without a write changed %d rows of node.db", i+1, got-before)
 		}
+	}
+}
+
+// When the process is out of descriptors (sockets share the limit with
+// the pool), opening a room makes idle rooms give their handles up
+// instead of failing, however large the pool's own bound.
+func TestRoomOpensAtTheFileLimit(t *testing.T) {
+	s := openStore(t, Options{MaxOpen: 1000})
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	// Room for a handful of databases beside what the process holds.
+	lim := old
+	lim.Cur = uint64(openFiles(t) + 12)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+	for i := range 40 {
+		r, err := s.Room(fmt.Sprintf("fd%02d", i), "test", "n")
+		if err == nil {
+			err = r.Put("k", []byte("v"))
+		}
+		if err != nil {
+			t.Fatalf("room %d of 40 with descriptors for a few: %v", i+1, err)
+		}
+	}
+	if n := s.OpenHandles(); n >= 40 {
+		t.Fatalf("%d handles open under a limit that fits a few", n)
 	}
 }

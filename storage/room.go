@@ -209,12 +209,26 @@ func (r *Room) acquire() error {
 		r.mu.Unlock()
 		return err
 	}
-	if err := r.openHandle(); err != nil {
+	err := r.openHandle()
+	// Sockets and the rest of the process share the open-file limit with
+	// the pool: when a file will not open, idle handles give theirs up, a
+	// few at a time, before the room fails.
+	for try := 0; err != nil && try < 3 && cantOpen(err) && r.store.evictIdle(r, 4); try++ {
+		err = r.openHandle()
+	}
+	if err != nil {
 		r.store.forget(r)
 		r.mu.Unlock()
 		return fmt.Errorf("storage: room %s: %w", r.id, err)
 	}
 	return nil
+}
+
+// cantOpen reports SQLite's "unable to open database file", which is what
+// running out of descriptors looks like.
+func cantOpen(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CANTOPEN
 }
 
 // releaseHandle ends a call: r stays in the pool, most recently used.

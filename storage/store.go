@@ -386,6 +386,18 @@ func (s *Store) evictOne(except *Room) bool {
 	return false
 }
 
+// evictIdle closes up to n idle handles other than except's, reporting
+// whether it closed any.
+func (s *Store) evictIdle(except *Room, n int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	closed := 0
+	for closed < n && s.evictOne(except) {
+		closed++
+	}
+	return closed > 0
+}
+
 // touch marks r most recently used, and wakes anyone waiting for a handle
 // to give up: r may just have left a transaction.
 func (s *Store) touch(r *Room) {
