@@ -82,7 +82,8 @@ type room struct {
 	last      time.Time     // when the last batch ended, or the room woke
 	// held are closes and deferred work a failed wake could not run: they
 	// go first at the next wake, which the sweep retries.
-	held []*event
+	held   []*event
+	failed time.Time // when a wake last failed
 
 	auto   atomic.Pointer[[2]string] // auto-response: request, response
 	nsocks atomic.Int32              // len(socks), for the sweep and the admin API
@@ -116,7 +117,9 @@ func (r *room) enqueue(ev *event, droppable bool) error {
 	case r.dead:
 		r.mu.Unlock()
 		return errRetired
-	case r.stopped:
+	case r.stopped && (droppable || !r.running):
+		// A stopping room still takes closes and deferred work while its
+		// goroutine drains the queue; it starts no goroutine.
 		r.mu.Unlock()
 		return errStopped
 	case droppable && r.droppable >= r.rt.mailbox:
@@ -193,8 +196,10 @@ func (r *room) offerSleep(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.running && len(r.held) > 0 && !r.stopped && !r.dead {
-		// A wake failed with closes to deliver: try again.
-		r.startLocked()
+		// A wake failed with closes to deliver: try again, once a second.
+		if now.Sub(r.failed) >= time.Second {
+			r.startLocked()
+		}
 		return
 	}
 	if !r.running || r.busy || r.sleep || r.stopped || len(r.queue) > 0 {
@@ -215,9 +220,13 @@ func (r *room) offerSleep(now time.Time) {
 }
 
 // stop ends the room's goroutine once its queue is empty; it takes no
-// more events.
+// more events but its own closes and deferred work.
 func (r *room) stop() {
 	r.mu.Lock()
+	if !r.stopped && !r.running && !r.dead && len(r.held) > 0 {
+		// Closes a failed wake held are owed: one more try to run them.
+		r.startLocked()
+	}
 	r.stopped = true
 	notify := r.notify
 	r.mu.Unlock()
@@ -343,6 +352,7 @@ func (r *room) failWake(err error) {
 			// Owed to the room: they run at its next wake.
 			r.mu.Lock()
 			r.held = append(r.held, ev)
+			r.failed = r.rt.clock.Now()
 			r.mu.Unlock()
 		case evDelete:
 			r.deleting = ev
@@ -388,8 +398,9 @@ func (r *room) retire(awake bool) int {
 	}
 	r.store, r.st, r.h, r.ctx, r.cancel, r.log = nil, nil, nil, nil, nil, nil
 	r.out, r.deferred, r.undoAttach, r.autoBefore = nil, nil, nil, nil
-	if awake && !r.dead {
-		if len(r.socks) > 0 {
+	if awake {
+		// A deleted room has left memory without its sockets, too.
+		if len(r.socks) > 0 && !r.dead {
 			rt.hibernations.Add(1)
 		} else {
 			rt.evictions.Add(1)
@@ -400,6 +411,9 @@ func (r *room) retire(awake bool) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.queue) > 0 && !r.dead {
+		// What a failed wake held came before what is queued now.
+		r.queue = append(r.held, r.queue...)
+		r.held = nil
 		return wakeAgain
 	}
 	r.running, r.sleep, r.busy, r.notify = false, false, false, nil

@@ -6,12 +6,15 @@ package storage
 import (
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/den-rooms/den/internal/clock"
 )
 
 func kvCount(t *testing.T, r *Room) int {
@@ -441,7 +444,9 @@ func TestRegressReopenedRoomHasNoSHM(t *testing.T) {
 // write each time: each wake is a new *Room, which learns the recorded
 // size from node.db instead of starting from zero.
 func TestRegressSleepWithoutWriteLeavesNodeDB(t *testing.T) {
-	s := openStore(t, Options{})
+	// A fake clock: the once-a-second flush of sizes must not write
+	// during the test.
+	s := openStore(t, Options{Clock: clock.NewFake(time.Now())})
 	r := openRoom(t, s, "ab01")
 	if err := r.Put("k", []byte("v")); err != nil {
 		t.Fatal(err)
@@ -501,5 +506,27 @@ func TestRoomOpensAtTheFileLimit(t *testing.T) {
 	}
 	if n := s.OpenHandles(); n >= 40 {
 		t.Fatalf("%d handles open under a limit that fits a few", n)
+	}
+}
+
+// Closing a store from several goroutines at once is safe.
+func TestRegressConcurrentStoreClose(t *testing.T) {
+	for range 50 {
+		s, err := Open(Options{Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				_ = s.Close()
+			}()
+		}
+		close(start)
+		wg.Wait()
 	}
 }

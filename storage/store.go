@@ -230,7 +230,8 @@ func (s *Store) Room(id, kind, name string) (*Room, error) {
 	}
 	// A room that wakes again is known: reading its record costs node.db
 	// no commit, and the size it holds saves rewriting an unchanged one.
-	switch err := s.node.QueryRow(`SELECT bytes FROM rooms WHERE id = ?`, id).Scan(&r.recorded); {
+	var recorded int64
+	switch err := s.node.QueryRow(`SELECT bytes FROM rooms WHERE id = ?`, id).Scan(&recorded); {
 	case errors.Is(err, sql.ErrNoRows):
 		if _, err := s.node.Exec(`INSERT OR IGNORE INTO rooms (id, kind, name, created) VALUES (?, ?, ?, ?)`,
 			id, kind, name, s.clock.Now().UnixMilli()); err != nil {
@@ -242,6 +243,8 @@ func (s *Store) Room(id, kind, name string) (*Room, error) {
 	if err := r.acquire(); err != nil {
 		return fail(err)
 	}
+	// Under the Room's lock: a second caller may have it already.
+	r.recorded = recorded
 	r.releaseHandle()
 	return r, nil
 }
@@ -322,6 +325,9 @@ func (s *Store) OpenHandles() int {
 // Close closes every room and node.db.
 func (s *Store) Close() error {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.quit)
+	}
 	s.closed = true
 	s.cond.Broadcast()
 	rooms := make([]*Room, 0, len(s.rooms))
@@ -332,11 +338,6 @@ func (s *Store) Close() error {
 	var errs []error
 	for _, r := range rooms {
 		errs = append(errs, r.Close())
-	}
-	select {
-	case <-s.quit:
-	default:
-		close(s.quit)
 	}
 	<-s.flushed
 	s.flushSizes()
