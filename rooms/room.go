@@ -190,8 +190,7 @@ func (r *room) take(max int) []*event {
 }
 
 // offerSleep asks an awake room with nothing to do for long enough to
-// sleep: to hibernate if it has sockets, else to leave memory. The
-// caller holds rt.mu.
+// sleep: to hibernate if it has sockets, else to leave memory.
 func (r *room) offerSleep(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -216,6 +218,7 @@ func (rt *Runtime) deliver(kind, name string, ev *event) error {
 
 // sweepLoop puts rooms that have been idle long enough to sleep.
 func (rt *Runtime) sweepLoop() {
+	var rooms []*room
 	for {
 		select {
 		case <-rt.quit:
@@ -223,11 +226,15 @@ func (rt *Runtime) sweepLoop() {
 		case <-rt.sweep.C():
 			// The clock, not the tick: a tick waiting in the channel may be old.
 			now := rt.clock.Now()
+			// The index is copied, not walked under its lock: joins and
+			// requests to rooms not in it wait on that lock.
 			rt.mu.Lock()
-			for _, r := range rt.rooms {
+			rooms = slices.AppendSeq(rooms[:0], maps.Values(rt.rooms))
+			rt.mu.Unlock()
+			for _, r := range rooms {
 				r.offerSleep(now)
 			}
-			rt.mu.Unlock()
+			clear(rooms)
 		}
 	}
 }
