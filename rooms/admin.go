@@ -14,7 +14,7 @@ type RoomInfo struct {
 	Name         string `json:"name"`
 	State        string `json:"state"` // active, hibernated (asleep, sockets open), evicted (on disk only) or absent
 	Sockets      int    `json:"sockets"`
-	Alarm        *int64 `json:"alarm"` // epoch milliseconds; alarms are not built yet, so null
+	Alarm        *int64 `json:"alarm"` // the pending alarm, epoch milliseconds; null if none (or while it fires)
 	StorageBytes int64  `json:"storage_bytes"`
 }
 
@@ -37,6 +37,10 @@ func (rt *Runtime) Info(kind, name string) (RoomInfo, error) {
 			info.State = "hibernated"
 		}
 		info.Sockets = int(r.nsocks.Load())
+	}
+	if at, ok := rt.alarms.get(id); ok {
+		ms := at.UnixMilli()
+		info.Alarm = &ms
 	}
 	rec, ok, err := rt.store.Record(info.ID)
 	if err != nil {
@@ -86,6 +90,7 @@ func (rt *Runtime) Delete(kind, name string) (bool, error) {
 			rt.serving.Wait()
 		}
 	}
+	rt.alarms.remove(id)
 	if _, ok, err := rt.store.Record(id.String()); err != nil || !ok {
 		return r != nil, err
 	}

@@ -31,6 +31,11 @@ type Handler interface {
 	// Request is an HTTP request to /rooms/{kind}/{name}[/...] that is not
 	// a handshake. Its response goes out once the event is durable.
 	Request(w http.ResponseWriter, r *http.Request) error
+	// Alarm is the room's alarm (State.SetAlarm) come due. While it runs
+	// the alarm reads as unset, and one it sets stands. If it fails (an
+	// error or a panic) its writes roll back and it runs again after 2, 4,
+	// 8, 16, 32 and 64 s (plus up to 25%), then the alarm is dropped.
+	Alarm(a AlarmInfo) error
 	// Error is told of a failed event (a handler's error or panic, or a
 	// commit that failed) for logging or cleanup; s is nil for events
 	// without a socket. It runs outside the transaction.
@@ -55,6 +60,9 @@ func (Base) Request(w http.ResponseWriter, r *http.Request) error {
 	http.NotFound(w, r)
 	return nil
 }
+
+// Alarm ignores the alarm.
+func (Base) Alarm(AlarmInfo) error { return nil }
 
 // Error ignores the error.
 func (Base) Error(*Sock, error) {}

@@ -23,9 +23,10 @@ const (
 	evRequest
 	evDeferred
 	evDelete // the admin API deletes the room
+	evAlarm
 )
 
-var evNames = [...]string{"connect", "message", "close", "request", "deferred", "delete"}
+var evNames = [...]string{"connect", "message", "close", "request", "deferred", "delete", "alarm"}
 
 // event is one thing for a room to handle.
 type event struct {
@@ -43,10 +44,13 @@ type event struct {
 	fn   func() error  // deferred
 
 	// Set while the event runs.
-	accepted *Sock
-	refuse   int
-	reason   string
-	err      error
+	alarmAt    time.Time // alarm: the one that came due, and its retries
+	alarmRetry int
+	alarmRan   bool // its handler ran
+	accepted   *Sock
+	refuse     int
+	reason     string
+	err        error
 }
 
 // output is a frame or close held until its event is durable.
@@ -101,6 +105,10 @@ type room struct {
 	out      []output
 	deleting *event         // an evDelete was in the batch
 	deferred []func() error // Defer calls of the batch's events, run once it commits
+	// The room's alarm as the scheduler knows it; popped once it fired.
+	alarmAt     time.Time
+	alarmKnown  bool
+	alarmPopped bool
 	// undoAttach holds the attachments the current event replaced, and
 	// auto the auto-response it started with: a failed event restores them.
 	undoAttach []attachUndo
@@ -292,6 +300,7 @@ func (r *room) wake(woke time.Time) error {
 		return err
 	}
 	r.h = h
+	r.loadAlarm()
 	r.rt.wakes.Add(1)
 	r.rt.onWake(time.Since(woke))
 	r.mu.Lock()
@@ -347,7 +356,7 @@ func (r *room) failWake(err error) {
 			if s := r.sockOf(ev.sock); s != nil && s.s != nil {
 				s.s.Close(1011, "room unavailable")
 			}
-		case evClose, evDeferred:
+		case evClose, evDeferred, evAlarm:
 			// Owed to the room: they run at its next wake.
 			r.mu.Lock()
 			r.held = append(r.held, ev)
@@ -472,7 +481,10 @@ func (r *room) runBatch(batch []*event) {
 	for _, ev := range batch {
 		r.runEvent(ev, func() error { return r.store.Transaction(func() error { return r.handle(ev) }) })
 	}
-	err := r.rt.commitHook(r.id)
+	alarmAt, alarmSet, err := r.indexAlarm()
+	if err == nil {
+		err = r.rt.commitHook(r.id)
+	}
 	if err == nil {
 		err = r.store.Commit()
 	} else {
@@ -482,6 +494,7 @@ func (r *room) runBatch(batch []*event) {
 		r.failBatch(batch, err)
 		return
 	}
+	r.syncAlarm(alarmAt, alarmSet)
 	r.release(batch)
 }
 
@@ -529,6 +542,8 @@ func (r *room) handle(ev *event) (err error) {
 		return ev.fn()
 	case evDelete:
 		r.deleting = ev
+	case evAlarm:
+		return r.runAlarm(ev)
 	}
 	return nil
 }
@@ -554,6 +569,9 @@ func (r *room) runEvent(ev *event, run func() error) {
 		r.undo(ev)
 		r.rt.eventsFailed.Add(1)
 		r.log.Warn("event failed", zap.String("event", evNames[ev.kind]), zap.Error(err))
+		if ev.kind == evAlarm {
+			r.retryAlarm(ev)
+		}
 	}
 }
 
@@ -683,6 +701,7 @@ func (r *room) failBatch(batch []*event, err error) {
 		}
 	}
 	r.closeSockets(1011, "room failed")
+	r.resyncAlarm()
 	r.tellError(nil, fmt.Errorf("%w: %w", errStorageFailed, err))
 	if h, cerr := r.construct(); cerr == nil {
 		r.h = h

@@ -274,6 +274,7 @@ func (s slow) Message(*rooms.Sock, bool, []byte) error {
 func (slow) Close(*rooms.Sock, int, string, bool) error           { return nil }
 func (slow) Request(w http.ResponseWriter, r *http.Request) error { return nil }
 func (slow) Error(*rooms.Sock, error)                             {}
+func (slow) Alarm(rooms.AlarmInfo) error                          { return nil }
 
 func TestStorageFailureRefuses(t *testing.T) {
 	dir := t.TempDir()

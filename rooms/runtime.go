@@ -86,8 +86,11 @@ type Runtime struct {
 	serving sync.WaitGroup // room goroutines
 	awake   atomic.Int64   // rooms with a goroutine
 
-	wakes, hibernations, evictions       atomic.Int64
-	eventsFailed, commitsFailed, refused atomic.Int64
+	alarms *scheduler
+
+	wakes, hibernations, evictions            atomic.Int64
+	alarmsFired, alarmsRetried, alarmsDropped atomic.Int64
+	eventsFailed, commitsFailed, refused      atomic.Int64
 }
 
 // New builds a Runtime and starts its sweep, which puts idle rooms to
@@ -153,6 +156,22 @@ func New(cfg Config) (*Runtime, error) {
 	// runs at most every 10 ms and at least every second.
 	period := min(rt.hibernateAfter, rt.evictAfter) / 4
 	rt.sweep = rt.clock.NewTicker(min(max(period, 10*time.Millisecond), time.Second))
+	// Alarms set before this start, the node's own or a crashed run's,
+	// fire from node.db's index; those already due fire at once.
+	rt.alarms = newScheduler(rt)
+	pending, err := rt.store.Alarms()
+	if err != nil {
+		return nil, fmt.Errorf("rooms: alarms: %w", err)
+	}
+	for _, a := range pending {
+		id, err := ParseID(a.ID)
+		if err != nil || rt.kinds[a.Kind] == nil {
+			rt.log.Warn("alarm for an unknown room kind left unfired", zap.String("kind", a.Kind), zap.String("room", a.Name))
+			continue
+		}
+		rt.alarms.set(id, a.Kind, a.Name, a.At)
+	}
+	go rt.alarms.run()
 	go rt.sweepLoop()
 	return rt, nil
 }
@@ -336,6 +355,10 @@ type Stats struct {
 	EventsFailed  int64 // handler errors and panics
 	CommitsFailed int64
 	Refused       int64 // events refused for a full mailbox
+	AlarmsPending int   // alarms scheduled, not yet fired
+	AlarmsFired   int64 // alarm events sent to rooms
+	AlarmsRetried int64 // failed alarm handlers scheduled again
+	AlarmsDropped int64 // alarms dropped after their last retry
 }
 
 // Stats returns the counters.
@@ -348,6 +371,8 @@ func (rt *Runtime) Stats() Stats {
 		Rooms: awake, Hibernated: max(known-awake, 0),
 		Wakes: rt.wakes.Load(), Hibernations: rt.hibernations.Load(), Evictions: rt.evictions.Load(),
 		EventsFailed: rt.eventsFailed.Load(), CommitsFailed: rt.commitsFailed.Load(), Refused: rt.refused.Load(),
+		AlarmsPending: rt.alarms.pending(), AlarmsFired: rt.alarmsFired.Load(),
+		AlarmsRetried: rt.alarmsRetried.Load(), AlarmsDropped: rt.alarmsDropped.Load(),
 	}
 }
 
@@ -355,6 +380,7 @@ func (rt *Runtime) Stats() Stats {
 // handled, or when ctx ends. Sleeping rooms have nothing to stop.
 func (rt *Runtime) Shutdown(ctx context.Context) error {
 	rt.mu.Lock()
+	stopAlarms := !rt.closed
 	if !rt.closed {
 		rt.closed = true
 		rt.sweep.Stop()
@@ -364,6 +390,9 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 		r.stop()
 	}
 	rt.mu.Unlock()
+	if stopAlarms {
+		rt.alarms.stop()
+	}
 	done := make(chan struct{})
 	go func() {
 		rt.serving.Wait()

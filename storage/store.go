@@ -131,7 +131,10 @@ func Open(opts Options) (*Store, error) {
 	node.SetMaxIdleConns(1)
 	if _, err := node.Exec(`CREATE TABLE IF NOT EXISTS rooms (
 		id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL,
-		created INTEGER NOT NULL, bytes INTEGER NOT NULL DEFAULT 0)`); err != nil {
+		created INTEGER NOT NULL, bytes INTEGER NOT NULL DEFAULT 0);
+		CREATE TABLE IF NOT EXISTS alarms (
+		id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, at INTEGER NOT NULL);
+		CREATE INDEX IF NOT EXISTS alarms_at ON alarms (at)`); err != nil {
 		node.Close()
 		return nil, fmt.Errorf("storage: node.db: %w", err)
 	}
@@ -298,6 +301,9 @@ func (s *Store) Delete(id string) error {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("storage: %w", err)
 		}
+	}
+	if _, err := s.node.Exec(`DELETE FROM alarms WHERE id = ?`, id); err != nil {
+		return err
 	}
 	_, err := s.node.Exec(`DELETE FROM rooms WHERE id = ?`, id)
 	return err

@@ -13,6 +13,18 @@ type Clock interface {
 	// NewTicker returns a ticker that sends on C every d (d > 0). Stop it
 	// when done.
 	NewTicker(d time.Duration) Ticker
+	// NewTimer returns a timer that sends on C once, after d.
+	NewTimer(d time.Duration) Timer
+}
+
+// Timer delivers one tick on a channel after its duration, like
+// time.Timer since Go 1.23: Reset and Stop discard a tick not yet read.
+type Timer interface {
+	C() <-chan time.Time
+	// Reset makes the timer fire after d from now, whether or not it had.
+	Reset(d time.Duration)
+	// Stop keeps the timer from firing.
+	Stop()
 }
 
 // Ticker delivers ticks on a channel, like time.Ticker.
@@ -34,6 +46,15 @@ func (Real) Now() time.Time { return time.Now() }
 
 // NewTicker wraps time.NewTicker.
 func (Real) NewTicker(d time.Duration) Ticker { return realTicker{time.NewTicker(d)} }
+
+// NewTimer wraps time.NewTimer.
+func (Real) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
+
+type realTimer struct{ t *time.Timer }
+
+func (r realTimer) C() <-chan time.Time   { return r.t.C }
+func (r realTimer) Reset(d time.Duration) { r.t.Reset(d) }
+func (r realTimer) Stop()                 { r.t.Stop() }
 
 type realTicker struct{ t *time.Ticker }
 

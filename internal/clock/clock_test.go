@@ -42,3 +42,44 @@ func TestFakeTickerStop(t *testing.T) {
 	default:
 	}
 }
+
+func TestFakeTimerFiresOnceAndResets(t *testing.T) {
+	f := NewFake(time.Unix(0, 0))
+	tm := f.NewTimer(time.Second)
+	f.Advance(999 * time.Millisecond)
+	select {
+	case <-tm.C():
+		t.Fatal("fired early")
+	default:
+	}
+	f.Advance(5 * time.Second)
+	select {
+	case at := <-tm.C():
+		if !at.Equal(time.Unix(1, 0)) {
+			t.Fatalf("fired at %v", at)
+		}
+	default:
+		t.Fatal("did not fire")
+	}
+	f.Advance(time.Minute)
+	select {
+	case <-tm.C():
+		t.Fatal("fired twice")
+	default:
+	}
+	tm.Reset(0)
+	f.Advance(0)
+	select {
+	case <-tm.C():
+	default:
+		t.Fatal("a reset to now did not fire on Advance(0)")
+	}
+	tm.Reset(time.Second)
+	tm.Stop()
+	f.Advance(time.Hour)
+	select {
+	case <-tm.C():
+		t.Fatal("a stopped timer fired")
+	default:
+	}
+}

@@ -54,7 +54,11 @@ func (f *Fake) Advance(d time.Duration) {
 			break
 		}
 		f.now = due.next
-		due.next = due.next.Add(due.period)
+		if due.once {
+			f.remove(due)
+		} else {
+			due.next = due.next.Add(due.period)
+		}
 		select {
 		case due.c <- f.now:
 		default:
@@ -63,9 +67,41 @@ func (f *Fake) Advance(d time.Duration) {
 	f.now = end
 }
 
+// NewTimer returns a timer that fires once Advance passes d.
+func (f *Fake) NewTimer(d time.Duration) Timer {
+	t := &fakeTicker{clock: f, once: true, c: make(chan time.Time, 1)}
+	t.Reset(d)
+	return t
+}
+
+func (f *Fake) remove(t *fakeTicker) {
+	for i, x := range f.tickers {
+		if x == t {
+			f.tickers = append(f.tickers[:i], f.tickers[i+1:]...)
+			return
+		}
+	}
+}
+
+// Reset, for a timer, makes it fire d after the fake now.
+func (t *fakeTicker) Reset(d time.Duration) {
+	f := t.clock
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.remove(t)
+	select {
+	case <-t.c:
+	default:
+	}
+	t.next = f.now.Add(max(d, 0))
+	f.tickers = append(f.tickers, t)
+}
+
+// fakeTicker is a Fake's ticker, or its timer when once is set.
 type fakeTicker struct {
 	clock  *Fake
 	period time.Duration
+	once   bool
 	next   time.Time
 	c      chan time.Time
 }
@@ -76,10 +112,11 @@ func (t *fakeTicker) Stop() {
 	f := t.clock
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i, x := range f.tickers {
-		if x == t {
-			f.tickers = append(f.tickers[:i], f.tickers[i+1:]...)
-			return
+	f.remove(t)
+	if t.once {
+		select {
+		case <-t.c:
+		default:
 		}
 	}
 }

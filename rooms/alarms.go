@@ -1,0 +1,314 @@
+package rooms
+
+import (
+	"container/heap"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/den-rooms/den/internal/clock"
+)
+
+// AlarmInfo describes an alarm that came due.
+type AlarmInfo struct {
+	// Scheduled is the time the alarm was set for (or, on a retry, the
+	// time the retry was due).
+	Scheduled time.Time
+	// RetryCount is how many times the handler already failed for this
+	// alarm; IsRetry is RetryCount > 0.
+	RetryCount int
+	IsRetry    bool
+}
+
+// Retries of a failed alarm: after 2, 4, ... 64 s, then it is dropped.
+const (
+	alarmRetries   = 6
+	alarmFirstWait = 2 * time.Second
+)
+
+var errNoAlarms = errors.New("rooms: a stateless kind has no alarms")
+
+// SetAlarm sets the room's one alarm to at, replacing any. A time in the
+// past fires at once. It is written with the event: if the event fails,
+// the alarm is as it was.
+func (st *State) SetAlarm(at time.Time) error {
+	if st.Storage == nil {
+		return errNoAlarms
+	}
+	return st.Storage.SetAlarm(at, 0)
+}
+
+// Alarm returns the room's alarm and whether one is set.
+func (st *State) Alarm() (time.Time, bool, error) {
+	if st.Storage == nil {
+		return time.Time{}, false, nil
+	}
+	at, _, ok, err := st.Storage.Alarm()
+	return at, ok, err
+}
+
+// DeleteAlarm unsets the room's alarm.
+func (st *State) DeleteAlarm() error {
+	if st.Storage == nil {
+		return errNoAlarms
+	}
+	return st.Storage.DeleteAlarm()
+}
+
+// retryWait is how long a failed alarm waits before its retry-th retry:
+// 2^retry s plus up to 25%.
+func retryWait(retry int) time.Duration {
+	d := alarmFirstWait << (retry - 1)
+	return d + time.Duration(rand.Int64N(int64(d/4)+1))
+}
+
+// scheduler fires the rooms' alarms: one heap and one timer on the
+// runtime's clock for all of them, never a timer per room.
+type scheduler struct {
+	rt    *Runtime
+	mu    sync.Mutex
+	heap  alarmHeap
+	byID  map[ID]*alarmItem
+	timer clock.Timer
+	kick  chan struct{}
+	quit  chan struct{}
+	done  chan struct{}
+}
+
+type alarmItem struct {
+	id         ID
+	kind, name string
+	at         time.Time
+	index      int
+}
+
+type alarmHeap []*alarmItem
+
+func (h alarmHeap) Len() int           { return len(h) }
+func (h alarmHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h alarmHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *alarmHeap) Push(x any) {
+	it := x.(*alarmItem)
+	it.index = len(*h)
+	*h = append(*h, it)
+}
+func (h *alarmHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return it
+}
+
+func newScheduler(rt *Runtime) *scheduler {
+	s := &scheduler{
+		rt: rt, byID: map[ID]*alarmItem{}, timer: rt.clock.NewTimer(time.Hour),
+		kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+	}
+	s.timer.Stop()
+	return s
+}
+
+// set schedules id's alarm at at, replacing any.
+func (s *scheduler) set(id ID, kind, name string, at time.Time) {
+	s.mu.Lock()
+	if it := s.byID[id]; it != nil {
+		it.at = at
+		heap.Fix(&s.heap, it.index)
+	} else {
+		it = &alarmItem{id: id, kind: kind, name: name, at: at}
+		s.byID[id] = it
+		heap.Push(&s.heap, it)
+	}
+	s.mu.Unlock()
+	s.poke()
+}
+
+// remove unschedules id's alarm.
+func (s *scheduler) remove(id ID) {
+	s.mu.Lock()
+	if it := s.byID[id]; it != nil {
+		heap.Remove(&s.heap, it.index)
+		delete(s.byID, id)
+	}
+	s.mu.Unlock()
+	s.poke()
+}
+
+// get returns id's scheduled alarm.
+func (s *scheduler) get(id ID) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if it := s.byID[id]; it != nil {
+		return it.at, true
+	}
+	return time.Time{}, false
+}
+
+func (s *scheduler) pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.heap)
+}
+
+func (s *scheduler) poke() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run fires due alarms until stop: each goes to its room as an event,
+// waking the room if it sleeps. The room schedules it again if it still
+// stands after that event (a retry, or a new alarm).
+func (s *scheduler) run() {
+	defer close(s.done)
+	for {
+		now := s.rt.clock.Now()
+		var due []*alarmItem
+		s.mu.Lock()
+		for len(s.heap) > 0 && !s.heap[0].at.After(now) {
+			it := heap.Pop(&s.heap).(*alarmItem)
+			delete(s.byID, it.id)
+			due = append(due, it)
+		}
+		if len(s.heap) > 0 {
+			s.timer.Reset(s.heap[0].at.Sub(now))
+		} else {
+			s.timer.Stop()
+		}
+		s.mu.Unlock()
+		for _, it := range due {
+			s.fire(it)
+		}
+		select {
+		case <-s.quit:
+			return
+		case <-s.timer.C():
+		case <-s.kick:
+		}
+	}
+}
+
+func (s *scheduler) fire(it *alarmItem) {
+	s.rt.alarmsFired.Add(1)
+	ev := &event{kind: evAlarm}
+	for {
+		r, err := s.rt.room(it.kind, it.name)
+		if err != nil {
+			// Shutting down, or the room is being deleted: node.db keeps
+			// the alarm for the next start, or the deletion drops it.
+			return
+		}
+		if err := r.enqueue(ev, false); !errors.Is(err, errRetired) {
+			return
+		}
+	}
+}
+
+func (s *scheduler) stop() {
+	select {
+	case <-s.quit:
+	default:
+		close(s.quit)
+	}
+	<-s.done
+	s.timer.Stop()
+}
+
+// runAlarm handles an alarm event: the stored alarm, if it is due, is
+// unset and the handler runs. A stored alarm not yet due (the index was
+// ahead of the room) or none (dropped since) makes the event a no-op; the
+// commit puts the index right.
+func (r *room) runAlarm(ev *event) error {
+	// The scheduler let go of the alarm to fire it: the commit gives it
+	// back whatever the room's alarm is then.
+	r.alarmPopped = true
+	if r.store == nil {
+		return nil
+	}
+	at, retry, ok, err := r.store.Alarm()
+	if err != nil || !ok || at.After(r.rt.clock.Now()) {
+		return err
+	}
+	ev.alarmAt, ev.alarmRetry, ev.alarmRan = at, retry, true
+	if err := r.store.DeleteAlarm(); err != nil {
+		return err
+	}
+	return r.h.Alarm(AlarmInfo{Scheduled: at, RetryCount: retry, IsRetry: retry > 0})
+}
+
+// retryAlarm schedules the retry of an alarm whose handler failed, or
+// drops the alarm after the last retry. It runs in the batch's
+// transaction, after the failed event rolled back.
+func (r *room) retryAlarm(ev *event) {
+	if !ev.alarmRan {
+		return
+	}
+	next := ev.alarmRetry + 1
+	var err error
+	if next > alarmRetries {
+		r.rt.alarmsDropped.Add(1)
+		r.log.Error("alarm dropped after its last retry", zap.Time("scheduled", ev.alarmAt), zap.Int("retries", alarmRetries))
+		err = r.store.DeleteAlarm()
+	} else {
+		r.rt.alarmsRetried.Add(1)
+		err = r.store.SetAlarm(r.rt.clock.Now().Add(retryWait(next)), next)
+	}
+	if err != nil {
+		r.log.Error("alarm retry not stored", zap.Error(err))
+	}
+}
+
+// indexAlarm is called before a batch commits: an alarm the batch set is
+// written to node.db's index first, so a crash between the two leaves
+// the index ahead of the room, never behind. It returns the room's alarm
+// for syncAlarm.
+func (r *room) indexAlarm() (at time.Time, ok bool, err error) {
+	at, _, ok, err = r.store.Alarm()
+	if err != nil || !ok || (r.alarmKnown && r.alarmAt.Equal(at)) {
+		return at, ok, err
+	}
+	return at, ok, r.rt.store.IndexAlarm(r.id.String(), r.kind.Name, r.name, at)
+}
+
+// syncAlarm, once the batch is durable, makes the scheduler (and, for an
+// alarm unset, the index) agree with the room.
+func (r *room) syncAlarm(at time.Time, ok bool) {
+	switch {
+	case ok && (!r.alarmKnown || !r.alarmAt.Equal(at) || r.alarmPopped):
+		r.rt.alarms.set(r.id, r.kind.Name, r.name, at)
+	case !ok && r.alarmKnown:
+		r.rt.alarms.remove(r.id)
+		if err := r.rt.store.UnindexAlarm(r.id.String()); err != nil {
+			r.log.Error("alarm index not updated", zap.Error(err))
+		}
+	}
+	r.alarmAt, r.alarmKnown, r.alarmPopped = at, ok, false
+}
+
+// resyncAlarm makes the index and the scheduler agree with what the room
+// has on disk, after a batch that failed to commit.
+func (r *room) resyncAlarm() {
+	if r.store == nil {
+		return
+	}
+	r.alarmKnown, r.alarmPopped = false, true
+	at, ok, err := r.indexAlarm()
+	if err != nil {
+		r.log.Error("alarm index not updated", zap.Error(err))
+		return
+	}
+	r.syncAlarm(at, ok)
+}
+
+// loadAlarm learns, at a wake, the alarm the scheduler holds for the room.
+func (r *room) loadAlarm() {
+	r.alarmAt, r.alarmKnown = r.rt.alarms.get(r.id)
+}
