@@ -294,3 +294,58 @@ func TestAlarmSurvivesRestart(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+// The chat room's schedule command end to end: many messages pending in
+// one room arrive when due, in time order, broadcast and in the history
+// with "scheduled":true; bad ones get an error.
+func TestChatSchedule(t *testing.T) {
+	n, fake, _ := sleepyNode(t)
+	alice := n.dial(t, "/rooms/chat/sched?user=alice")
+	read(t, alice) // history
+	read(t, alice) // join
+	send(t, alice, `{"type":"schedule","delay_ms":-1,"text":"x"}`)
+	if got := read(t, alice); !strings.Contains(got, `"type":"error"`) {
+		t.Fatalf("negative delay: %s", got)
+	}
+	send(t, alice, `{"type":"schedule","text":"x"}`)
+	if got := read(t, alice); !strings.Contains(got, `"type":"error"`) {
+		t.Fatalf("no delay: %s", got)
+	}
+	// Scheduled out of order; a plain message after them marks that they
+	// are stored (its frame comes once its batch, and theirs, committed).
+	start := fake.Now()
+	delays := []int{30, 50, 70, 40, 60} // seconds
+	for i, d := range delays {
+		send(t, alice, fmt.Sprintf(`{"type":"schedule","delay_ms":%d,"text":"in %d s (%d)"}`, d*1000, d, i))
+	}
+	send(t, alice, `{"type":"message","text":"now"}`)
+	if got := read(t, alice); !strings.Contains(got, `"text":"now"`) || strings.Contains(got, "scheduled") {
+		t.Fatalf("%s", got)
+	}
+	bob := n.dial(t, "/rooms/chat/sched?user=bob")
+	read(t, bob)
+	read(t, bob)
+	read(t, alice) // bob joins
+	// The room sleeps, 11 s on, before the first is due; the alarm wakes
+	// it.
+	fake.Advance(11 * time.Second)
+	waitFor(t, "the room to sleep", func() bool { return roomState(t, n, "chat", "sched") == "hibernated" })
+	for _, d := range []int{30, 40, 50, 60, 70} {
+		// Nothing before its time: the auto-response is the next frame.
+		send(t, alice, "ping")
+		if got := read(t, alice); got != "pong" {
+			t.Fatalf("before +%d s: %s", d, got)
+		}
+		fake.Advance(start.Add(time.Duration(d) * time.Second).Sub(fake.Now()))
+		for _, c := range []*websocket.Conn{alice, bob} {
+			got := read(t, c)
+			if !strings.Contains(got, fmt.Sprintf(`"text":"in %d s`, d)) || !strings.Contains(got, `"scheduled":true`) || !strings.Contains(got, `"user":"alice"`) {
+				t.Fatalf("at +%d s: %s", d, got)
+			}
+		}
+	}
+	code, body := httpDo(t, "GET", n.url("/rooms/chat/sched/messages"), "")
+	if code != 200 || strings.Count(body, `"scheduled":true`) != 5 || !strings.Contains(body, `"text":"now"`) {
+		t.Fatalf("history %d %s", code, body)
+	}
+}

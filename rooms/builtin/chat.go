@@ -20,6 +20,7 @@ const (
 	chatMaxText  = 4096
 	chatMaxUser  = 64
 	chatMaxLimit = 1000
+	chatMaxDelay = 365 * 24 * time.Hour
 )
 
 type chat struct {
@@ -35,14 +36,33 @@ type message struct {
 	User string `json:"user"`
 	Text string `json:"text"`
 	TS   int64  `json:"ts"`
+	// Scheduled marks a message sent with schedule, posted when due.
+	Scheduled bool `json:"scheduled,omitempty"`
 }
 
 func newChat(st *rooms.State) rooms.Handler {
 	c := &chat{st: st}
-	_, c.ready = st.Storage.Exec(`CREATE TABLE IF NOT EXISTS messages (
-		id INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL)`)
+	c.ready = c.makeTable()
 	_ = st.SetAutoResponse("ping", "pong")
 	return c
+}
+
+// makeTable makes the history table, or adds the scheduled column to one
+// made before schedule existed.
+func (c *chat) makeTable() error {
+	if _, err := c.st.Storage.Exec(`CREATE TABLE IF NOT EXISTS messages (
+		id INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL,
+		scheduled INTEGER NOT NULL DEFAULT 0)`); err != nil {
+		return err
+	}
+	cur, err := c.st.Storage.Exec(`SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'scheduled'`)
+	if err != nil {
+		return err
+	}
+	if cur.Next() && cur.Values()[0].(int64) == 0 {
+		_, err = c.st.Storage.Exec(`ALTER TABLE messages ADD COLUMN scheduled INTEGER NOT NULL DEFAULT 0`)
+	}
+	return err
 }
 
 func (c *chat) Connect(conn *rooms.Connect) error {
@@ -92,9 +112,9 @@ func (c *chat) presence(typ, user string) []byte {
 // history returns messages after id, at most limit; latest picks the
 // newest ones, still oldest first.
 func (c *chat) history(after int64, limit int, latest bool) ([]message, error) {
-	q := `SELECT id, user, text, ts FROM messages WHERE id > ? ORDER BY id LIMIT ?`
+	q := `SELECT id, user, text, ts, scheduled FROM messages WHERE id > ? ORDER BY id LIMIT ?`
 	if latest {
-		q = `SELECT * FROM (SELECT id, user, text, ts FROM messages WHERE id > ? ORDER BY id DESC LIMIT ?) ORDER BY id`
+		q = `SELECT * FROM (SELECT id, user, text, ts, scheduled FROM messages WHERE id > ? ORDER BY id DESC LIMIT ?) ORDER BY id`
 	}
 	cur, err := c.st.Storage.Exec(q, after, limit)
 	if err != nil {
@@ -103,15 +123,17 @@ func (c *chat) history(after int64, limit int, latest bool) ([]message, error) {
 	out := []message{}
 	for cur.Next() {
 		v := cur.Values()
-		out = append(out, message{Type: "message", ID: v[0].(int64), User: v[1].(string), Text: v[2].(string), TS: v[3].(int64)})
+		out = append(out, message{Type: "message", ID: v[0].(int64), User: v[1].(string), Text: v[2].(string), TS: v[3].(int64),
+			Scheduled: v[4].(int64) != 0})
 	}
 	return out, nil
 }
 
 // post stores a message and broadcasts it.
-func (c *chat) post(user, text string) (message, error) {
-	m := message{Type: "message", User: user, Text: text, TS: time.Now().UnixMilli()}
-	cur, err := c.st.Storage.Exec(`INSERT INTO messages (user, text, ts) VALUES (?, ?, ?) RETURNING id`, user, text, m.TS)
+func (c *chat) post(user, text string, scheduled bool) (message, error) {
+	m := message{Type: "message", User: user, Text: text, TS: c.st.Now().UnixMilli(), Scheduled: scheduled}
+	cur, err := c.st.Storage.Exec(`INSERT INTO messages (user, text, ts, scheduled) VALUES (?, ?, ?, ?) RETURNING id`,
+		user, text, m.TS, scheduled)
 	if err != nil {
 		return m, err
 	}
@@ -136,8 +158,9 @@ func checkText(text string) string {
 
 func (c *chat) Message(s *rooms.Sock, text bool, data []byte) error {
 	var in struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
+		Type    string `json:"type"`
+		Text    string `json:"text"`
+		DelayMS *int64 `json:"delay_ms"`
 	}
 	if !text {
 		s.Send(true, errorFrame("binary messages are not understood"))
@@ -153,12 +176,45 @@ func (c *chat) Message(s *rooms.Sock, text bool, data []byte) error {
 			s.Send(true, errorFrame(reason))
 			return nil
 		}
-		_, err := c.post(string(s.Attachment()), in.Text)
+		_, err := c.post(string(s.Attachment()), in.Text, false)
 		return err
 	case "schedule":
-		s.Send(true, errorFrame("schedule is not supported yet"))
+		if reason := checkText(in.Text); reason != "" {
+			s.Send(true, errorFrame(reason))
+			return nil
+		}
+		if in.DelayMS == nil || *in.DelayMS < 0 || *in.DelayMS > chatMaxDelay.Milliseconds() {
+			s.Send(true, errorFrame("delay_ms must be 0..31536000000"))
+			return nil
+		}
+		p, _ := json.Marshal(scheduledPost{User: string(s.Attachment()), Text: in.Text})
+		return c.st.Schedule(c.st.Now().Add(time.Duration(*in.DelayMS)*time.Millisecond), p)
 	default:
 		s.Send(true, errorFrame("unknown type"))
+	}
+	return nil
+}
+
+// scheduledPost is a schedule command's message while it waits.
+type scheduledPost struct {
+	User string `json:"user"`
+	Text string `json:"text"`
+}
+
+// Alarm posts the scheduled messages that are due, in time order.
+func (c *chat) Alarm(rooms.AlarmInfo) error {
+	due, err := c.st.Due()
+	if err != nil {
+		return err
+	}
+	for _, d := range due {
+		var p scheduledPost
+		if json.Unmarshal(d.Payload, &p) != nil {
+			continue
+		}
+		if _, err := c.post(p.User, p.Text, true); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -206,7 +262,7 @@ func (c *chat) Request(w http.ResponseWriter, r *http.Request) error {
 			http.Error(w, "user must be 1..64 bytes and text 1..4096", http.StatusBadRequest)
 			return nil
 		}
-		m, err := c.post(in.User, in.Text)
+		m, err := c.post(in.User, in.Text, false)
 		if err != nil {
 			return err
 		}
