@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -58,7 +59,7 @@ func runBenchServer(addr, data, sync string, hibernate time.Duration, maxOpen in
 		Synchronous:      sync,
 		HibernateAfter:   hibernate,
 		MaxOpenDatabases: maxOpen,
-		Kinds:            []rooms.Kind{{Name: "journal", New: newJournal}},
+		Kinds:            []rooms.Kind{{Name: "journal", New: newJournal}, {Name: "tally", New: newTally}},
 	})
 	if err == nil {
 		err = srv.Start()
@@ -122,5 +123,56 @@ func (j *journal) Message(s *rooms.Sock, text bool, data []byte) error {
 		return err
 	}
 	s.Send(text, data)
+	return nil
+}
+
+// tally counts its alarm's runs in a table. "arm" sets the alarm half a
+// second ahead; GET answers the count. While the file named by
+// DEN_TALLY_BLOCK exists, the alarm handler writes its row, creates
+// DEN_TALLY_BLOCK+".running" and blocks: a test kills den there.
+type tally struct {
+	rooms.Base
+	st *rooms.State
+}
+
+func newTally(st *rooms.State) rooms.Handler {
+	_, _ = st.Storage.Exec(`CREATE TABLE IF NOT EXISTS runs (n INTEGER)`)
+	return &tally{st: st}
+}
+
+func (t *tally) Message(s *rooms.Sock, _ bool, data []byte) error {
+	if string(data) == "arm" {
+		if err := t.st.SetAlarm(t.st.Now().Add(500 * time.Millisecond)); err != nil {
+			return err
+		}
+		s.SendText("armed")
+	}
+	return nil
+}
+
+func (t *tally) Alarm(rooms.AlarmInfo) error {
+	if _, err := t.st.Storage.Exec(`INSERT INTO runs (n) VALUES (1)`); err != nil {
+		return err
+	}
+	if block := os.Getenv("DEN_TALLY_BLOCK"); block != "" {
+		if _, err := os.Stat(block); err == nil {
+			_ = os.WriteFile(block+".running", nil, 0o644)
+			select {}
+		}
+	}
+	return nil
+}
+
+func (t *tally) Request(w http.ResponseWriter, _ *http.Request) error {
+	cur, err := t.st.Storage.Exec(`SELECT count(*) FROM runs`)
+	if err != nil {
+		return err
+	}
+	_, pending, err := t.st.Alarm()
+	if err != nil {
+		return err
+	}
+	cur.Next()
+	fmt.Fprintf(w, "runs=%d pending=%v", cur.Values()[0], pending)
 	return nil
 }

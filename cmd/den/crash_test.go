@@ -169,3 +169,56 @@ func TestCrashKeepsEverythingShown(t *testing.T) {
 	}
 	t.Logf("%d messages shown before the kill, %d in the history", len(seen), len(history))
 }
+
+// TestScheduledMessageSurvivesKill: a chat message scheduled 2 s ahead,
+// den killed with SIGKILL before it is due, then restarted: it is posted
+// once, by the restarted den, from node.db's alarm index.
+func TestScheduledMessageSurvivesKill(t *testing.T) {
+	bin := buildDen(t)
+	data := t.TempDir()
+	cmd, addr := startServe(t, bin, data)
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/rooms/chat/later?user=ann", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for range 2 { // history, join
+		if _, _, err := c.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"type":"schedule","delay_ms":2000,"text":"from before the crash"}`)); err != nil {
+		t.Fatal(err)
+	}
+	// A message after it comes back only once both are durable.
+	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"type":"message","text":"marker"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := c.ReadMessage(); err != nil || !strings.Contains(string(b), "marker") {
+		t.Fatalf("marker: %s %v", b, err)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	c.Close()
+
+	_, addr = startServe(t, bin, data)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/rooms/chat/later/messages")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if n := strings.Count(string(body), "from before the crash"); n > 0 {
+			if n != 1 || !strings.Contains(string(body), `"scheduled":true`) {
+				t.Fatalf("history: %s", body)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the scheduled message never came: %s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
