@@ -4,9 +4,12 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/den-rooms/den/internal/clock"
 	"github.com/den-rooms/den/storage"
 )
 
@@ -81,4 +84,22 @@ func TestRegressTwoDeletesBothEnd(t *testing.T) {
 	if !<-ends || !<-ends {
 		t.Fatal("one of two Deletes of a room hangs")
 	}
+}
+
+// BenchmarkSchedulerMemory is what one pending alarm costs in memory: the
+// scheduler's heap entry and index (the alarm itself is on disk).
+func BenchmarkSchedulerMemory(b *testing.B) {
+	const n = 100_000
+	rt := &Runtime{clock: clock.Real{}}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	s := newScheduler(rt)
+	for i := range n {
+		s.set(IDFromName("k", strconv.Itoa(i)), "k", "room-"+strconv.Itoa(i), time.Now().Add(time.Hour))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/alarm")
+	runtime.KeepAlive(s)
 }
