@@ -108,7 +108,7 @@ func (h *alarmHeap) Pop() any {
 
 func newScheduler(rt *Runtime) *scheduler {
 	s := &scheduler{
-		rt: rt, byID: map[ID]*alarmItem{}, timer: rt.clock.NewTimer(time.Hour),
+		rt: rt, byID: map[ID]*alarmItem{}, timer: rt.clock.NewTimer(rt.clock.Now().Add(time.Hour)),
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	s.timer.Stop()
@@ -179,7 +179,7 @@ func (s *scheduler) run() {
 			due = append(due, it)
 		}
 		if len(s.heap) > 0 {
-			s.timer.Reset(s.heap[0].at.Sub(now))
+			s.timer.ResetAt(s.heap[0].at)
 		} else {
 			s.timer.Stop()
 		}
@@ -284,7 +284,9 @@ func (r *room) syncAlarm(at time.Time, ok bool) {
 	switch {
 	case ok && (!r.alarmKnown || !r.alarmAt.Equal(at) || r.alarmPopped):
 		r.rt.alarms.set(r.id, r.kind.Name, r.name, at)
-	case !ok && r.alarmKnown:
+	case !ok && (r.alarmKnown || r.alarmPopped):
+		// Known to the index: set before, or fired from it (a sleeping
+		// room wakes knowing none).
 		r.rt.alarms.remove(r.id)
 		if err := r.rt.store.UnindexAlarm(r.id.String()); err != nil {
 			r.log.Error("alarm index not updated", zap.Error(err))
@@ -305,7 +307,21 @@ func (r *room) resyncAlarm() {
 		r.log.Error("alarm index not updated", zap.Error(err))
 		return
 	}
-	r.syncAlarm(at, ok)
+	if !ok {
+		r.syncAlarm(at, ok)
+		return
+	}
+	// An alarm the failed batch fired is due again: not at once, or a
+	// commit that keeps failing would run its handler in a loop.
+	r.rt.alarms.set(r.id, r.kind.Name, r.name, later(at, r.rt.clock.Now().Add(alarmFirstWait)))
+	r.alarmAt, r.alarmKnown, r.alarmPopped = at, true, false
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // loadAlarm learns, at a wake, the alarm the scheduler holds for the room.

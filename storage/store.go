@@ -296,14 +296,16 @@ func (s *Store) Delete(id string) error {
 			return err
 		}
 	}
+	// The alarm goes first: left behind by a crash, it would recreate
+	// the room when it fires.
+	if _, err := s.node.Exec(`DELETE FROM alarms WHERE id = ?`, id); err != nil {
+		return err
+	}
 	p := s.path(id)
 	for _, f := range []string{p, p + "-wal", p + "-shm"} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("storage: %w", err)
 		}
-	}
-	if _, err := s.node.Exec(`DELETE FROM alarms WHERE id = ?`, id); err != nil {
-		return err
 	}
 	_, err := s.node.Exec(`DELETE FROM rooms WHERE id = ?`, id)
 	return err

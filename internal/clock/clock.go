@@ -13,16 +13,18 @@ type Clock interface {
 	// NewTicker returns a ticker that sends on C every d (d > 0). Stop it
 	// when done.
 	NewTicker(d time.Duration) Ticker
-	// NewTimer returns a timer that sends on C once, after d.
-	NewTimer(d time.Duration) Timer
+	// NewTimer returns a timer that sends on C once, at at (at once if
+	// at has passed).
+	NewTimer(at time.Time) Timer
 }
 
-// Timer delivers one tick on a channel after its duration, like
-// time.Timer since Go 1.23: Reset and Stop discard a tick not yet read.
+// Timer delivers one tick on a channel at its time, like time.Timer since
+// Go 1.23: ResetAt and Stop discard a tick not yet read. It takes a time,
+// not a duration, so that setting it races with no one moving the clock.
 type Timer interface {
 	C() <-chan time.Time
-	// Reset makes the timer fire after d from now, whether or not it had.
-	Reset(d time.Duration)
+	// ResetAt makes the timer fire at at, whether or not it had.
+	ResetAt(at time.Time)
 	// Stop keeps the timer from firing.
 	Stop()
 }
@@ -48,13 +50,13 @@ func (Real) Now() time.Time { return time.Now() }
 func (Real) NewTicker(d time.Duration) Ticker { return realTicker{time.NewTicker(d)} }
 
 // NewTimer wraps time.NewTimer.
-func (Real) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
+func (Real) NewTimer(at time.Time) Timer { return realTimer{time.NewTimer(time.Until(at))} }
 
 type realTimer struct{ t *time.Timer }
 
-func (r realTimer) C() <-chan time.Time   { return r.t.C }
-func (r realTimer) Reset(d time.Duration) { r.t.Reset(d) }
-func (r realTimer) Stop()                 { r.t.Stop() }
+func (r realTimer) C() <-chan time.Time  { return r.t.C }
+func (r realTimer) ResetAt(at time.Time) { r.t.Reset(time.Until(at)) }
+func (r realTimer) Stop()                { r.t.Stop() }
 
 type realTicker struct{ t *time.Ticker }
 

@@ -45,7 +45,7 @@ func TestFakeTickerStop(t *testing.T) {
 
 func TestFakeTimerFiresOnceAndResets(t *testing.T) {
 	f := NewFake(time.Unix(0, 0))
-	tm := f.NewTimer(time.Second)
+	tm := f.NewTimer(time.Unix(1, 0))
 	f.Advance(999 * time.Millisecond)
 	select {
 	case <-tm.C():
@@ -67,14 +67,14 @@ func TestFakeTimerFiresOnceAndResets(t *testing.T) {
 		t.Fatal("fired twice")
 	default:
 	}
-	tm.Reset(0)
+	tm.ResetAt(f.Now())
 	f.Advance(0)
 	select {
 	case <-tm.C():
 	default:
 		t.Fatal("a reset to now did not fire on Advance(0)")
 	}
-	tm.Reset(time.Second)
+	tm.ResetAt(f.Now().Add(time.Second))
 	tm.Stop()
 	f.Advance(time.Hour)
 	select {

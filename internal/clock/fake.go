@@ -67,10 +67,10 @@ func (f *Fake) Advance(d time.Duration) {
 	f.now = end
 }
 
-// NewTimer returns a timer that fires once Advance passes d.
-func (f *Fake) NewTimer(d time.Duration) Timer {
+// NewTimer returns a timer that fires once Advance reaches at.
+func (f *Fake) NewTimer(at time.Time) Timer {
 	t := &fakeTicker{clock: f, once: true, c: make(chan time.Time, 1)}
-	t.Reset(d)
+	t.ResetAt(at)
 	return t
 }
 
@@ -83,8 +83,8 @@ func (f *Fake) remove(t *fakeTicker) {
 	}
 }
 
-// Reset, for a timer, makes it fire d after the fake now.
-func (t *fakeTicker) Reset(d time.Duration) {
+// ResetAt, for a timer, makes it fire when Advance reaches at.
+func (t *fakeTicker) ResetAt(at time.Time) {
 	f := t.clock
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -93,7 +93,7 @@ func (t *fakeTicker) Reset(d time.Duration) {
 	case <-t.c:
 	default:
 	}
-	t.next = f.now.Add(max(d, 0))
+	t.next = at
 	f.tickers = append(f.tickers, t)
 }
 
