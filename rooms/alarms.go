@@ -3,6 +3,7 @@ package rooms
 import (
 	"container/heap"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/den-rooms/den/internal/clock"
+	"github.com/den-rooms/den/storage"
 )
 
 // AlarmInfo describes an alarm that came due.
@@ -255,8 +257,21 @@ func (r *room) retryAlarm(ev *event) {
 	var err error
 	if next > alarmRetries {
 		r.rt.alarmsDropped.Add(1)
-		r.log.Error("alarm dropped after its last retry", zap.Time("scheduled", ev.alarmAt), zap.Int("retries", alarmRetries))
-		err = r.store.DeleteAlarm()
+		// Scheduled events due with it go too (they failed it); a later
+		// one keeps the alarm going.
+		var dropped []storage.ScheduledEntry
+		if err = r.store.DeleteAlarm(); err == nil {
+			dropped, err = r.store.TakeDue(r.rt.clock.Now(), math.MaxInt32)
+		}
+		if err == nil {
+			var at time.Time
+			var ok bool
+			if at, ok, err = r.store.NextScheduled(); err == nil && ok {
+				err = r.store.SetAlarm(at, 0)
+			}
+		}
+		r.log.Error("alarm dropped after its last retry", zap.Time("scheduled", ev.alarmAt),
+			zap.Int("retries", alarmRetries), zap.Int("scheduled_events_dropped", len(dropped)))
 	} else {
 		r.rt.alarmsRetried.Add(1)
 		err = r.store.SetAlarm(r.rt.clock.Now().Add(retryWait(next)), next)

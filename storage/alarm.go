@@ -1,7 +1,9 @@
 package storage
 
 import (
+	"bytes"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"time"
 )
@@ -31,10 +33,26 @@ func (r *Room) Alarm() (at time.Time, retry int, ok bool, err error) {
 	return at, retry, ok, err
 }
 
+// ErrTimeRange is a time for an alarm or a scheduled event outside the
+// years 1970 to 9999.
+var ErrTimeRange = errors.New("storage: time outside 1970..9999")
+
+var maxTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+
+func checkTime(at time.Time) error {
+	if at.Before(time.Unix(0, 0)) || at.After(maxTime) {
+		return ErrTimeRange
+	}
+	return nil
+}
+
 // SetAlarm sets the room's alarm to at (millisecond precision), replacing
 // any, with its retry count. Like every write it joins the open
 // transaction: a rolled-back event leaves the alarm as it was.
 func (r *Room) SetAlarm(at time.Time, retry int) error {
+	if err := checkTime(at); err != nil {
+		return err
+	}
 	return r.write(func() error {
 		if _, err := r.exec(`INSERT INTO _den_meta (k, v) VALUES ('alarm', ?)
 			ON CONFLICT (k) DO UPDATE SET v = excluded.v`, at.UnixMilli()); err != nil {
@@ -95,4 +113,96 @@ func (s *Store) Alarms() ([]AlarmEntry, error) {
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// ScheduledEntry is a scheduled event: when it is due, and its payload.
+type ScheduledEntry struct {
+	At      time.Time
+	Payload []byte
+}
+
+// Schedule stores an event due at at, in a table of den's own (made on
+// first use), apart from the author's keys and tables.
+func (r *Room) Schedule(at time.Time, payload []byte) error {
+	if err := checkTime(at); err != nil {
+		return err
+	}
+	if int64(len(payload)) > r.store.limits.MaxValueBytes {
+		return &LimitError{Limit: "value size", Max: r.store.limits.MaxValueBytes, Got: int64(len(payload))}
+	}
+	return r.write(func() error {
+		if _, err := r.exec(`CREATE TABLE IF NOT EXISTS _den_schedule (
+			seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, payload BLOB NOT NULL)`); err != nil {
+			return err
+		}
+		if _, err := r.exec(`CREATE INDEX IF NOT EXISTS _den_schedule_at ON _den_schedule (at, seq)`); err != nil {
+			return err
+		}
+		if payload == nil {
+			payload = []byte{}
+		}
+		_, err := r.exec(`INSERT INTO _den_schedule (at, payload) VALUES (?, ?)`, at.UnixMilli(), payload)
+		return err
+	})
+}
+
+// hasSchedule reports whether the schedule table exists.
+func (r *Room) hasSchedule() (bool, error) {
+	_, err := r.queryOne(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_den_schedule'`)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// TakeDue removes and returns the scheduled events due at now, soonest
+// first, at most limit.
+func (r *Room) TakeDue(now time.Time, limit int) ([]ScheduledEntry, error) {
+	var out []ScheduledEntry
+	err := r.write(func() error {
+		if ok, err := r.hasSchedule(); err != nil || !ok {
+			return err
+		}
+		c, err := r.prepare(`SELECT seq, at, payload FROM _den_schedule WHERE at <= ? ORDER BY at, seq LIMIT ?`, false)
+		if err != nil {
+			return err
+		}
+		var seqs []int64
+		if _, err := c.query([]any{now.UnixMilli(), limit}, func(row []driver.Value) error {
+			seq, _ := row[0].(int64)
+			ms, _ := row[1].(int64)
+			p, _ := row[2].([]byte)
+			seqs = append(seqs, seq)
+			out = append(out, ScheduledEntry{At: time.UnixMilli(ms), Payload: bytes.Clone(p)})
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, seq := range seqs {
+			if _, err := r.exec(`DELETE FROM _den_schedule WHERE seq = ?`, seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// NextScheduled is when the soonest scheduled event is due.
+func (r *Room) NextScheduled() (time.Time, bool, error) {
+	var at time.Time
+	var ok bool
+	err := r.use(func() error {
+		if has, err := r.hasSchedule(); err != nil || !has {
+			return err
+		}
+		v, err := r.queryOne(`SELECT at FROM _den_schedule ORDER BY at, seq LIMIT 1`)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		ms, _ := v.(int64)
+		at, ok = time.UnixMilli(ms), err == nil
+		return err
+	})
+	return at, ok, err
 }

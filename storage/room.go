@@ -637,7 +637,8 @@ func (r *Room) DeleteAll() error {
 		if _, err = r.conn.ExecContext(bg, `DELETE FROM _den_kv`); err != nil {
 			return err
 		}
-		// The alarm goes too; node.db's index finds no alarm when it fires.
+		// The alarm goes too (scheduled events went with the tables);
+		// node.db's index finds no alarm when it fires.
 		_, err = r.exec(`DELETE FROM _den_meta WHERE k IN ('alarm', 'alarm_retry')`)
 		return err
 	})

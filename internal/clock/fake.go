@@ -93,6 +93,11 @@ func (t *fakeTicker) ResetAt(at time.Time) {
 	case <-t.c:
 	default:
 	}
+	if !at.After(f.now) {
+		// Passed already: it fires at once, as a real timer does.
+		t.c <- f.now
+		return
+	}
 	t.next = at
 	f.tickers = append(f.tickers, t)
 }
