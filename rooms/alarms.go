@@ -3,7 +3,6 @@ package rooms
 import (
 	"container/heap"
 	"errors"
-	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -34,8 +33,9 @@ const (
 var errNoAlarms = errors.New("rooms: a stateless kind has no alarms")
 
 // SetAlarm sets the room's one alarm to at, replacing any. A time in the
-// past fires at once. It is written with the event: if the event fails,
-// the alarm is as it was.
+// past fires at once; times before 1970 or after 9999 are refused
+// (storage.ErrTimeRange). It is written with the event: if the event
+// fails, the alarm is as it was.
 func (st *State) SetAlarm(at time.Time) error {
 	if st.Storage == nil {
 		return errNoAlarms
@@ -257,11 +257,11 @@ func (r *room) retryAlarm(ev *event) {
 	var err error
 	if next > alarmRetries {
 		r.rt.alarmsDropped.Add(1)
-		// Scheduled events due with it go too (they failed it); a later
-		// one keeps the alarm going.
+		// The scheduled events Due handed the failing handler go too; the
+		// rest keep the alarm going.
 		var dropped []storage.ScheduledEntry
 		if err = r.store.DeleteAlarm(); err == nil {
-			dropped, err = r.store.TakeDue(r.rt.clock.Now(), math.MaxInt32)
+			dropped, err = r.store.TakeDue(r.rt.clock.Now(), dueBatch)
 		}
 		if err == nil {
 			var at time.Time

@@ -29,6 +29,13 @@ func (st *State) Schedule(at time.Time, payload []byte) error {
 	if err := st.Storage.Schedule(at, payload); err != nil {
 		return err
 	}
+	return st.armAt(at)
+}
+
+// armAt moves the alarm to at if that is sooner, unless a failed alarm
+// waits for its retry (in the alarm handler the alarm reads as unset, so
+// it is set).
+func (st *State) armAt(at time.Time) error {
 	cur, retry, ok, err := st.Storage.Alarm()
 	if err != nil || ok && (!at.Before(cur) || retry > 0) {
 		return err
@@ -60,5 +67,5 @@ func (st *State) armNext() error {
 	if err != nil || !ok {
 		return err
 	}
-	return st.SetAlarm(at)
+	return st.armAt(at)
 }

@@ -122,7 +122,8 @@ type ScheduledEntry struct {
 }
 
 // Schedule stores an event due at at, in a table of den's own (made on
-// first use), apart from the author's keys and tables.
+// first use), apart from the author's keys and tables. No AUTOINCREMENT:
+// its counter would sit in sqlite_sequence, which author SQL can write.
 func (r *Room) Schedule(at time.Time, payload []byte) error {
 	if err := checkTime(at); err != nil {
 		return err
@@ -132,7 +133,7 @@ func (r *Room) Schedule(at time.Time, payload []byte) error {
 	}
 	return r.write(func() error {
 		if _, err := r.exec(`CREATE TABLE IF NOT EXISTS _den_schedule (
-			seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, payload BLOB NOT NULL)`); err != nil {
+			seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, payload BLOB NOT NULL)`); err != nil {
 			return err
 		}
 		if _, err := r.exec(`CREATE INDEX IF NOT EXISTS _den_schedule_at ON _den_schedule (at, seq)`); err != nil {
