@@ -80,7 +80,7 @@ func (rt *Runtime) Delete(kind, name string) (bool, error) {
 	}()
 	if r != nil {
 		ev := &event{kind: evDelete, done: make(chan struct{})}
-		switch err := r.enqueue(ev, false); {
+		switch err := r.enqueue(ev); {
 		case err == nil:
 			// The room wakes if it sleeps, closes its sockets and leaves.
 			<-ev.done

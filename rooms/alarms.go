@@ -200,18 +200,9 @@ func (s *scheduler) run() {
 
 func (s *scheduler) fire(it *alarmItem) {
 	s.rt.alarmsFired.Add(1)
-	ev := &event{kind: evAlarm}
-	for {
-		r, err := s.rt.room(it.kind, it.name)
-		if err != nil {
-			// Shutting down, or the room is being deleted: node.db keeps
-			// the alarm for the next start, or the deletion drops it.
-			return
-		}
-		if err := r.enqueue(ev, false); !errors.Is(err, errRetired) {
-			return
-		}
-	}
+	// An error means shutting down, or the room being deleted: node.db
+	// keeps the alarm for the next start, or the deletion drops it.
+	_ = s.rt.deliver(it.kind, it.name, &event{kind: evAlarm})
 }
 
 func (s *scheduler) stop() {

@@ -115,11 +115,16 @@ type room struct {
 	autoBefore *[2]string
 }
 
-// enqueue adds ev to the mailbox, waking the room if it sleeps. A
-// droppable event is refused when the mailbox is full; the others
-// (closes, deferred work) are never dropped, so every socket gets its one
-// close event.
-func (r *room) enqueue(ev *event, droppable bool) error {
+// droppable reports whether ev may be refused when the mailbox is full:
+// joins, messages and requests. Closes, deferred work, deletions and
+// alarms are never dropped, so every socket gets its one close event.
+func (ev *event) droppable() bool {
+	return ev.kind == evConnect || ev.kind == evMessage || ev.kind == evRequest
+}
+
+// enqueue adds ev to the mailbox, waking the room if it sleeps.
+func (r *room) enqueue(ev *event) error {
+	droppable := ev.droppable()
 	r.mu.Lock()
 	switch {
 	case r.dead:
@@ -179,7 +184,7 @@ func (r *room) take(max int) []*event {
 			clear(r.queue[:n])
 			r.queue = r.queue[n:]
 			for _, ev := range batch {
-				if ev.kind == evConnect || ev.kind == evMessage || ev.kind == evRequest {
+				if ev.droppable() {
 					r.droppable--
 				}
 			}
@@ -618,7 +623,7 @@ func (r *room) release(batch []*event) {
 	out := r.out
 	r.out = nil
 	for _, f := range r.deferred {
-		r.enqueue(&event{kind: evDeferred, fn: f}, false)
+		r.enqueue(&event{kind: evDeferred, fn: f})
 	}
 	r.deferred = nil
 	// Joins are answered first in their order, so a new socket exists
@@ -636,7 +641,7 @@ func (r *room) release(batch []*event) {
 				// The client left before the answer: it gets its close
 				// event like any socket.
 				ev.accepted.gone = true
-				r.enqueue(&event{kind: evClose, sock: ghost{ev.accepted}, code: 1006}, false)
+				r.enqueue(&event{kind: evClose, sock: ghost{ev.accepted}, code: 1006})
 				continue
 			}
 			ev.accepted.s = s

@@ -229,7 +229,7 @@ func (rt *Runtime) deliver(kind, name string, ev *event) error {
 		}
 		// A room evicted between the lookup and the enqueue has left the
 		// index: the next lookup makes it anew.
-		if err := r.enqueue(ev, true); !errors.Is(err, errRetired) {
+		if err := r.enqueue(ev); !errors.Is(err, errRetired) {
 			return err
 		}
 	}
@@ -292,7 +292,7 @@ func (rt *Runtime) Message(s Socket, text bool, payload []byte) {
 			return
 		}
 	}
-	if errors.Is(r.enqueue(&event{kind: evMessage, sock: s, text: text, data: bytes.Clone(payload)}, true), errMailboxFull) {
+	if errors.Is(r.enqueue(&event{kind: evMessage, sock: s, text: text, data: bytes.Clone(payload)}), errMailboxFull) {
 		rt.refused.Add(1)
 		s.Close(1013, "room busy")
 	}
@@ -305,7 +305,7 @@ func (rt *Runtime) Closed(s Socket, code int, reason string, clean bool) {
 	if sk == nil {
 		return
 	}
-	_ = sk.r.enqueue(&event{kind: evClose, sock: s, code: code, why: reason, ok: clean}, false)
+	_ = sk.r.enqueue(&event{kind: evClose, sock: s, code: code, why: reason, ok: clean})
 }
 
 // maxRequestBody bounds a request body a room reads; the gateway's own
