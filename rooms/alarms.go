@@ -277,6 +277,13 @@ func (r *room) retryAlarm(ev *event) {
 // the index ahead of the room, never behind. It returns the room's alarm
 // for syncAlarm.
 func (r *room) indexAlarm() (at time.Time, ok bool, err error) {
+	// Most batches leave the alarm alone: then it is what the room last
+	// synced, and reading it back would cost every batch a query.
+	writes := r.store.AlarmWrites()
+	if !r.alarmPopped && writes == r.alarmWrites {
+		return r.alarmAt, r.alarmKnown, nil
+	}
+	r.alarmWrites = writes
 	at, _, ok, err = r.store.Alarm()
 	if err != nil || !ok || (r.alarmKnown && r.alarmAt.Equal(at)) {
 		return at, ok, err
@@ -333,4 +340,7 @@ func later(a, b time.Time) time.Time {
 // loadAlarm learns, at a wake, the alarm the scheduler holds for the room.
 func (r *room) loadAlarm() {
 	r.alarmAt, r.alarmKnown = r.rt.alarms.get(r.id)
+	if r.store != nil {
+		r.alarmWrites = r.store.AlarmWrites()
+	}
 }

@@ -349,3 +349,37 @@ func TestChatSchedule(t *testing.T) {
 		t.Fatalf("history %d %s", code, body)
 	}
 }
+
+// An alarm a constructor sets is indexed and fires like any other.
+func TestAlarmSetInConstructor(t *testing.T) {
+	fake := newFake()
+	fired := make(chan struct{}, 1)
+	kind := rooms.Kind{Name: "early", New: func(st *rooms.State) rooms.Handler {
+		if _, ok, _ := st.Alarm(); !ok {
+			_ = st.SetAlarm(st.Now().Add(time.Minute))
+		}
+		return &earlyRoom{fired: fired}
+	}}
+	n := startNodeSync(t, t.TempDir(), storage.SyncNormal, rooms.Config{Kinds: []rooms.Kind{kind}, Clock: fake})
+	n.dial(t, "/rooms/early/e")
+	waitFor(t, "the constructor's alarm in the scheduler", func() bool {
+		info, _ := n.rt.Info("early", "e")
+		return info.Alarm != nil
+	})
+	fake.Advance(time.Minute)
+	select {
+	case <-fired:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the constructor's alarm never fired")
+	}
+}
+
+type earlyRoom struct {
+	rooms.Base
+	fired chan struct{}
+}
+
+func (e *earlyRoom) Alarm(rooms.AlarmInfo) error {
+	e.fired <- struct{}{}
+	return nil
+}

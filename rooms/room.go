@@ -106,9 +106,11 @@ type room struct {
 	deleting *event         // an evDelete was in the batch
 	deferred []func() error // Defer calls of the batch's events, run once it commits
 	// The room's alarm as the scheduler knows it; popped once it fired.
+	// alarmWrites is the storage handle's AlarmWrites when it was synced.
 	alarmAt     time.Time
 	alarmKnown  bool
 	alarmPopped bool
+	alarmWrites uint64
 	// undoAttach holds the attachments the current event replaced, and
 	// auto the auto-response it started with: a failed event restores them.
 	undoAttach []attachUndo
@@ -300,12 +302,14 @@ func (r *room) wake(woke time.Time) error {
 		r.store = sr
 	}
 	r.st = &State{ID: r.id, Kind: r.kind.Name, Name: r.name, Storage: r.store, r: r}
+	// Before the constructor: an alarm it sets is a write the first
+	// batch sees.
+	r.loadAlarm()
 	h, err := r.construct()
 	if err != nil {
 		return err
 	}
 	r.h = h
-	r.loadAlarm()
 	r.rt.wakes.Add(1)
 	r.rt.onWake(time.Since(woke))
 	r.mu.Lock()

@@ -46,6 +46,11 @@ func checkTime(at time.Time) error {
 	return nil
 }
 
+// AlarmWrites counts the calls that may have changed the room's alarm
+// (SetAlarm, DeleteAlarm, DeleteAll) on this handle: while it stands
+// still, the alarm is as it was, and nobody need read it to know.
+func (r *Room) AlarmWrites() uint64 { return r.alarmWrites.Load() }
+
 // SetAlarm sets the room's alarm to at (millisecond precision), replacing
 // any, with its retry count. Like every write it joins the open
 // transaction: a rolled-back event leaves the alarm as it was.
@@ -53,6 +58,7 @@ func (r *Room) SetAlarm(at time.Time, retry int) error {
 	if err := checkTime(at); err != nil {
 		return err
 	}
+	r.alarmWrites.Add(1)
 	return r.write(func() error {
 		if _, err := r.exec(`INSERT INTO _den_meta (k, v) VALUES ('alarm', ?)
 			ON CONFLICT (k) DO UPDATE SET v = excluded.v`, at.UnixMilli()); err != nil {
@@ -66,6 +72,7 @@ func (r *Room) SetAlarm(at time.Time, retry int) error {
 
 // DeleteAlarm unsets the room's alarm.
 func (r *Room) DeleteAlarm() error {
+	r.alarmWrites.Add(1)
 	return r.write(func() error {
 		_, err := r.exec(`DELETE FROM _den_meta WHERE k IN ('alarm', 'alarm_retry')`)
 		return err

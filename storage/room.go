@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -46,6 +47,8 @@ type Room struct {
 	denied   error // why the authorizer refused, for the caller
 	closed   bool
 	recorded int64 // the size node.db has for the room, as far as this handle knows
+	// alarmWrites counts calls that may have changed the alarm.
+	alarmWrites atomic.Uint64
 	// stmts caches prepared statements: SQLite spends more preparing a
 	// short statement than running it.
 	stmts map[string]*cached
@@ -611,6 +614,7 @@ func (r *Room) Size() (int64, error) {
 // DeleteAll removes everything the room stores: the author's tables,
 // views, triggers and indexes, and every KV entry, atomically.
 func (r *Room) DeleteAll() error {
+	r.alarmWrites.Add(1)
 	return r.write(func() error {
 		rows, err := r.conn.QueryContext(bg, `SELECT type, name FROM sqlite_schema
 			WHERE name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT IN ('_den_kv', '_den_meta')
