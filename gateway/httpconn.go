@@ -311,6 +311,19 @@ var (
 	errRejectDraining = ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable), ws.RejectionReason("server shutting down"))
 )
 
+// refusalOf is why gobwas refused a handshake.
+func refusalOf(err error) refusal {
+	switch err {
+	case errRejectNotFound:
+		return refusedNotFound
+	case errRejectOrigin:
+		return refusedOrigin
+	case errRejectDraining:
+		return refusedShutdown
+	}
+	return refusedBadHandshake
+}
+
 func newHandshaker(l *loop) *handshaker {
 	hs := &handshaker{l: l}
 	hs.ext.Parameters = wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}
@@ -343,6 +356,7 @@ func (hs *handshaker) upgrade(s *Socket, h *requestHead) gnet.Action {
 	result, err := hs.up.Upgrade(hs.rw)
 	hs.head = requestHead{}
 	if err != nil {
+		l.srv.stats.refused(refusalOf(err))
 		if ce := l.srv.log.Check(debugLevel, "bad handshake"); ce != nil {
 			ce.Write(socketField(s), zap.Error(err))
 		}

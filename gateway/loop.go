@@ -57,6 +57,10 @@ type loop struct {
 	reasons map[*Socket]string
 	// Output still draining for lingering or paused sockets; see progress.
 	draining map[*Socket]drainState
+
+	// Written only by the loop goroutine; atomic so that Stats can read
+	// them. Each loop has its own, so counting costs no shared cache line.
+	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
 }
 
 // drainState follows a socket whose buffered output den waits on.
@@ -321,7 +325,9 @@ func (l *loop) writeOut(s *Socket, frames [][]byte) bool {
 	const iovMax = 1024
 	for len(frames) > 0 && !s.flags.has(flagGone) {
 		n := min(len(frames), iovMax)
-		_, _ = s.conn.Writev(frames[:n])
+		written, _ := s.conn.Writev(frames[:n])
+		l.msgsOut.Add(uint64(n))
+		l.bytesOut.Add(uint64(written))
 		frames = frames[n:]
 	}
 	return !s.flags.has(flagGone)
@@ -342,7 +348,10 @@ func (l *loop) writeNow(s *Socket, b []byte) bool {
 		return false
 	}
 	if len(b) > 0 {
-		_, _ = s.conn.Write(b)
+		written, _ := s.conn.Write(b)
+		if s.flags.has(flagOpened) {
+			l.bytesOut.Add(uint64(written))
+		}
 	}
 	return !s.flags.has(flagGone)
 }
@@ -355,6 +364,7 @@ func (l *loop) open(s *Socket) {
 	s.join = nil
 	s.lastRead = l.wheel.now
 	l.srv.stats.open.Add(1)
+	l.srv.stats.upgrades.Add(1)
 	l.wheel.file(s, l.wheel.now+l.srv.ticks.ping)
 	if l.srv.draining.Load() {
 		// Shutdown began while the room was deciding, and its sweep has
@@ -470,6 +480,7 @@ func (l *loop) sendClose(s *Socket, code wsframe.StatusCode, reason string) bool
 		return !s.flags.has(flagGone)
 	}
 	s.flags |= flagSentClose
+	l.srv.stats.closesSent[closeLabel(uint16(code))].Add(1)
 	if s.closeCode == 0 {
 		s.closeCode = uint16(code)
 	}
@@ -526,6 +537,7 @@ func (l *loop) readFrames(s *Socket) gnet.Action {
 		}
 		return gnet.None
 	}
+	l.bytesIn.Add(uint64(off))
 	switch {
 	case s.state == stateLinger:
 		_, _ = s.conn.Discard(-1) // nothing after the end is read
@@ -560,6 +572,7 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 		if s.state != stateOpen {
 			return gnet.None // after den's close frame, data is dropped
 		}
+		l.msgsIn.Add(1)
 		payload := m.Payload
 		if m.Compressed {
 			var err error
@@ -589,6 +602,7 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 		code, reason := wsframe.ParseClose(m.Payload)
 		s.flags |= flagPeerClosed
 		s.closeCode = uint16(code)
+		l.srv.stats.closesReceived[closeLabel(uint16(code))].Add(1)
 		if len(reason) > 0 {
 			l.reasons[s] = string(reason)
 		}
@@ -637,6 +651,7 @@ func (l *loop) due(s *Socket) {
 		}
 		if s.join.abandon() {
 			l.srv.stats.handshakeTimeouts.Add(1)
+			l.srv.stats.refused(refusedTimeout)
 			if l.writeNow(s, errorResponse(503, "room did not answer", nil)) {
 				l.linger(s, false)
 			}

@@ -124,5 +124,6 @@ func (j *Join) Refuse(status int, reason string) {
 	if status < 400 || status > 599 {
 		status = http.StatusInternalServerError
 	}
+	j.s.loop.srv.stats.refused(refusedByRoom)
 	j.s.answer(errorResponse(status, reason, nil), joinRefused)
 }

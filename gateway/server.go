@@ -254,6 +254,9 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 		if s.flags.has(flagOpened) {
 			e.srv.stats.open.Add(-1)
 		}
+		if !s.flags.has(flagPeerClosed) {
+			e.srv.stats.closesReceived[closeLabel(uint16(wsframe.CloseAbnormal))].Add(1)
+		}
 		both := flagPeerClosed | flagSentClose
 		code, clean := int(s.closeCode), s.flags&both == both
 		if code == 0 {
@@ -334,7 +337,11 @@ func (t *drainTask) Run(context.Context) error {
 		case stateOpen:
 			l.startClose(s, wsframe.CloseServiceRestart, "server shutting down")
 		case stateJoining:
-			if s.join.abandon() && l.writeNow(s, errorResponse(503, "server shutting down", nil)) {
+			if !s.join.abandon() {
+				break
+			}
+			l.srv.stats.refused(refusedShutdown)
+			if l.writeNow(s, errorResponse(503, "server shutting down", nil)) {
 				l.linger(s, false)
 			}
 		}

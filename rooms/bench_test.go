@@ -159,13 +159,8 @@ func BenchmarkWake(b *testing.B) {
 	for _, mode := range []string{storage.SyncFull, storage.SyncNormal} {
 		b.Run(mode, func(b *testing.B) {
 			fake := clock.NewFake(time.Now())
-			var mu sync.Mutex
-			var wakes []time.Duration
-			n := startNodeSync(b, b.TempDir(), mode, rooms.Config{Clock: fake, OnWake: func(d time.Duration) {
-				mu.Lock()
-				wakes = append(wakes, d)
-				mu.Unlock()
-			}})
+			obs := &wakeRecorder{}
+			n := startNodeSync(b, b.TempDir(), mode, rooms.Config{Clock: fake, Observer: obs})
 			const nrooms = 200
 			conns := make([]*websocket.Conn, nrooms)
 			for i := range conns {
@@ -173,9 +168,7 @@ func BenchmarkWake(b *testing.B) {
 				read(b, conns[i]) // history
 				read(b, conns[i]) // join
 			}
-			mu.Lock()
-			wakes = wakes[:0]
-			mu.Unlock()
+			obs.take()
 			var lat []time.Duration
 			b.ResetTimer()
 			for done := 0; done < b.N; {
@@ -197,8 +190,7 @@ func BenchmarkWake(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			mu.Lock()
-			defer mu.Unlock()
+			wakes := obs.take()
 			pct := func(d []time.Duration, p int) float64 {
 				slices.Sort(d)
 				return float64(d[len(d)*p/100].Microseconds()) / 1000
@@ -209,4 +201,29 @@ func BenchmarkWake(b *testing.B) {
 			b.ReportMetric(pct(wakes, 99), "wake-p99-ms")
 		})
 	}
+}
+
+// wakeRecorder keeps the wake times a runtime reports.
+type wakeRecorder struct {
+	mu    sync.Mutex
+	wakes []time.Duration
+}
+
+func (w *wakeRecorder) Wake(d time.Duration) {
+	w.mu.Lock()
+	w.wakes = append(w.wakes, d)
+	w.mu.Unlock()
+}
+
+func (*wakeRecorder) Event(string, time.Duration) {}
+func (*wakeRecorder) Commit(int, time.Duration)   {}
+func (*wakeRecorder) AlarmLate(time.Duration)     {}
+
+// take returns the wakes so far and forgets them.
+func (w *wakeRecorder) take() []time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wakes := w.wakes
+	w.wakes = nil
+	return wakes
 }

@@ -42,6 +42,7 @@ type event struct {
 	rec  *recorder
 	done chan struct{} // request: closed when rec holds the response; delete: when it is done
 	fn   func() error  // deferred
+	at   time.Time     // when it reached the room
 
 	// Set while the event runs.
 	alarmAt    time.Time // alarm: the one that came due, and its retries
@@ -127,6 +128,7 @@ func (ev *event) droppable() bool {
 // enqueue adds ev to the mailbox, waking the room if it sleeps.
 func (r *room) enqueue(ev *event) error {
 	droppable := ev.droppable()
+	ev.at = time.Now()
 	r.mu.Lock()
 	switch {
 	case r.dead:
@@ -311,7 +313,7 @@ func (r *room) wake(woke time.Time) error {
 	}
 	r.h = h
 	r.rt.wakes.Add(1)
-	r.rt.onWake(time.Since(woke))
+	r.rt.observe.Wake(time.Since(woke))
 	r.mu.Lock()
 	r.last = r.rt.clock.Now()
 	r.mu.Unlock()
@@ -495,7 +497,10 @@ func (r *room) runBatch(batch []*event) {
 		err = r.rt.commitHook(r.id)
 	}
 	if err == nil {
-		err = r.store.Commit()
+		began := time.Now()
+		if err = r.store.Commit(); err == nil {
+			r.rt.observe.Commit(len(batch), time.Since(began))
+		}
 	} else {
 		_ = r.store.Rollback()
 	}
@@ -691,6 +696,16 @@ func (r *room) release(batch []*event) {
 			close(ev.done)
 		}
 	}
+	r.observeEvents(batch)
+}
+
+// observeEvents tells the Observer how long each event of a finished
+// batch took since it reached the room.
+func (r *room) observeEvents(batch []*event) {
+	now := time.Now()
+	for _, ev := range batch {
+		r.rt.observe.Event(evNames[ev.kind], now.Sub(ev.at))
+	}
 }
 
 // failBatch ends a batch whose transaction could not begin or commit:
@@ -710,6 +725,7 @@ func (r *room) failBatch(batch []*event, err error) {
 		}
 	}
 	r.closeSockets(1011, "room failed")
+	r.observeEvents(batch)
 	r.resyncAlarm()
 	r.tellError(nil, fmt.Errorf("%w: %w", errStorageFailed, err))
 	if h, cerr := r.construct(); cerr == nil {

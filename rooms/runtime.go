@@ -38,9 +38,9 @@ type Config struct {
 	EvictAfter     time.Duration
 	// Clock drives hibernation; tests pass a clock.Fake.
 	Clock clock.Clock
-	// OnWake, if set, is told how long each wake took: from the event
-	// that found the room asleep to its object being ready.
-	OnWake func(time.Duration)
+	// Observer, if set, is told how long wakes, events and commits took,
+	// for metrics.
+	Observer Observer
 	// CommitHook, if set, runs before every commit; an error from it fails
 	// the commit as a failed disk would. It is for fault-injection tests.
 	CommitHook func(ID) error
@@ -49,6 +49,34 @@ type Config struct {
 	// it each socket is sent to in turn.
 	Broadcast func(to []Socket, text bool, payload []byte)
 }
+
+// Observer is told what the rooms do, for metrics. Its methods are called
+// from room goroutines, often: they must be cheap and must not block.
+type Observer interface {
+	// Wake: from the event that found a room asleep to its object being
+	// ready (storage open, constructor run).
+	Wake(d time.Duration)
+	// Event: one event of the given type (one of EventTypes), from its
+	// arrival at the room to its outputs being released (or its failure),
+	// so queueing, the handler and the commit are all inside it.
+	Event(typ string, d time.Duration)
+	// Commit: one batch's commit of events, fsync included.
+	Commit(events int, d time.Duration)
+	// AlarmLate: how long after its scheduled time an alarm's handler
+	// began (first attempts only; retries are late by design).
+	AlarmLate(d time.Duration)
+}
+
+// EventTypes are the event types an Observer is told of.
+func EventTypes() []string { return evNames[:] }
+
+// nopObserver is the Observer of a Runtime without one.
+type nopObserver struct{}
+
+func (nopObserver) Wake(time.Duration)          {}
+func (nopObserver) Event(string, time.Duration) {}
+func (nopObserver) Commit(int, time.Duration)   {}
+func (nopObserver) AlarmLate(time.Duration)     {}
 
 // Defaults of Config.
 const (
@@ -72,7 +100,7 @@ type Runtime struct {
 	hibernateAfter time.Duration
 	evictAfter     time.Duration
 	clock          clock.Clock
-	onWake         func(time.Duration)
+	observe        Observer
 	hook           func(ID) error
 	broadcast      func(to []Socket, text bool, payload []byte)
 
@@ -106,7 +134,7 @@ func New(cfg Config) (*Runtime, error) {
 		store: cfg.Store, kinds: map[string]*Kind{}, log: cfg.Logger,
 		mailbox: cfg.Mailbox, maxBatch: cfg.MaxBatch, maxSockets: cfg.MaxSockets,
 		hibernateAfter: cfg.HibernateAfter, evictAfter: cfg.EvictAfter,
-		clock: cfg.Clock, onWake: cfg.OnWake,
+		clock: cfg.Clock, observe: cfg.Observer,
 		hook: cfg.CommitHook, rooms: map[ID]*room{}, gone: map[ID]chan struct{}{},
 		broadcast: cfg.Broadcast, quit: make(chan struct{}),
 	}
@@ -123,8 +151,8 @@ func New(cfg Config) (*Runtime, error) {
 	if rt.clock == nil {
 		rt.clock = clock.Real{}
 	}
-	if rt.onWake == nil {
-		rt.onWake = func(time.Duration) {}
+	if rt.observe == nil {
+		rt.observe = nopObserver{}
 	}
 	rt.mailbox = max(rt.mailbox, 0)
 	if rt.mailbox == 0 {

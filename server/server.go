@@ -17,10 +17,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/den-rooms/den/gateway"
 	"github.com/den-rooms/den/rooms"
@@ -65,7 +66,8 @@ type Server struct {
 	rt          *rooms.Runtime
 	store       *storage.Store
 	log         *zap.Logger
-	wakeSeconds prometheus.Histogram
+	observe     *observer
+	logsDropped atomic.Uint64
 }
 
 // New opens the node's storage and builds its runtime and gateway.
@@ -92,11 +94,11 @@ func New(cfg Config) (*Server, error) {
 	for _, name := range order {
 		list = append(list, kinds[name])
 	}
-	s := &Server{store: store, log: cfg.Logger, wakeSeconds: newWakeHistogram()}
+	s := &Server{store: store, observe: newObserver()}
+	s.log = cfg.Logger.WithOptions(zap.WrapCore(s.sample))
 	rt, err := rooms.New(rooms.Config{
-		Store: store, Kinds: list, Logger: cfg.Logger.Named("rooms"), Broadcast: gateway.RoomsBroadcast,
-		HibernateAfter: cfg.HibernateAfter, EvictAfter: cfg.EvictAfter,
-		OnWake: func(d time.Duration) { s.wakeSeconds.Observe(d.Seconds()) },
+		Store: store, Kinds: list, Logger: s.log.Named("rooms"), Broadcast: gateway.RoomsBroadcast,
+		HibernateAfter: cfg.HibernateAfter, EvictAfter: cfg.EvictAfter, Observer: s.observe,
 	})
 	if err != nil {
 		store.Close()
@@ -104,7 +106,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.rt = rt
 	gcfg := cfg.Gateway
-	gcfg.Logger = cfg.Logger
+	gcfg.Logger = s.log
 	gcfg.Rooms = gateway.Runtime(rt)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
@@ -123,6 +125,19 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.gw = gw
 	return s, nil
+}
+
+// sample rate-limits the log: past the first 10 entries with the same
+// message and level in a second, only every 100th is written, so a flood
+// of one error (a client sending garbage in a loop) neither fills the
+// disk nor hides other entries. What it drops is counted in
+// den_log_entries_dropped_total.
+func (s *Server) sample(core zapcore.Core) zapcore.Core {
+	return zapcore.NewSamplerWithOptions(core, time.Second, 10, 100, zapcore.SamplerHook(func(_ zapcore.Entry, d zapcore.SamplingDecision) {
+		if d&zapcore.LogDropped != 0 {
+			s.logsDropped.Add(1)
+		}
+	}))
 }
 
 // Start listens and serves.
