@@ -32,6 +32,7 @@ const (
 	DefaultCloseTimeout      = 5 * time.Second
 	DefaultHTTPIdleTimeout   = 60 * time.Second
 	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultShutdownSpread    = 2 * time.Second
 	DefaultTick              = time.Second
 	DefaultCompressThreshold = 128
 	DefaultFlushPace         = time.Millisecond
@@ -69,6 +70,11 @@ type Config struct {
 	CloseTimeout time.Duration
 	// HTTPIdleTimeout closes a keep-alive HTTP connection idle this long.
 	HTTPIdleTimeout time.Duration
+	// ShutdownSpread is the time over which Shutdown closes the sockets
+	// with 1012, in even batches, so their clients do not all reconnect
+	// (to this node's successor or its peers) in the same instant. At most
+	// half the time Shutdown is given; negative closes them all at once.
+	ShutdownSpread time.Duration
 	// Tick is the resolution of every deadline above.
 	Tick time.Duration
 	// FlushPace batches broadcast writes under load: after a loop writes
@@ -134,6 +140,7 @@ func (c *Config) setDefaults() {
 	def(&c.PongTimeout, DefaultPongTimeout)
 	def(&c.CloseTimeout, DefaultCloseTimeout)
 	def(&c.HTTPIdleTimeout, DefaultHTTPIdleTimeout)
+	def(&c.ShutdownSpread, DefaultShutdownSpread)
 	def(&c.Tick, DefaultTick)
 	def(&c.FlushPace, DefaultFlushPace)
 	if c.EventLoops == 0 {

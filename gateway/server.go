@@ -271,15 +271,16 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 }
 
 // Shutdown stops accepting and turns readiness off, closes every WebSocket
-// with 1012 in batches, then closes idle HTTP connections, lets running
-// HTTP handlers finish, and returns when every connection is gone or ctx
-// ends, whichever is first. Kept-alive HTTP connections are served (with
-// "Connection: close") until the WebSockets are gone, so a load balancer
-// polling /readyz on one sees 503. It is safe to call more than once.
+// with 1012 in batches spread over Config.ShutdownSpread, then closes idle
+// HTTP connections, lets running HTTP handlers finish, and returns when
+// every connection is gone or ctx ends, whichever is first. Kept-alive
+// HTTP connections are served (with "Connection: close") until the
+// WebSockets are gone, so a load balancer polling /readyz on one sees 503.
+// It is safe to call more than once.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.draining.Store(true)
 	srv.acceptor.stop()
-	srv.eachLoop(func(l *loop) gnet.Runnable { return (*drainTask)(l) })
+	srv.spreadCloses(ctx)
 	err := srv.waitUntil(ctx, func() bool { return srv.stats.open.Load() == 0 })
 	if err == nil {
 		srv.eachLoop(func(l *loop) gnet.Runnable { return (*closeIdleTask)(l) })
@@ -315,19 +316,58 @@ func (srv *Server) waitUntil(ctx context.Context, cond func() bool) error {
 	return nil
 }
 
+// spreadStep is the time between two batches of closes while Shutdown
+// spreads them.
+const spreadStep = 50 * time.Millisecond
+
+// spreadCloses closes the WebSockets (and answers pending joins with 503)
+// in equal batches, one every spreadStep, over the shutdown spread, then
+// whatever is left at once. It returns when the last batch is queued, or
+// when ctx ends.
+func (srv *Server) spreadCloses(ctx context.Context) {
+	spread := srv.cfg.ShutdownSpread
+	if dl, ok := ctx.Deadline(); ok {
+		spread = min(spread, time.Until(dl)/2) // ctx deadlines are wall-clock time
+	}
+	loops := len(*srv.loopSet.Load())
+	steps := int(spread / spreadStep)
+	open := int(srv.stats.open.Load())
+	if steps > 1 && open > 0 && loops > 0 {
+		perLoop := max(1, (open+steps*loops-1)/(steps*loops))
+		t := srv.cfg.Clock.NewTicker(spreadStep)
+		defer t.Stop()
+		for i := 0; i < steps-1 && srv.stats.open.Load() > 0; i++ {
+			srv.eachLoop(func(l *loop) gnet.Runnable { return &drainTask{l: l, quota: perLoop} })
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C():
+			}
+		}
+	}
+	srv.eachLoop(func(l *loop) gnet.Runnable { return &drainTask{l: l, quota: -1} })
+}
+
 // drainBatch is how many sockets a loop closes per task during shutdown,
-// so reconnecting clients arrive spread out and the loop keeps serving.
+// so the loop keeps serving its other sockets in between.
 const drainBatch = 512
 
-// drainTask closes a batch of WebSockets and pending joins, then queues
-// itself again while more remain.
-type drainTask loop
+// drainTask closes up to quota WebSockets and pending joins, or all of
+// them if quota is negative, drainBatch at a time.
+type drainTask struct {
+	l     *loop
+	quota int
+}
 
 func (t *drainTask) Run(context.Context) error {
-	l := (*loop)(t)
+	l := t.l
+	limit := drainBatch
+	if t.quota >= 0 {
+		limit = min(limit, t.quota)
+	}
 	n := 0
 	l.wheel.each(func(s *Socket) {
-		if n < drainBatch && (s.state == stateOpen || s.state == stateJoining) {
+		if n < limit && (s.state == stateOpen || s.state == stateJoining) {
 			l.drain = append(l.drain, s)
 			n++
 		}
@@ -349,7 +389,10 @@ func (t *drainTask) Run(context.Context) error {
 	clear(l.drain)
 	l.drain = l.drain[:0]
 	l.flush()
-	if n == drainBatch {
+	if t.quota >= 0 {
+		t.quota -= n
+	}
+	if n == limit && t.quota != 0 {
 		_ = l.el.Execute(context.Background(), t)
 	}
 	return nil

@@ -18,9 +18,10 @@ import (
 )
 
 // startServe runs den serve on data and returns it with its address.
-func startServe(t *testing.T, bin, data string) (*exec.Cmd, string) {
+// Flags in extra come last, so they win over the defaults here.
+func startServe(t *testing.T, bin, data string, extra ...string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", data, "--shutdown-timeout", "2s")
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--data", data, "--shutdown-timeout", "2s"}, extra...)...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -133,33 +134,7 @@ func TestCrashKeepsEverythingShown(t *testing.T) {
 	wg.Wait()
 
 	_, addr = startServe(t, bin, data)
-	history := map[int64]string{}
-	var last int64
-	for {
-		resp, err := http.Get("http://" + addr + "/rooms/chat/storm/messages?limit=1000&after=" + strconv.FormatInt(last, 10))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var page []struct {
-			ID   int64
-			Text string
-		}
-		err = json.NewDecoder(resp.Body).Decode(&page)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(page) == 0 {
-			break
-		}
-		for _, m := range page {
-			if m.ID != last+1 {
-				t.Fatalf("history jumps from id %d to %d", last, m.ID)
-			}
-			history[m.ID] = m.Text
-			last = m.ID
-		}
-	}
+	history := chatHistory(t, addr, "storm")
 	mu.Lock()
 	defer mu.Unlock()
 	for id, text := range seen {
@@ -220,5 +195,38 @@ func TestScheduledMessageSurvivesKill(t *testing.T) {
 			t.Fatalf("the scheduled message never came: %s", body)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// chatHistory reads a chat room's whole history over HTTP, page by page,
+// and fails the test if its ids have a gap.
+func chatHistory(t *testing.T, addr, room string) map[int64]string {
+	t.Helper()
+	history := map[int64]string{}
+	var last int64
+	for {
+		resp, err := http.Get("http://" + addr + "/rooms/chat/" + room + "/messages?limit=1000&after=" + strconv.FormatInt(last, 10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var page []struct {
+			ID   int64
+			Text string
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			return history
+		}
+		for _, m := range page {
+			if m.ID != last+1 {
+				t.Fatalf("room %s: history jumps from id %d to %d", room, last, m.ID)
+			}
+			history[m.ID] = m.Text
+			last = m.ID
+		}
 	}
 }

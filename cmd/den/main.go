@@ -2,6 +2,7 @@
 //
 //	den serve [flags]                 run the gateway
 //	den loadtest SCENARIO [flags]     load-test den or any WebSocket server
+//	den version                       print the version and build info
 //
 // Every flag has a DEN_ environment variable (--max-message-bytes is
 // DEN_MAX_MESSAGE_BYTES); a flag on the command line wins.
@@ -15,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -45,6 +47,7 @@ Usage:
   den serve [flags]               run the gateway (den serve -h lists the flags)
   den loadtest SCENARIO [flags]   load-test den or any WebSocket server
                                   (den loadtest lists the scenarios)
+  den version                     print the version and how den was built
 `
 
 // run dispatches a subcommand. stopSignals restores default signal
@@ -59,6 +62,8 @@ func run(ctx context.Context, stopSignals func(), args []string, stdout, stderr 
 		return serve(ctx, stopSignals, args[1:], stderr)
 	case "loadtest":
 		return runLoadtest(ctx, stopSignals, args[1:], stdout, stderr)
+	case "version", "--version":
+		return printVersion(stdout)
 	case "loadtest-worker":
 		return loadtestWorker()
 	case "help", "-h", "--help":
@@ -68,4 +73,28 @@ func run(ctx context.Context, stopSignals func(), args []string, stdout, stderr 
 		fmt.Fprintf(stderr, "den: unknown command %q\n\n%s", args[0], usage)
 		return errUsage
 	}
+}
+
+// printVersion prints den's version (its module version, or the commit
+// it was built from) and how it was built, from the build info the Go
+// toolchain stamps into every binary.
+func printVersion(w io.Writer) error {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return errors.New("version: this binary carries no build info")
+	}
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	fmt.Fprintf(w, "den %s\n", bi.Main.Version)
+	fmt.Fprintf(w, "  go:       %s %s/%s\n", bi.GoVersion, settings["GOOS"], settings["GOARCH"])
+	if rev := settings["vcs.revision"]; rev != "" {
+		if settings["vcs.modified"] == "true" {
+			rev += " (modified)"
+		}
+		fmt.Fprintf(w, "  commit:   %s\n  time:     %s\n", rev, settings["vcs.time"])
+	}
+	fmt.Fprintf(w, "  module:   %s\n", bi.Main.Path)
+	return nil
 }

@@ -1,18 +1,20 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"os/exec"
-	"path/filepath"
+	"fmt"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/sync/errgroup"
 )
 
 func TestConfigErrors(t *testing.T) {
@@ -26,6 +28,16 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--log-format", "xml"}, nil, "--log-format"},
 		{[]string{"--log-level", "loud"}, nil, "--log-level"},
 		{[]string{"--shutdown-timeout", "0s"}, nil, "--shutdown-timeout"},
+		{[]string{"--shutdown-spread", "-1s"}, nil, "--shutdown-spread"},
+		{nil, map[string]string{"DEN_SHUTDOWN_SPREAD": "soon"}, "DEN_SHUTDOWN_SPREAD"},
+		{[]string{"--hibernate-after", "0s"}, nil, "--hibernate-after"},
+		{[]string{"--evict-after", "-1s"}, nil, "--evict-after"},
+		{[]string{"--sync", "sometimes"}, nil, "--sync"},
+		{[]string{"--data", ""}, nil, "--data"},
+		{[]string{"--max-message-bytes", "lots"}, nil, `--max-message-bytes "lots": want a whole number`},
+		{[]string{"--hibernate-after", "soon"}, nil, `--hibernate-after "soon": want a duration`},
+		{nil, map[string]string{"DEN_EVICT_AFTER": "later"}, `DEN_EVICT_AFTER="later" (--evict-after): want a duration`},
+		{[]string{"--no-such-flag"}, nil, "no-such-flag"},
 		{[]string{"--listen", "nowhere"}, nil, "listen address"},
 		{nil, map[string]string{"DEN_LISTEN": "nowhere"}, "listen address"},
 		{nil, map[string]string{"DEN_MAX_MESSAGE_BYTES": "lots"}, "DEN_MAX_MESSAGE_BYTES"},
@@ -52,56 +64,152 @@ func TestFlagBeatsEnv(t *testing.T) {
 	}
 }
 
-// TestServeSIGTERM runs the real binary: it serves, and on SIGTERM closes
-// sockets with 1012 and exits 0.
+// TestServeSIGTERM runs the real binary with 1,000 sockets in 100 chat
+// rooms while one member of each room keeps talking, and sends it SIGTERM:
+// every socket gets 1012, den exits 0 within --shutdown-timeout, and after
+// a restart every message whose sender had seen it acknowledged is in its
+// room's history.
 func TestServeSIGTERM(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "den")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	const rooms, perRoom, timeout = 100, 10, 20 * time.Second
+	bin := buildDen(t)
+	data := t.TempDir()
+	cmd, addr := startServe(t, bin, data, "--shutdown-timeout", timeout.String(), "--shutdown-spread", "1s")
+
+	conns := make([]*websocket.Conn, rooms*perRoom)
+	var dial errgroup.Group
+	dial.SetLimit(8)
+	for i := range conns {
+		dial.Go(func() error {
+			url := fmt.Sprintf("ws://%s/rooms/chat/r%d?user=u%d", addr, i%rooms, i)
+			c, _, err := websocket.DefaultDialer.Dial(url, nil)
+			conns[i] = c
+			return err
+		})
 	}
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "10s", "--data", t.TempDir())
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
+	if err := dial.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
-	lines := bufio.NewScanner(stderr)
-	var addr string
-	for addr == "" && lines.Scan() {
-		var entry struct{ Msg, Addr string }
-		if json.Unmarshal(lines.Bytes(), &entry) == nil && entry.Msg == "listening" {
-			addr = entry.Addr
-		}
+	for _, c := range conns {
+		defer c.Close()
 	}
-	if addr == "" {
-		t.Fatal("den did not log its address")
+
+	// The first socket of each room talks: a message, then its echo from
+	// the room (its acknowledgement), then the next. The others listen.
+	var (
+		mu        sync.Mutex
+		acked     = map[string]bool{} // "room/text"
+		restarts  atomic.Int64
+		flowing   atomic.Int64
+		wg        sync.WaitGroup
+		unexpects = make(chan error, len(conns))
+	)
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			room, user := fmt.Sprintf("r%d", i%rooms), fmt.Sprintf("u%d", i)
+			talker := i < rooms
+			var pending string
+			send := func(n int) {
+				pending = fmt.Sprintf("%s-%d", user, n)
+				_ = c.WriteMessage(websocket.TextMessage, []byte(`{"type":"message","text":"`+pending+`"}`))
+			}
+			if talker {
+				send(0)
+			}
+			for n := 1; ; {
+				_ = c.SetReadDeadline(time.Now().Add(2 * timeout))
+				_, b, err := c.ReadMessage()
+				if err != nil {
+					if websocket.IsCloseError(err, websocket.CloseServiceRestart) {
+						restarts.Add(1)
+					} else {
+						unexpects <- fmt.Errorf("socket %d: %v, want close 1012", i, err)
+					}
+					return
+				}
+				var m struct{ Type, User, Text string }
+				if err := json.Unmarshal(b, &m); err != nil {
+					unexpects <- fmt.Errorf("socket %d: %q: %v", i, b, err)
+					return
+				}
+				if talker && m.Type == "message" && m.User == user && m.Text == pending {
+					mu.Lock()
+					acked[room+"/"+pending] = true
+					mu.Unlock()
+					flowing.Add(1)
+					send(n)
+					n++
+				}
+			}
+		}()
 	}
-	go func() {
-		for lines.Scan() {
-		}
-	}()
-	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/rooms/echo/sig", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	waitUntil(t, "messages flowing", func() bool { return flowing.Load() >= 1000 })
+
+	sent := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseServiceRestart) {
-		t.Fatalf("socket got %v, want close 1012", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	select {
-	case err := <-done:
+	case err := <-exited:
 		if err != nil {
 			t.Fatalf("den exited with %v, want 0", err)
 		}
-	case <-ctx.Done():
-		t.Fatal("den did not exit after SIGTERM")
+	case <-time.After(timeout + 10*time.Second):
+		t.Fatalf("den still running %v after SIGTERM", timeout+10*time.Second)
+	}
+	if took := time.Since(sent); took > timeout {
+		t.Fatalf("den took %v to exit, more than --shutdown-timeout %v", took, timeout)
+	}
+	wg.Wait()
+	close(unexpects)
+	for err := range unexpects {
+		t.Error(err)
+	}
+	if n := restarts.Load(); n != int64(len(conns)) {
+		t.Fatalf("%d of %d sockets got 1012", n, len(conns))
+	}
+
+	_, addr = startServe(t, bin, data)
+	histories := map[string]map[string]bool{}
+	for r := range rooms {
+		room := fmt.Sprintf("r%d", r)
+		histories[room] = map[string]bool{}
+		for _, text := range chatHistory(t, addr, room) {
+			histories[room][text] = true
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for key := range acked {
+		room, text, _ := strings.Cut(key, "/")
+		if !histories[room][text] {
+			t.Errorf("room %s: %q was acknowledged before SIGTERM and is not in the history after restart", room, text)
+		}
+	}
+	t.Logf("%d messages acknowledged; shutdown took %v", len(acked), time.Since(sent).Round(time.Millisecond))
+}
+
+// waitUntil polls cond until it holds, or fails the test after a minute.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), func() {}, []string{"version"}, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "den ") || !strings.Contains(out.String(), runtime.Version()) || !strings.Contains(out.String(), "github.com/den-rooms/den") {
+		t.Fatalf("den version printed %q", out.String())
 	}
 }

@@ -37,11 +37,15 @@ type serveConfig struct {
 func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*serveConfig, error) {
 	c := &serveConfig{}
 	fs := flag.NewFlagSet("den serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// A bad flag is den's one-line error, not the flag package's message
+	// followed by the whole usage; -h prints the usage.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&c.gateway.Listen, "listen", gateway.DefaultListen, "TCP address to serve WebSocket and HTTP on")
 	fs.Int64Var(&c.gateway.MaxMessageBytes, "max-message-bytes", gateway.DefaultMaxMessageBytes,
 		fmt.Sprintf("largest WebSocket message accepted, at most %d; larger ones close the socket with 1009", gateway.MaxMaxMessageBytes))
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "how long SIGTERM/SIGINT waits for sockets to close before exiting")
+	fs.DurationVar(&c.gateway.ShutdownSpread, "shutdown-spread", gateway.DefaultShutdownSpread, "on SIGTERM/SIGINT, close sockets with 1012 in batches over this long, so clients do not all reconnect at once; at most half of --shutdown-timeout; 0 closes them all at once")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "json or console")
 	fs.StringVar(&c.data, "data", "./den-data", "folder for node.db and every room's database")
@@ -51,10 +55,16 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.DurationVar(&c.evictAfter, "evict-after", rooms.DefaultEvictAfter, "how long a room without sockets and nothing to do stays in memory")
 	fs.StringVar(&c.allowedOrigins, "allowed-origins", "", "comma-separated Origins a browser handshake may come from (scheme://host[:port], https://*.example.com or *); empty allows any")
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, serveUsage)
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+			return nil, err
+		}
+		return nil, flagError(fs, err)
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+		return nil, fmt.Errorf("serve: unexpected argument %q (den serve -h lists the flags)", fs.Arg(0))
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -63,7 +73,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 		env := "DEN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v := getenv(env); v != "" && !set[f.Name] && envErr == nil {
 			if err := f.Value.Set(v); err != nil {
-				envErr = fmt.Errorf("%s=%q: %w", env, v, err)
+				envErr = fmt.Errorf("%s=%q (--%s): want %s", env, v, f.Name, accepts(f))
 			}
 		}
 	})
@@ -75,7 +85,52 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 			c.gateway.AllowedOrigins = append(c.gateway.AllowedOrigins, strings.TrimSpace(o))
 		}
 	}
-	return c, c.validate()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if c.gateway.ShutdownSpread == 0 {
+		c.gateway.ShutdownSpread = -1 // the gateway's zero is its default
+	}
+	return c, nil
+}
+
+const serveUsage = `Usage: den serve [flags]
+
+Runs den: WebSocket rooms, their HTTP routes, /metrics, /livez, /readyz and
+a demo page at /, on one port. Every flag has an environment variable of
+the same name in capitals with a DEN_ prefix (--shutdown-timeout is
+DEN_SHUTDOWN_TIMEOUT); a flag given on the command line wins.
+
+Flags:
+`
+
+// flagError rewrites the flag package's parse error as one line that
+// names the flag and what it accepts.
+func flagError(fs *flag.FlagSet, err error) error {
+	var bad *flag.Flag
+	fs.VisitAll(func(f *flag.Flag) {
+		if strings.Contains(err.Error(), " for flag -"+f.Name+": ") {
+			bad = f
+		}
+	})
+	var value string
+	if _, serr := fmt.Sscanf(err.Error(), "invalid value %q", &value); bad == nil || serr != nil {
+		return fmt.Errorf("serve: %w (den serve -h lists the flags)", err)
+	}
+	return fmt.Errorf("--%s %q: want %s", bad.Name, value, accepts(bad))
+}
+
+// accepts says what a flag takes, for errors.
+func accepts(f *flag.Flag) string {
+	switch f.Value.(flag.Getter).Get().(type) {
+	case time.Duration:
+		return "a duration such as 500ms, 30s or 2m"
+	case int, int64:
+		return "a whole number"
+	case bool:
+		return "true or false"
+	}
+	return f.Usage
 }
 
 func (c *serveConfig) validate() error {
@@ -87,6 +142,9 @@ func (c *serveConfig) validate() error {
 	}
 	if _, err := zapcore.ParseLevel(c.logLevel); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	if c.gateway.ShutdownSpread < 0 {
+		return fmt.Errorf("--shutdown-spread %v: must not be negative", c.gateway.ShutdownSpread)
 	}
 	if c.hibernateAfter <= 0 {
 		return fmt.Errorf("--hibernate-after %v: must be positive", c.hibernateAfter)
