@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -167,6 +168,15 @@ func (w *acceptWorker) acceptOne(tight bool, backoff time.Duration) time.Duratio
 // the limit the spare's slot is lent for the duplicate.
 func (w *acceptWorker) enroll(c *net.TCPConn, tight bool) {
 	a := w.a
+	var ip netip.Addr
+	if ips := a.srv.ips; ips != nil {
+		ip = addrIP(c.RemoteAddr())
+		if lim, ok := ips.admit(ip, a.srv.monotonic()); !ok {
+			a.srv.stats.hit(lim)
+			refuse(c, tooManyResponse)
+			return
+		}
+	}
 	s := &Socket{id: a.srv.nextID.Add(1)}
 	if tight {
 		w.releaseReserve()
@@ -178,6 +188,9 @@ func (w *acceptWorker) enroll(c *net.TCPConn, tight bool) {
 	if err != nil {
 		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 			a.metLimit()
+		}
+		if a.srv.ips != nil {
+			a.srv.ips.release(ip, a.srv.monotonic())
 		}
 		a.srv.stats.acceptErrors.Add(1)
 		a.logLimited("enrolling a connection failed", zap.Error(err))
@@ -203,17 +216,20 @@ func (w *acceptWorker) refuseAtLimit() {
 	}
 	w.releaseReserve()
 	if c, err := a.ln.AcceptTCP(); err == nil {
-		refuse(c)
+		refuse(c, limitResponse)
 	}
 	w.takeReserve()
 }
 
-var limitResponse = errorResponse(503, "server at its connection limit", map[string][]string{"Retry-After": {"1"}})
+var (
+	limitResponse   = errorResponse(503, "server at its connection limit", map[string][]string{"Retry-After": {"1"}})
+	tooManyResponse = errorResponse(429, "too many connections from your address", map[string][]string{"Retry-After": {"1"}})
+)
 
-// refuse answers 503 and closes. Request bytes already received are read
-// first, so that closing sends FIN rather than a reset that could discard
-// the response.
-func refuse(c *net.TCPConn) {
+// refuse answers with response and closes. Request bytes already received
+// are read first, so that closing sends FIN rather than a reset that
+// could discard the response.
+func refuse(c *net.TCPConn, response []byte) {
 	if rc, err := c.SyscallConn(); err == nil {
 		var buf [4096]byte
 		_ = rc.Read(func(fd uintptr) bool {
@@ -225,7 +241,7 @@ func refuse(c *net.TCPConn) {
 			}
 		})
 	}
-	_, _ = c.Write(limitResponse)
+	_, _ = c.Write(response)
 	_ = c.Close()
 }
 

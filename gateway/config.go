@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -94,6 +95,21 @@ type Config struct {
 	// or "*"); others get 403. A handshake without Origin (not a browser)
 	// is allowed.
 	AllowedOrigins []string
+	// MaxConnsPerIP bounds the connections one client address may hold;
+	// past it a new one is answered 429 and closed. 0 means no limit.
+	// Behind a proxy every client has the proxy's address: leave it off.
+	MaxConnsPerIP int
+	// HandshakesPerIP bounds the new connections one client address may
+	// open a second, with bursts of HandshakeBurst (default: the rate,
+	// rounded up); past it a connection is answered 429 and closed. 0
+	// means no limit.
+	HandshakesPerIP float64
+	HandshakeBurst  int
+	// MessageRate bounds the data messages one socket may send a second,
+	// with bursts of MessageBurst (default: the rate, rounded up); a
+	// socket over it is closed with 1008. 0 means no limit.
+	MessageRate  float64
+	MessageBurst int
 	// Subprotocol picks one of the subprotocols a client offers for a room
 	// kind, or "" for none. Nil selects none.
 	Subprotocol func(kind string, offered []string) string
@@ -146,6 +162,12 @@ func (c *Config) setDefaults() {
 	if c.EventLoops == 0 {
 		c.EventLoops = runtime.NumCPU()
 	}
+	if c.HandshakeBurst == 0 {
+		c.HandshakeBurst = int(math.Ceil(c.HandshakesPerIP))
+	}
+	if c.MessageBurst == 0 {
+		c.MessageBurst = int(math.Ceil(c.MessageRate))
+	}
 	if c.Rooms == nil {
 		c.Rooms = Echo{}
 	}
@@ -176,6 +198,14 @@ func (c *Config) Validate() error {
 		return errors.New("event loops must not be negative")
 	case c.CompressThreshold < 0:
 		return errors.New("compress threshold must not be negative")
+	case c.MaxConnsPerIP < 0:
+		return fmt.Errorf("max connections per IP %d: must not be negative", c.MaxConnsPerIP)
+	case c.HandshakesPerIP < 0 || c.HandshakesPerIP > 1e6 || math.IsNaN(c.HandshakesPerIP):
+		return fmt.Errorf("handshakes per IP %v: must be between 0 (no limit) and 1000000 a second", c.HandshakesPerIP)
+	case c.MessageRate < 0 || c.MessageRate > 1e5 || math.IsNaN(c.MessageRate):
+		return fmt.Errorf("message rate %v: must be between 0 (no limit) and 100000 a second", c.MessageRate)
+	case c.HandshakeBurst < 0 || c.MessageBurst < 0 || c.HandshakeBurst > 1e6 || c.MessageBurst > 1e6:
+		return errors.New("handshake and message bursts must be between 0 (the rate) and 1000000")
 	}
 	for name, d := range map[string]time.Duration{
 		"handshake timeout": c.HandshakeTimeout, "ping interval": c.PingInterval,

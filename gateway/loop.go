@@ -573,6 +573,14 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 			return gnet.None // after den's close frame, data is dropped
 		}
 		l.msgsIn.Add(1)
+		if l.srv.msgInterval > 0 && !l.srv.allowMessage(s) {
+			l.srv.stats.hit(limitMessageRate)
+			if ce := l.srv.log.Check(debugLevel, "message rate exceeded"); ce != nil {
+				ce.Write(socketField(s))
+			}
+			l.startClose(s, wsframe.ClosePolicyViolation, "message rate exceeded")
+			return gnet.None
+		}
 		payload := m.Payload
 		if m.Compressed {
 			var err error
@@ -732,3 +740,26 @@ func (l *loop) closed(s *Socket, code int, reason string, clean bool) {
 }
 
 var pingFrame = wsframe.AppendFrame(nil, wsframe.OpPing, 0, nil)
+
+// rateUnitsPerSecond is the resolution of the message rate limit: 10 µs,
+// so a socket's schedule fits the four bytes left in its record. It wraps
+// after about 12 hours; see allowMessage.
+const rateUnitsPerSecond = 100_000
+
+// allowMessage applies the message rate limit to one message from s: the
+// generic cell rate algorithm, one timestamp per socket.
+func (srv *Server) allowMessage(s *Socket) bool {
+	now := uint32(srv.monotonic() / (1e9 / rateUnitsPerSecond))
+	ahead := int32(s.rateTAT - now)
+	if ahead < 0 || ahead > int32(srv.msgSlack+srv.msgInterval) {
+		// In the past: the socket kept under the rate. Further ahead than
+		// any schedule can run: the clock wrapped while the socket was
+		// quiet. Either way it starts afresh.
+		s.rateTAT, ahead = now, 0
+	}
+	if uint32(ahead) > srv.msgSlack {
+		return false
+	}
+	s.rateTAT += srv.msgInterval
+	return true
+}

@@ -42,6 +42,11 @@ type Server struct {
 	loopsMu sync.Mutex // serializes adding to loopSet
 	loopSet atomic.Pointer[[]*loop]
 
+	ips *ipLimits // nil without per-address limits
+	// The message rate limit in rateUnits: the interval between messages
+	// at the sustained rate (0: no limit), and the burst's credit.
+	msgInterval, msgSlack uint32
+
 	nextID   atomic.Uint64
 	draining atomic.Bool
 	stopOnce sync.Once
@@ -71,6 +76,11 @@ func New(cfg Config) (*Server, error) {
 	srv.ticks = ticks{
 		handshake: tk(cfg.HandshakeTimeout), idle: tk(cfg.HTTPIdleTimeout),
 		ping: tk(cfg.PingInterval), pong: tk(cfg.PongTimeout), close: tk(cfg.CloseTimeout),
+	}
+	srv.ips = newIPLimits(&srv.cfg)
+	if cfg.MessageRate > 0 {
+		srv.msgInterval = uint32(max(1, rateUnitsPerSecond/cfg.MessageRate))
+		srv.msgSlack = uint32(min(float64(cfg.MessageBurst-1)*float64(srv.msgInterval), 1<<30))
 	}
 	srv.handler = srv.routes()
 	srv.loopSet.Store(new([]*loop))
@@ -137,6 +147,9 @@ func (srv *Server) runTicker() {
 		case <-t.C():
 			for _, l := range *srv.loopSet.Load() {
 				_ = l.el.Execute(context.Background(), (*tickTask)(l))
+			}
+			if srv.ips != nil {
+				srv.ips.sweep(srv.monotonic())
 			}
 		}
 	}
@@ -223,6 +236,9 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 	l := s.loop
 	l.wheel.remove(s)
 	e.srv.stats.conns.Add(-1)
+	if e.srv.ips != nil {
+		e.srv.ips.release(addrIP(c.RemoteAddr()), e.srv.monotonic())
+	}
 	owed := s.flags.has(flagOpened)
 	if s.state == stateJoining && !s.join.abandon() && s.join.state.Load() == joinTaken {
 		// Accepted, but the client left before the loop wrote the 101:

@@ -69,6 +69,9 @@ type Socket struct {
 	deflate   bool        // set before the socket is shared, then read-only
 	mflags    lockedFlags // loop.mu
 	joinAns   joinAnswer  // loop.mu: a join's answer not yet acted on
+	// rateTAT is the message rate limit's theoretical arrival time, in
+	// rateUnits since the server started (loop).
+	rateTAT uint32
 }
 
 type socketFlags uint16

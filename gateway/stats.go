@@ -21,6 +21,7 @@ type stats struct {
 	refusals          [len(RefusalReasons)]atomic.Uint64
 	closesSent        [len(CloseCodeLabels)]atomic.Uint64
 	closesReceived    [len(CloseCodeLabels)]atomic.Uint64
+	limitHits         [len(LimitNames)]atomic.Uint64
 }
 
 // Stats is a snapshot of the gateway's counters.
@@ -44,6 +45,10 @@ type Stats struct {
 	// the client's close frame counts as 1006 received.
 	ClosesSent, ClosesReceived [len(CloseCodeLabels)]uint64
 
+	// LimitHits counts connections, handshakes and sockets turned away or
+	// closed by an abuse limit, by LimitNames.
+	LimitHits [len(LimitNames)]uint64
+
 	MessagesIn, MessagesOut uint64 // WebSocket data messages read and written
 	// BytesIn and BytesOut are WebSocket bytes read and written after the
 	// handshake: frame headers and control frames included.
@@ -62,6 +67,9 @@ func (srv *Server) Stats() Stats {
 	}
 	for i := range s.refusals {
 		st.Refused[i] = s.refusals[i].Load()
+	}
+	for i := range s.limitHits {
+		st.LimitHits[i] = s.limitHits[i].Load()
 	}
 	for i := range s.closesSent {
 		st.ClosesSent[i], st.ClosesReceived[i] = s.closesSent[i].Load(), s.closesReceived[i].Load()
@@ -92,6 +100,20 @@ const (
 var RefusalReasons = [...]string{"bad_handshake", "not_found", "origin", "room", "timeout", "shutdown"}
 
 func (s *stats) refused(r refusal) { s.refusals[r].Add(1) }
+
+// limit is an abuse limit of the gateway's.
+type limit uint8
+
+const (
+	limitConnsPerIP    limit = iota // Config.MaxConnsPerIP: the connection is refused with 429
+	limitHandshakeRate              // Config.HandshakesPerIP: the connection is refused with 429
+	limitMessageRate                // Config.MessageRate: the socket is closed with 1008
+)
+
+// LimitNames name the gateway's abuse limits, as metrics label them.
+var LimitNames = [...]string{"conns_per_ip", "handshake_rate", "message_rate"}
+
+func (s *stats) hit(l limit) { s.limitHits[l].Add(1) }
 
 // CloseCodeLabels are the close codes counted apart; the codes 3000–3999
 // and 4000–4999 (registered and private) count as "3xxx" and "4xxx", any

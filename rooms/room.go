@@ -142,6 +142,12 @@ func (r *room) enqueue(ev *event) error {
 	case droppable && r.droppable >= r.rt.mailbox:
 		r.mu.Unlock()
 		return errMailboxFull
+	case droppable && !r.running && r.rt.maxActive > 0 && r.rt.awake.Load() >= r.rt.maxActive:
+		// Closes, deferred work and alarms still wake a room past the
+		// limit: they must not be lost, and they end soon.
+		r.mu.Unlock()
+		r.rt.nodeFull.Add(1)
+		return errNodeFull
 	}
 	r.queue = append(r.queue, ev)
 	if droppable {
@@ -522,6 +528,7 @@ func (r *room) handle(ev *event) (err error) {
 	switch ev.kind {
 	case evConnect:
 		if len(r.socks) >= r.rt.maxSockets {
+			r.rt.roomFull.Add(1)
 			ev.refuse, ev.reason = http.StatusServiceUnavailable, "the room is full"
 			return nil
 		}

@@ -31,6 +31,10 @@ type Config struct {
 	Mailbox    int
 	MaxBatch   int
 	MaxSockets int
+	// MaxActive bounds the rooms awake at once: a join, message or request
+	// that would wake one more is refused (503, or close 1013) until the
+	// sweep puts an idle room to sleep. 0 means no limit.
+	MaxActive int
 	// HibernateAfter is how long a room with sockets and nothing to do
 	// stays in memory (DefaultHibernateAfter); EvictAfter is the same for
 	// a room without sockets (DefaultEvictAfter).
@@ -97,6 +101,7 @@ type Runtime struct {
 	mailbox        int
 	maxBatch       int
 	maxSockets     int
+	maxActive      int64
 	hibernateAfter time.Duration
 	evictAfter     time.Duration
 	clock          clock.Clock
@@ -119,6 +124,7 @@ type Runtime struct {
 	wakes, hibernations, evictions            atomic.Int64
 	alarmsFired, alarmsRetried, alarmsDropped atomic.Int64
 	eventsFailed, commitsFailed, refused      atomic.Int64
+	roomFull, nodeFull                        atomic.Int64
 }
 
 // New builds a Runtime and starts its sweep, which puts idle rooms to
@@ -132,7 +138,7 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	rt := &Runtime{
 		store: cfg.Store, kinds: map[string]*Kind{}, log: cfg.Logger,
-		mailbox: cfg.Mailbox, maxBatch: cfg.MaxBatch, maxSockets: cfg.MaxSockets,
+		mailbox: cfg.Mailbox, maxBatch: cfg.MaxBatch, maxSockets: cfg.MaxSockets, maxActive: int64(cfg.MaxActive),
 		hibernateAfter: cfg.HibernateAfter, evictAfter: cfg.EvictAfter,
 		clock: cfg.Clock, observe: cfg.Observer,
 		hook: cfg.CommitHook, rooms: map[ID]*room{}, gone: map[ID]chan struct{}{},
@@ -299,6 +305,8 @@ func (rt *Runtime) Join(kind, name string, j JoinRequest) {
 	case errors.Is(err, errMailboxFull):
 		rt.refused.Add(1)
 		j.Refuse(http.StatusServiceUnavailable, "the room is busy")
+	case errors.Is(err, errNodeFull):
+		j.Refuse(http.StatusServiceUnavailable, "the server is at its room limit")
 	default:
 		j.Refuse(http.StatusServiceUnavailable, "the room is unavailable")
 	}
@@ -320,9 +328,12 @@ func (rt *Runtime) Message(s Socket, text bool, payload []byte) {
 			return
 		}
 	}
-	if errors.Is(r.enqueue(&event{kind: evMessage, sock: s, text: text, data: bytes.Clone(payload)}), errMailboxFull) {
+	switch err := r.enqueue(&event{kind: evMessage, sock: s, text: text, data: bytes.Clone(payload)}); {
+	case errors.Is(err, errMailboxFull):
 		rt.refused.Add(1)
 		s.Close(1013, "room busy")
+	case errors.Is(err, errNodeFull):
+		s.Close(1013, "server at its room limit")
 	}
 }
 
@@ -361,6 +372,9 @@ func (rt *Runtime) ServeHTTP(w http.ResponseWriter, req *http.Request, kind, nam
 		rt.refused.Add(1)
 		http.Error(w, "the room is busy", http.StatusServiceUnavailable)
 		return
+	case errors.Is(err, errNodeFull):
+		http.Error(w, "the server is at its room limit", http.StatusServiceUnavailable)
+		return
 	case err != nil:
 		http.Error(w, "the room is unavailable", http.StatusServiceUnavailable)
 		return
@@ -383,6 +397,8 @@ type Stats struct {
 	EventsFailed  int64 // handler errors and panics
 	CommitsFailed int64
 	Refused       int64 // events refused for a full mailbox
+	RoomFull      int64 // joins refused: the room held MaxSockets
+	NodeFull      int64 // joins, messages and requests refused: MaxActive rooms awake
 	AlarmsPending int   // alarms scheduled, not yet fired
 	AlarmsFired   int64 // alarm events sent to rooms
 	AlarmsRetried int64 // failed alarm handlers scheduled again
@@ -399,6 +415,7 @@ func (rt *Runtime) Stats() Stats {
 		Rooms: awake, Hibernated: max(known-awake, 0),
 		Wakes: rt.wakes.Load(), Hibernations: rt.hibernations.Load(), Evictions: rt.evictions.Load(),
 		EventsFailed: rt.eventsFailed.Load(), CommitsFailed: rt.commitsFailed.Load(), Refused: rt.refused.Load(),
+		RoomFull: rt.roomFull.Load(), NodeFull: rt.nodeFull.Load(),
 		AlarmsPending: rt.alarms.pending(), AlarmsFired: rt.alarmsFired.Load(),
 		AlarmsRetried: rt.alarmsRetried.Load(), AlarmsDropped: rt.alarmsDropped.Load(),
 	}

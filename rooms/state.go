@@ -57,6 +57,7 @@ var (
 	ErrRoomFull      = errors.New("rooms: the room holds its most sockets")
 	ErrSocketGone    = errors.New("rooms: the socket has closed")
 	errMailboxFull   = errors.New("rooms: mailbox full")
+	errNodeFull      = errors.New("rooms: the node holds its most active rooms")
 	errStorageFailed = errors.New("rooms: storage failed")
 )
 

@@ -99,6 +99,7 @@ type collector struct {
 	refused  *prometheus.Desc
 	sent     *prometheus.Desc
 	received *prometheus.Desc
+	limits   *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -107,6 +108,7 @@ func newCollector(s *Server) *collector {
 		rooms:    prometheus.NewDesc("den_rooms", "Rooms in memory by state: active (an object and a goroutine) or hibernated (only their sockets).", []string{"state"}, nil),
 		refused:  prometheus.NewDesc("den_upgrades_refused_total", "WebSocket handshakes turned away, by reason.", []string{"reason"}, nil),
 		sent:     prometheus.NewDesc("den_closes_sent_total", "Close frames den sent, by code (3xxx and 4xxx grouped).", []string{"code"}, nil),
+		limits:   prometheus.NewDesc("den_limit_hits_total", "Connections refused (429), sockets closed (1008) and joins, messages or requests refused (503, 1013) by an abuse limit, by limit.", []string{"limit"}, nil),
 		received: prometheus.NewDesc("den_closes_received_total", "Close frames clients sent, by code (3xxx and 4xxx grouped); 1006 is a connection that ended without one.", []string{"code"}, nil),
 	}
 	add := func(typ prometheus.ValueType, name, help string, value func(*snapshot) float64) {
@@ -152,6 +154,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.refused
 	ch <- c.sent
 	ch <- c.received
+	ch <- c.limits
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -164,6 +167,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for i, reason := range gateway.RefusalReasons {
 		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(s.gw.Refused[i]), reason)
 	}
+	for i, name := range gateway.LimitNames {
+		ch <- prometheus.MustNewConstMetric(c.limits, prometheus.CounterValue, float64(s.gw.LimitHits[i]), name)
+	}
+	ch <- prometheus.MustNewConstMetric(c.limits, prometheus.CounterValue, float64(s.rt.RoomFull), "room_sockets")
+	ch <- prometheus.MustNewConstMetric(c.limits, prometheus.CounterValue, float64(s.rt.NodeFull), "active_rooms")
 	for i, code := range gateway.CloseCodeLabels {
 		ch <- prometheus.MustNewConstMetric(c.sent, prometheus.CounterValue, float64(s.gw.ClosesSent[i]), code)
 		ch <- prometheus.MustNewConstMetric(c.received, prometheus.CounterValue, float64(s.gw.ClosesReceived[i]), code)

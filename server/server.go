@@ -53,6 +53,9 @@ type Config struct {
 	// MaxOpenDatabases bounds the room databases open at once (storage's
 	// handle pool, storage.DefaultMaxOpen); each costs two descriptors.
 	MaxOpenDatabases int
+	// MaxRoomSockets bounds one room's sockets (rooms.DefaultMaxSocket);
+	// MaxActiveRooms bounds the rooms awake at once (0: no limit).
+	MaxRoomSockets, MaxActiveRooms int
 	// HibernateAfter and EvictAfter are how long an idle room stays in
 	// memory with and without sockets (rooms.Config).
 	HibernateAfter time.Duration
@@ -99,6 +102,7 @@ func New(cfg Config) (*Server, error) {
 	rt, err := rooms.New(rooms.Config{
 		Store: store, Kinds: list, Logger: s.log.Named("rooms"), Broadcast: gateway.RoomsBroadcast,
 		HibernateAfter: cfg.HibernateAfter, EvictAfter: cfg.EvictAfter, Observer: s.observe,
+		MaxSockets: cfg.MaxRoomSockets, MaxActive: cfg.MaxActiveRooms,
 	})
 	if err != nil {
 		store.Close()

@@ -32,6 +32,8 @@ type serveConfig struct {
 	adminToken      string
 	hibernateAfter  time.Duration
 	evictAfter      time.Duration
+	maxRoomSockets  int
+	maxActiveRooms  int
 }
 
 func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*serveConfig, error) {
@@ -53,6 +55,12 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token for the admin API under /admin/rooms (off when empty)")
 	fs.DurationVar(&c.hibernateAfter, "hibernate-after", rooms.DefaultHibernateAfter, "how long a room with sockets and nothing to do stays in memory; its sockets stay open while it sleeps")
 	fs.DurationVar(&c.evictAfter, "evict-after", rooms.DefaultEvictAfter, "how long a room without sockets and nothing to do stays in memory")
+	fs.IntVar(&c.gateway.MaxConnsPerIP, "max-conns-per-ip", 0, "connections one client address may hold; more are answered 429 (0: no limit; leave it off behind a proxy)")
+	fs.Float64Var(&c.gateway.HandshakesPerIP, "handshakes-per-ip", 0, "new connections one client address may open a second, in bursts as large as the rate; more are answered 429 (0: no limit)")
+	fs.Float64Var(&c.gateway.MessageRate, "message-rate", 0, "WebSocket messages one socket may send a second; a socket over it is closed with 1008 (0: no limit)")
+	fs.IntVar(&c.gateway.MessageBurst, "message-burst", 0, "messages a socket may send at once within --message-rate (0: the rate)")
+	fs.IntVar(&c.maxRoomSockets, "max-room-sockets", rooms.DefaultMaxSocket, "sockets one room may hold; more joins are answered 503")
+	fs.IntVar(&c.maxActiveRooms, "max-active-rooms", 0, "rooms this node keeps awake at once; a join, message or request that would wake one more is refused (503, or close 1013) until an idle room sleeps (0: no limit)")
 	fs.StringVar(&c.allowedOrigins, "allowed-origins", "", "comma-separated Origins a browser handshake may come from (scheme://host[:port], https://*.example.com or *); empty allows any")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -127,6 +135,8 @@ func accepts(f *flag.Flag) string {
 		return "a duration such as 500ms, 30s or 2m"
 	case int, int64:
 		return "a whole number"
+	case float64:
+		return "a number"
 	case bool:
 		return "true or false"
 	}
@@ -145,6 +155,22 @@ func (c *serveConfig) validate() error {
 	}
 	if c.gateway.ShutdownSpread < 0 {
 		return fmt.Errorf("--shutdown-spread %v: must not be negative", c.gateway.ShutdownSpread)
+	}
+	switch g := &c.gateway; {
+	case g.MaxConnsPerIP < 0:
+		return fmt.Errorf("--max-conns-per-ip %d: must not be negative (0 is no limit)", g.MaxConnsPerIP)
+	case !(g.HandshakesPerIP >= 0 && g.HandshakesPerIP <= 1e6):
+		return fmt.Errorf("--handshakes-per-ip %v: want 0 (no limit) to 1000000", g.HandshakesPerIP)
+	case !(g.MessageRate >= 0 && g.MessageRate <= 1e5):
+		return fmt.Errorf("--message-rate %v: want 0 (no limit) to 100000", g.MessageRate)
+	case g.MessageBurst < 0 || g.MessageBurst > 1e6:
+		return fmt.Errorf("--message-burst %d: want 0 (the rate) to 1000000", g.MessageBurst)
+	}
+	if c.maxRoomSockets < 1 {
+		return fmt.Errorf("--max-room-sockets %d: must be at least 1", c.maxRoomSockets)
+	}
+	if c.maxActiveRooms < 0 {
+		return fmt.Errorf("--max-active-rooms %d: must not be negative", c.maxActiveRooms)
 	}
 	if c.hibernateAfter <= 0 {
 		return fmt.Errorf("--hibernate-after %v: must be positive", c.hibernateAfter)
@@ -189,6 +215,7 @@ func serve(ctx context.Context, stopSignals func(), args []string, stderr io.Wri
 	srv, err := server.New(server.Config{
 		Gateway: c.gateway, Data: c.data, Synchronous: c.sync, AdminToken: c.adminToken, Logger: log,
 		HibernateAfter: c.hibernateAfter, EvictAfter: c.evictAfter,
+		MaxRoomSockets: c.maxRoomSockets, MaxActiveRooms: c.maxActiveRooms,
 	})
 	if err != nil {
 		return err
