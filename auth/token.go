@@ -38,12 +38,15 @@ func TokenFrom(r *http.Request) (token, source string) {
 }
 
 // TokenFromHeader is TokenFrom for a caller that has the header and the
-// raw query string but no *http.Request (the gateway parses its own).
+// raw query string but no *http.Request (the gateway parses its own). The
+// header's keys must be canonical, as net/http and Header.Set make them.
 func TokenFromHeader(h http.Header, rawQuery string) (token, source string) {
 	if t := bearer(h.Get("Authorization")); t != "" {
 		return t, SourceHeader
 	}
-	for _, v := range h.Values("Sec-WebSocket-Protocol") {
+	// Indexed by its canonical form: Values would canonicalise the name on
+	// every call, and allocate doing it.
+	for _, v := range h["Sec-Websocket-Protocol"] {
 		for p := range strings.SplitSeq(v, ",") {
 			p = strings.TrimSpace(p)
 			if IsTokenProtocol(p) && len(p) > len(TokenProtocolPrefix) {

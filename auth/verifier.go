@@ -213,17 +213,14 @@ func (v *Verifier) reason(t *jwt.Token, claims jwt.MapClaims, err error) string 
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
 		return ReasonIssuer
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		// Which one: exp, aud or iss, in that order of the checks.
-		if _, ok := claims["exp"]; !ok && v.cfg.RequireExpiry {
+		// Which one: exp, aud or iss, the only ones Config can require.
+		if exp, _ := claims.GetExpirationTime(); exp == nil && v.cfg.RequireExpiry {
 			return ReasonNoExpiry
 		}
-		if _, ok := claims["aud"]; !ok && v.cfg.Audience != "" {
+		if aud, _ := claims.GetAudience(); v.cfg.Audience != "" && (len(aud) == 0 || len(aud) == 1 && aud[0] == "") {
 			return ReasonAudience
 		}
-		if v.cfg.Issuer != "" {
-			return ReasonIssuer
-		}
-		return ReasonAudience // an aud claim of "" or []
+		return ReasonIssuer
 	}
 	return ReasonUnacceptable
 }

@@ -106,6 +106,11 @@ type Webhook struct {
 	now      func() time.Time
 	cache    *decisionCache // nil without CacheTTL
 	flights  singleflight.Group
+
+	// joined, when set (tests only), runs once a Check has joined or
+	// started a backend request, so a test can release the backend only
+	// after every caller it wants coalesced is waiting.
+	joined func()
 }
 
 // NewWebhook checks cfg and fills its defaults. It starts nothing.
@@ -195,6 +200,9 @@ func (w *Webhook) Check(ctx context.Context, kind, name string, r *http.Request)
 		}
 		return d, nil
 	})
+	if w.joined != nil {
+		w.joined()
+	}
 	select {
 	case res := <-ch:
 		return res.Val.(Decision).clone()

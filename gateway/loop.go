@@ -325,9 +325,10 @@ func (l *loop) writeOut(s *Socket, frames [][]byte) bool {
 	const iovMax = 1024
 	for len(frames) > 0 && !s.flags.has(flagGone) {
 		n := min(len(frames), iovMax)
-		written, _ := s.conn.Writev(frames[:n])
-		l.msgsOut.Add(uint64(n))
-		l.bytesOut.Add(uint64(written))
+		if written, err := s.conn.Writev(frames[:n]); err == nil {
+			l.msgsOut.Add(uint64(n))
+			l.bytesOut.Add(uint64(written))
+		}
 		frames = frames[n:]
 	}
 	return !s.flags.has(flagGone)
@@ -517,6 +518,9 @@ func (l *loop) readFrames(s *Socket) gnet.Action {
 	for off < len(buf) && action == gnet.None {
 		n, m, ok, err := dec.Decode(buf[off:], lim)
 		off += n
+		// Counted before the message is handled: handling a close ends
+		// the connection, and the count must be in before it does.
+		l.bytesIn.Add(uint64(n))
 		if err != nil {
 			action = l.fail(s, err.(*wsframe.CloseError))
 			break
@@ -537,7 +541,6 @@ func (l *loop) readFrames(s *Socket) gnet.Action {
 		}
 		return gnet.None
 	}
-	l.bytesIn.Add(uint64(off))
 	switch {
 	case s.state == stateLinger:
 		_, _ = s.conn.Discard(-1) // nothing after the end is read

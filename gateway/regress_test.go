@@ -121,7 +121,7 @@ func TestDrainBehindQueuedFrame(t *testing.T) {
 					_ = s.Send(true, []byte("queued"))
 				}
 			})
-			_ = (&drainTask{l: l, quota: -1}).Run(context.Background())
+			_ = (&drainTask{l: l, stepsLeft: 1}).Run(context.Background())
 		})
 	}
 	if f := c.mustRead(); string(f.payload) != "queued" {

@@ -47,11 +47,12 @@ type Server struct {
 	// at the sustained rate (0: no limit), and the burst's credit.
 	msgInterval, msgSlack uint32
 
-	nextID   atomic.Uint64
-	draining atomic.Bool
-	stopOnce sync.Once
-	bg       sync.WaitGroup
-	stats    stats
+	nextID    atomic.Uint64
+	draining  atomic.Bool
+	spreading atomic.Bool // a Shutdown is closing the sockets
+	stopOnce  sync.Once
+	bg        sync.WaitGroup
+	stats     stats
 }
 
 // ticks are Config's durations in wheel ticks.
@@ -270,7 +271,7 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 		if s.flags.has(flagOpened) {
 			e.srv.stats.open.Add(-1)
 		}
-		if !s.flags.has(flagPeerClosed) {
+		if s.flags.has(flagOpened) && !s.flags.has(flagPeerClosed) {
 			e.srv.stats.closesReceived[closeLabel(uint16(wsframe.CloseAbnormal))].Add(1)
 		}
 		both := flagPeerClosed | flagSentClose
@@ -337,50 +338,74 @@ func (srv *Server) waitUntil(ctx context.Context, cond func() bool) error {
 const spreadStep = 50 * time.Millisecond
 
 // spreadCloses closes the WebSockets (and answers pending joins with 503)
-// in equal batches, one every spreadStep, over the shutdown spread, then
-// whatever is left at once. It returns when the last batch is queued, or
-// when ctx ends.
+// in batches, one every spreadStep, over the shutdown spread: each loop
+// closes its share of what it still holds, so the batches stay even however
+// the sockets are spread across loops. It returns once the last batch is
+// queued, every socket is gone, or ctx ends. A second Shutdown does not
+// spread again.
 func (srv *Server) spreadCloses(ctx context.Context) {
+	if !srv.spreading.CompareAndSwap(false, true) {
+		return
+	}
 	spread := srv.cfg.ShutdownSpread
 	if dl, ok := ctx.Deadline(); ok {
 		spread = min(spread, time.Until(dl)/2) // ctx deadlines are wall-clock time
 	}
-	loops := len(*srv.loopSet.Load())
-	steps := int(spread / spreadStep)
-	open := int(srv.stats.open.Load())
-	if steps > 1 && open > 0 && loops > 0 {
-		perLoop := max(1, (open+steps*loops-1)/(steps*loops))
-		t := srv.cfg.Clock.NewTicker(spreadStep)
-		defer t.Stop()
-		for i := 0; i < steps-1 && srv.stats.open.Load() > 0; i++ {
-			srv.eachLoop(func(l *loop) gnet.Runnable { return &drainTask{l: l, quota: perLoop} })
+	steps := max(int(spread/spreadStep), 1)
+	tick := srv.cfg.Clock.NewTicker(spreadStep)
+	defer tick.Stop()
+	// The spread's clock may be a test's; whether the sockets are all gone
+	// is checked on real time.
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for left := steps; left > 0; left-- {
+		srv.eachLoop(func(l *loop) gnet.Runnable { return &drainTask{l: l, stepsLeft: left} })
+		if left == 1 {
+			return
+		}
+	wait:
+		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C():
+			case <-tick.C():
+				break wait
+			case <-poll.C:
+				if srv.stats.open.Load() == 0 {
+					return
+				}
 			}
 		}
 	}
-	srv.eachLoop(func(l *loop) gnet.Runnable { return &drainTask{l: l, quota: -1} })
 }
 
 // drainBatch is how many sockets a loop closes per task during shutdown,
 // so the loop keeps serving its other sockets in between.
 const drainBatch = 512
 
-// drainTask closes up to quota WebSockets and pending joins, or all of
-// them if quota is negative, drainBatch at a time.
+// drainTask closes the loop's share of a shutdown step: its open
+// WebSockets and pending joins divided by the steps left (all of them at
+// the last), drainBatch at a time.
 type drainTask struct {
-	l     *loop
-	quota int
+	l         *loop
+	stepsLeft int
+	quota     int // set when the task first runs
+	counted   bool
 }
 
 func (t *drainTask) Run(context.Context) error {
 	l := t.l
-	limit := drainBatch
-	if t.quota >= 0 {
-		limit = min(limit, t.quota)
+	if !t.counted {
+		t.counted = true
+		held := 0
+		l.wheel.each(func(s *Socket) {
+			if s.state == stateOpen || s.state == stateJoining {
+				held++
+			}
+		})
+		t.quota = (held + t.stepsLeft - 1) / t.stepsLeft
 	}
+	limit := min(drainBatch, t.quota)
 	n := 0
 	l.wheel.each(func(s *Socket) {
 		if n < limit && (s.state == stateOpen || s.state == stateJoining) {
@@ -405,10 +430,8 @@ func (t *drainTask) Run(context.Context) error {
 	clear(l.drain)
 	l.drain = l.drain[:0]
 	l.flush()
-	if t.quota >= 0 {
-		t.quota -= n
-	}
-	if n == limit && t.quota != 0 {
+	t.quota -= n
+	if n == limit && t.quota > 0 {
 		_ = l.el.Execute(context.Background(), t)
 	}
 	return nil

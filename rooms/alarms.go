@@ -231,9 +231,7 @@ func (r *room) runAlarm(ev *event) error {
 		return err
 	}
 	ev.alarmAt, ev.alarmRetry, ev.alarmRan = at, retry, true
-	if retry == 0 {
-		r.rt.observe.AlarmLate(r.rt.clock.Now().Sub(at))
-	}
+	ev.alarmLate = r.rt.clock.Now().Sub(at)
 	if err := r.store.DeleteAlarm(); err != nil {
 		return err
 	}

@@ -47,7 +47,8 @@ type event struct {
 	// Set while the event runs.
 	alarmAt    time.Time // alarm: the one that came due, and its retries
 	alarmRetry int
-	alarmRan   bool // its handler ran
+	alarmRan   bool          // its handler ran
+	alarmLate  time.Duration // how long after its time the handler began
 	accepted   *Sock
 	refuse     int
 	reason     string
@@ -364,12 +365,15 @@ func (r *room) failWake(err error) {
 	queued := r.queue
 	r.queue, r.droppable = nil, 0
 	r.mu.Unlock()
+	var ended []*event
 	for _, ev := range queued {
 		if turnAway(ev, "the room is unavailable") {
+			ended = append(ended, ev)
 			continue
 		}
 		switch ev.kind {
 		case evMessage:
+			ended = append(ended, ev)
 			if s := r.sockOf(ev.sock); s != nil && s.s != nil {
 				s.s.Close(1011, "room unavailable")
 			}
@@ -383,6 +387,7 @@ func (r *room) failWake(err error) {
 			r.deleting = ev
 		}
 	}
+	r.observeEvents(ended)
 	if r.deleting != nil {
 		r.remove()
 	}
@@ -468,6 +473,7 @@ func (r *room) remove() {
 			close(ev.done)
 		}
 	}
+	r.observeEvents(left)
 	if r.store != nil {
 		_ = r.store.Close()
 		r.store = nil
@@ -704,6 +710,7 @@ func (r *room) release(batch []*event) {
 		}
 	}
 	r.observeEvents(batch)
+	r.observeAlarms(batch)
 }
 
 // observeEvents tells the Observer how long each event of a finished
@@ -712,6 +719,17 @@ func (r *room) observeEvents(batch []*event) {
 	now := time.Now()
 	for _, ev := range batch {
 		r.rt.observe.Event(evNames[ev.kind], now.Sub(ev.at))
+	}
+}
+
+// observeAlarms tells the Observer how late the first attempts of the
+// batch's alarms began, once their batch committed: an attempt whose
+// commit failed runs again as a first attempt, and counts then.
+func (r *room) observeAlarms(batch []*event) {
+	for _, ev := range batch {
+		if ev.kind == evAlarm && ev.alarmRan && ev.alarmRetry == 0 {
+			r.rt.observe.AlarmLate(ev.alarmLate)
+		}
 	}
 }
 
