@@ -312,7 +312,7 @@ var (
 )
 
 // refusalOf is why gobwas refused a handshake.
-func refusalOf(err error) refusal {
+func refusalOf(err error) Refusal {
 	switch err {
 	case errRejectNotFound:
 		return refusedNotFound

@@ -44,6 +44,7 @@ type Join struct {
 	s        *Socket
 	response *[]byte // the 101 response, from responses; written on Accept
 	state    atomic.Int32
+	identity any // set by whoever authenticated the client, before Rooms sees it
 
 	mu   sync.Mutex    // guards head and req
 	head []byte        // the request head in the connection's buffer, during Join only
@@ -95,6 +96,13 @@ func (j *Join) Request() *http.Request {
 	return j.req
 }
 
+// SetIdentity records who the client is, for the room to see (see
+// Identity). Set it before the join reaches Rooms' next stage.
+func (j *Join) SetIdentity(v any) { j.identity = v }
+
+// Identity is what SetIdentity recorded, or nil.
+func (j *Join) Identity() any { return j.identity }
+
 // Accept lets the client in and returns its socket. Frames sent on the
 // socket right away go out after the handshake response. Accept and
 // Refuse may be called once between them; later calls return nil and do
@@ -117,13 +125,16 @@ func (j *Join) AcceptValue(v any) *Socket {
 
 // Refuse turns the client away with an HTTP status (4xx or 5xx) and a
 // short plain-text reason.
-func (j *Join) Refuse(status int, reason string) {
+func (j *Join) Refuse(status int, reason string) { j.RefuseFor(RefusedByRoom, status, reason) }
+
+// RefuseFor is Refuse, counted under why in the refusal metrics.
+func (j *Join) RefuseFor(why Refusal, status int, reason string) {
 	if !j.state.CompareAndSwap(joinOpen, joinTurned) {
 		return
 	}
 	if status < 400 || status > 599 {
 		status = http.StatusInternalServerError
 	}
-	j.s.loop.srv.stats.refused(refusedByRoom)
+	j.s.loop.srv.stats.refused(why)
 	j.s.answer(errorResponse(status, reason, nil), joinRefused)
 }

@@ -43,6 +43,11 @@ func (r roomsJoin) Accept(v any) rooms.Socket {
 
 func (r roomsJoin) Refuse(status int, reason string) { r.j.Refuse(status, reason) }
 
+func (r roomsJoin) Identity() *rooms.Identity {
+	id, _ := r.j.Identity().(*rooms.Identity)
+	return id
+}
+
 // RoomsBroadcast is the runtime's broadcaster (rooms.Config.Broadcast):
 // the message is encoded once and queued on each event loop under one
 // lock, as Broadcast does.

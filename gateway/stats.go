@@ -83,23 +83,28 @@ func (srv *Server) Stats() Stats {
 	return st
 }
 
-// refusal is why a WebSocket handshake was turned away.
-type refusal uint8
+// Refusal is why a WebSocket handshake was turned away.
+type Refusal uint8
 
 const (
-	refusedBadHandshake refusal = iota // not a valid RFC 6455 handshake
+	refusedBadHandshake Refusal = iota // not a valid RFC 6455 handshake
 	refusedNotFound                    // not a /rooms/{kind}/{name} path
 	refusedOrigin                      // Origin not allowed
-	refusedByRoom                      // the room (or its runtime) said no
-	refusedTimeout                     // the room did not answer in time
-	refusedShutdown                    // the server is shutting down
+	// RefusedByRoom: the room (or its runtime) said no.
+	RefusedByRoom
+	refusedTimeout  // the room did not answer in time
+	refusedShutdown // the server is shutting down
+	// RefusedAuth: no valid token, or one not good for the room.
+	RefusedAuth
+	// RefusedWebhook: the connect webhook said no, or did not answer.
+	RefusedWebhook
 )
 
 // RefusalReasons name the reasons a handshake is refused, as metrics
 // label them.
-var RefusalReasons = [...]string{"bad_handshake", "not_found", "origin", "room", "timeout", "shutdown"}
+var RefusalReasons = [...]string{"bad_handshake", "not_found", "origin", "room", "timeout", "shutdown", "auth", "webhook"}
 
-func (s *stats) refused(r refusal) { s.refusals[r].Add(1) }
+func (s *stats) refused(r Refusal) { s.refusals[r].Add(1) }
 
 // limit is an abuse limit of the gateway's.
 type limit uint8

@@ -106,6 +106,7 @@ func (j *fjoin) Refuse(status int, reason string) {
 	j.status = status
 	j.answer <- nil
 }
+func (j *fjoin) Identity() *Identity { return nil }
 
 // join dials kind/name and waits for the answer.
 func join(t *testing.T, rt *Runtime, kind, name string) *fsock {

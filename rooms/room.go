@@ -538,7 +538,7 @@ func (r *room) handle(ev *event) (err error) {
 			ev.refuse, ev.reason = http.StatusServiceUnavailable, "the room is full"
 			return nil
 		}
-		c := &Connect{Request: ev.req, r: r, ev: ev}
+		c := &Connect{Request: ev.req, Identity: ev.join.Identity(), r: r, ev: ev}
 		if err := r.h.Connect(c); err != nil {
 			return err
 		}

@@ -35,6 +35,26 @@ type JoinRequest interface {
 	Accept(v any) Socket
 	// Refuse turns it away with an HTTP status.
 	Refuse(status int, reason string)
+	// Identity is who the client proved to be before the room was asked
+	// (a verified token, the connect webhook's answer), or nil.
+	Identity() *Identity
+}
+
+// Identity is who a connecting client is, as the node's auth established
+// it before the room is asked: from a verified JWT, the connect webhook's
+// answer, or both. A room without auth configured sees none.
+type Identity struct {
+	// Subject is the token's sub claim.
+	Subject string
+	// Name is a display name: the token's name, preferred_username or
+	// sub claim.
+	Name string
+	// Claims are the token's claims merged with the webhook's (the
+	// webhook's win).
+	Claims map[string]any
+	// Tags are tags the webhook gave the socket; Accept adds them to the
+	// room's own.
+	Tags []string
 }
 
 // Limits of a room's sockets.
@@ -129,9 +149,12 @@ func (st *State) Defer(f func() error) {
 type Connect struct {
 	// Request is the handshake request.
 	Request *http.Request
-	r       *room
-	ev      *event
-	decided bool
+	// Identity is who the client proved to be, or nil: a room may store
+	// it in the socket's attachment to know its members after a wake.
+	Identity *Identity
+	r        *room
+	ev       *event
+	decided  bool
 }
 
 // Accept lets the socket in with tags (at most 10, each at most 256
@@ -144,6 +167,9 @@ func (c *Connect) Accept(tags ...string) *Sock {
 	if ev.accepted == nil {
 		ev.accepted = &Sock{r: c.r}
 		c.r.socks = append(c.r.socks, ev.accepted)
+	}
+	if c.Identity != nil && len(c.Identity.Tags) > 0 {
+		tags = append(slices.Clone(c.Identity.Tags), tags...)
 	}
 	ev.accepted.tags = slices.Clone(tags)
 	return ev.accepted

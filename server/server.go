@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/den-rooms/den/auth"
 	"github.com/den-rooms/den/gateway"
 	"github.com/den-rooms/den/rooms"
 	"github.com/den-rooms/den/rooms/builtin"
@@ -53,6 +54,14 @@ type Config struct {
 	// MaxOpenDatabases bounds the room databases open at once (storage's
 	// handle pool, storage.DefaultMaxOpen); each costs two descriptors.
 	MaxOpenDatabases int
+	// Tokens, if set, verifies the JWT a join may carry (Authorization:
+	// Bearer, a "bearer.<token>" subprotocol offer, or ?token=); a join
+	// with a bad token gets 401, one whose token does not allow its room
+	// 403. TokenRequired refuses joins without one.
+	Tokens        *auth.Verifier
+	TokenRequired bool
+	// Webhook, if set, is asked about every join before its room is.
+	Webhook *auth.Webhook
 	// MaxRoomSockets bounds one room's sockets (rooms.DefaultMaxSocket);
 	// MaxActiveRooms bounds the rooms awake at once (0: no limit).
 	MaxRoomSockets, MaxActiveRooms int
@@ -71,6 +80,7 @@ type Server struct {
 	log         *zap.Logger
 	observe     *observer
 	logsDropped atomic.Uint64
+	cancelAuth  context.CancelFunc // ends webhook calls at shutdown; nil without a guard
 }
 
 // New opens the node's storage and builds its runtime and gateway.
@@ -112,6 +122,19 @@ func New(cfg Config) (*Server, error) {
 	gcfg := cfg.Gateway
 	gcfg.Logger = s.log
 	gcfg.Rooms = gateway.Runtime(rt)
+	if cfg.TokenRequired && cfg.Tokens == nil {
+		store.Close()
+		return nil, errors.New("server: a token is required, but no token keys are configured")
+	}
+	if cfg.Tokens != nil || cfg.Webhook != nil {
+		var ctx context.Context
+		ctx, s.cancelAuth = context.WithCancel(context.Background())
+		gcfg.Rooms = &guard{Rooms: gcfg.Rooms, verifier: cfg.Tokens, required: cfg.TokenRequired,
+			webhook: cfg.Webhook, baseCtx: ctx, log: s.log.Named("auth")}
+	}
+	if gcfg.Subprotocol == nil {
+		gcfg.Subprotocol = pickSubprotocol
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -156,6 +179,9 @@ func (s *Server) Runtime() *rooms.Runtime { return s.rt }
 // Shutdown closes every socket (1012), lets the rooms handle their last
 // events and closes storage, within ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
+	if s.cancelAuth != nil {
+		s.cancelAuth()
+	}
 	gerr := s.gw.Shutdown(ctx)
 	// Rooms stop after the gateway: its sockets' close events are the last
 	// events they handle.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/den-rooms/den/auth"
 	"github.com/den-rooms/den/gateway"
 	"github.com/den-rooms/den/rooms"
 	"github.com/den-rooms/den/server"
@@ -34,6 +36,18 @@ type serveConfig struct {
 	evictAfter      time.Duration
 	maxRoomSockets  int
 	maxActiveRooms  int
+
+	jwtSecret, jwtSecretFile, jwtKeys string
+	jwtAudience, jwtIssuer            string
+	jwtLeeway                         time.Duration
+	jwtRequireExpiry, tokenRequired   bool
+	webhookURL, webhookForward        string
+	webhookTimeout, webhookCache      time.Duration
+	webhookFailOpen                   bool
+
+	// Built from the flags above by validate.
+	tokens  *auth.Verifier
+	webhook *auth.Webhook
 }
 
 func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*serveConfig, error) {
@@ -61,6 +75,19 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.IntVar(&c.gateway.MessageBurst, "message-burst", 0, "messages a socket may send at once within --message-rate (0: the rate)")
 	fs.IntVar(&c.maxRoomSockets, "max-room-sockets", rooms.DefaultMaxSocket, "sockets one room may hold; more joins are answered 503")
 	fs.IntVar(&c.maxActiveRooms, "max-active-rooms", 0, "rooms this node keeps awake at once; a join, message or request that would wake one more is refused (503, or close 1013) until an idle room sleeps (0: no limit)")
+	fs.StringVar(&c.jwtSecret, "jwt-secret", "", "HMAC secret (at least 32 bytes) that HS256/384/512 join tokens are signed with; prefer DEN_JWT_SECRET or --jwt-secret-file, which ps does not show")
+	fs.StringVar(&c.jwtSecretFile, "jwt-secret-file", "", "file holding the HMAC secret for join tokens")
+	fs.StringVar(&c.jwtKeys, "jwt-keys", "", "comma-separated PEM or JWKS files of public keys (RSA, Ed25519, ECDSA) that RS*, PS*, EdDSA and ES* join tokens are signed with")
+	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "a join token's aud must hold this (unchecked when empty)")
+	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "a join token's iss must be this (unchecked when empty)")
+	fs.DurationVar(&c.jwtLeeway, "jwt-leeway", 0, "clock skew allowed when checking a token's exp, nbf and iat")
+	fs.BoolVar(&c.jwtRequireExpiry, "jwt-require-expiry", false, "refuse join tokens without an exp claim")
+	fs.BoolVar(&c.tokenRequired, "token-required", false, "refuse joins without a token (401); without it, a join may come without one but never with a bad one")
+	fs.StringVar(&c.webhookURL, "connect-webhook", "", "http(s) URL den POSTs each join to, and that allows it (with claims and tags) or denies it (off when empty)")
+	fs.DurationVar(&c.webhookTimeout, "connect-webhook-timeout", auth.DefaultWebhookTimeout, "how long den waits for the connect webhook")
+	fs.StringVar(&c.webhookForward, "connect-webhook-forward", "", "comma-separated request headers forwarded to the connect webhook (Cookie, Authorization, ...)")
+	fs.DurationVar(&c.webhookCache, "connect-webhook-cache", 0, "how long the connect webhook's answer for the same room, address, forwarded headers and query is reused (0: not cached)")
+	fs.BoolVar(&c.webhookFailOpen, "connect-webhook-fail-open", false, "let joins in when the connect webhook fails or times out; by default they get 503")
 	fs.StringVar(&c.allowedOrigins, "allowed-origins", "", "comma-separated Origins a browser handshake may come from (scheme://host[:port], https://*.example.com or *); empty allows any")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -190,7 +217,74 @@ func (c *serveConfig) validate() error {
 	if err := c.gateway.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
+	return c.buildAuth()
+}
+
+// buildAuth makes the token verifier and the connect webhook the flags
+// ask for, so a bad key file or URL stops den at start-up.
+func (c *serveConfig) buildAuth() error {
+	var cfg auth.Config
+	switch {
+	case c.jwtSecret != "" && c.jwtSecretFile != "":
+		return errors.New("--jwt-secret and --jwt-secret-file: give one, not both")
+	case c.jwtSecret != "":
+		cfg.Secret = []byte(c.jwtSecret)
+	case c.jwtSecretFile != "":
+		b, err := os.ReadFile(c.jwtSecretFile)
+		if err != nil {
+			return fmt.Errorf("--jwt-secret-file: %w", err)
+		}
+		cfg.Secret = bytes.TrimRight(b, "\r\n")
+	}
+	for _, path := range splitList(c.jwtKeys) {
+		keys, err := auth.LoadKeys(path)
+		if err != nil {
+			return fmt.Errorf("--jwt-keys %s: %w", path, err)
+		}
+		cfg.Keys = append(cfg.Keys, keys...)
+	}
+	if c.jwtLeeway < 0 {
+		return fmt.Errorf("--jwt-leeway %v: must not be negative", c.jwtLeeway)
+	}
+	cfg.Audience, cfg.Issuer, cfg.Leeway, cfg.RequireExpiry = c.jwtAudience, c.jwtIssuer, c.jwtLeeway, c.jwtRequireExpiry
+	switch {
+	case cfg.Secret != nil || cfg.Keys != nil:
+		v, err := auth.NewVerifier(cfg)
+		if err != nil {
+			return fmt.Errorf("--jwt-secret/--jwt-keys: %w", err)
+		}
+		c.tokens = v
+	case c.tokenRequired:
+		return errors.New("--token-required: needs --jwt-secret, --jwt-secret-file or --jwt-keys to check tokens with")
+	case c.jwtAudience != "" || c.jwtIssuer != "" || c.jwtRequireExpiry:
+		return errors.New("--jwt-audience, --jwt-issuer and --jwt-require-expiry need --jwt-secret, --jwt-secret-file or --jwt-keys")
+	}
+	if c.webhookURL == "" {
+		return nil
+	}
+	if c.webhookTimeout <= 0 {
+		return fmt.Errorf("--connect-webhook-timeout %v: must be positive", c.webhookTimeout)
+	}
+	w, err := auth.NewWebhook(auth.WebhookConfig{
+		URL: c.webhookURL, Timeout: c.webhookTimeout, Forward: splitList(c.webhookForward),
+		CacheTTL: c.webhookCache, FailOpen: c.webhookFailOpen,
+	})
+	if err != nil {
+		return fmt.Errorf("--connect-webhook: %w", err)
+	}
+	c.webhook = w
 	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 func newLogger(level, format string, w io.Writer) *zap.Logger {
@@ -216,6 +310,7 @@ func serve(ctx context.Context, stopSignals func(), args []string, stderr io.Wri
 		Gateway: c.gateway, Data: c.data, Synchronous: c.sync, AdminToken: c.adminToken, Logger: log,
 		HibernateAfter: c.hibernateAfter, EvictAfter: c.evictAfter,
 		MaxRoomSockets: c.maxRoomSockets, MaxActiveRooms: c.maxActiveRooms,
+		Tokens: c.tokens, TokenRequired: c.tokenRequired, Webhook: c.webhook,
 	})
 	if err != nil {
 		return err

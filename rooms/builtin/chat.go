@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -70,6 +71,10 @@ func (c *chat) Connect(conn *rooms.Connect) error {
 		return c.ready
 	}
 	user := conn.Request.URL.Query().Get("user")
+	if id := conn.Identity; id != nil && id.Name != "" {
+		// A verified name wins over one the client picks.
+		user = truncateUTF8(id.Name, chatMaxUser)
+	}
 	if len(user) > chatMaxUser || !utf8.ValidString(user) {
 		conn.Refuse(http.StatusBadRequest, "user must be UTF-8 of at most 64 bytes")
 		return nil
@@ -271,4 +276,14 @@ func (c *chat) Request(w http.ResponseWriter, r *http.Request) error {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	}
 	return nil
+}
+
+// truncateUTF8 is s cut to at most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	for len(s) > n {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
 }
