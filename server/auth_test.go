@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/den-rooms/den/auth"
+	"github.com/den-rooms/den/rooms"
 	"github.com/den-rooms/den/server"
 )
 
@@ -67,7 +69,10 @@ func TestJoinTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := startMetricsNode(t, func(c *server.Config) { c.Tokens, c.TokenRequired = v, true })
+	n := startMetricsNode(t, func(c *server.Config) {
+		c.Tokens, c.TokenRequired = v, true
+		c.Kinds = append(c.Kinds, whoami)
+	})
 	exp := time.Now().Add(time.Hour).Unix()
 	ann := hs256(t, jwt.MapClaims{"sub": "u1", "name": "Ann", "aud": "den", "exp": exp, "rooms": []string{"chat/team-*"}})
 	bearer := http.Header{"Authorization": {"Bearer " + ann}}
@@ -85,6 +90,16 @@ func TestJoinTokens(t *testing.T) {
 	}
 	if _, resp = handshake(t, n.addr, "/rooms/chat/team-a?token="+ann, nil); resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("a token in the query: %d", resp.StatusCode)
+	}
+
+	anyRoom := hs256(t, jwt.MapClaims{"sub": "u2", "preferred_username": "cat", "aud": "den", "exp": exp, "team": "blue"})
+	c, resp = handshake(t, n.addr, "/rooms/whoami/x", http.Header{"Authorization": {"Bearer " + anyRoom}})
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("a token without a rooms claim: %d", resp.StatusCode)
+	}
+	who := readType(t, c, "whoami")
+	if claims, _ := who["claims"].(map[string]any); who["name"] != "cat" || who["subject"] != "u2" || claims["team"] != "blue" {
+		t.Fatalf("the room sees %v, want the token's identity and claims", who)
 	}
 
 	for _, tc := range []struct {
@@ -111,6 +126,25 @@ func TestJoinTokens(t *testing.T) {
 	}
 }
 
+// whoami is a kind that tells each member who the room thinks it is.
+var whoami = rooms.Kind{Name: "whoami", New: func(*rooms.State) rooms.Handler { return whoamiRoom{} }}
+
+type whoamiRoom struct{ rooms.Base }
+
+func (whoamiRoom) Connect(c *rooms.Connect) error {
+	s := c.Accept("member")
+	var id rooms.Identity
+	if c.Identity != nil {
+		id = *c.Identity
+	}
+	b, err := json.Marshal(map[string]any{"type": "whoami", "name": id.Name, "subject": id.Subject, "claims": id.Claims, "tags": s.Tags()})
+	if err != nil {
+		return err
+	}
+	s.Send(true, b)
+	return nil
+}
+
 // TestConnectWebhook: the backend's answer decides the join, its claims
 // and tags reach the room, and a slow or dead backend fails the join
 // closed.
@@ -121,7 +155,7 @@ func TestConnectWebhook(t *testing.T) {
 		_ = json.NewDecoder(r.Body).Decode(&req)
 		switch req.Name {
 		case "ok":
-			_, _ = w.Write([]byte(`{"allow":true,"claims":{"name":"Bob"},"tags":["vip"]}`))
+			_, _ = w.Write([]byte(`{"allow":true,"claims":{"name":"Bob","plan":"gold"},"tags":["vip"]}`))
 		case "slow":
 			<-release
 		default:
@@ -134,13 +168,24 @@ func TestConnectWebhook(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := startMetricsNode(t, func(c *server.Config) { c.Webhook, c.Gateway.HandshakeTimeout = hook, 10*time.Second })
+	n := startMetricsNode(t, func(c *server.Config) {
+		c.Webhook, c.Gateway.HandshakeTimeout = hook, 10*time.Second
+		c.Kinds = append(c.Kinds, whoami)
+	})
 	c, resp := handshake(t, n.addr, "/rooms/chat/ok", nil)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("allowed: %d", resp.StatusCode)
 	}
 	if j := readType(t, c, "join"); j["user"] != "Bob" {
 		t.Fatalf("joined as %v, want the webhook's name", j["user"])
+	}
+	c, resp = handshake(t, n.addr, "/rooms/whoami/ok", nil)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("allowed: %d", resp.StatusCode)
+	}
+	who := readType(t, c, "whoami")
+	if claims, _ := who["claims"].(map[string]any); who["name"] != "Bob" || claims["plan"] != "gold" || fmt.Sprint(who["tags"]) != "[vip member]" {
+		t.Fatalf("the room sees %v, want name Bob, the webhook's claims, and its tags before the room's", who)
 	}
 	if _, resp := handshake(t, n.addr, "/rooms/chat/no", nil); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("denied: %d, want 403", resp.StatusCode)
