@@ -39,6 +39,14 @@ const (
 	DefaultFlushPace         = time.Millisecond
 )
 
+// MinRate is the lowest message or handshake rate a limit may be set to:
+// one every 100 s.
+const MinRate = 0.01
+
+// maxBurstSeconds bounds MessageBurst / MessageRate, so a socket's
+// schedule fits the message limit's 32-bit clock (see allowMessage).
+const maxBurstSeconds = 10_000
+
 // Config configures a Server. The zero value serves the built-in echo
 // kind on DefaultListen with every default.
 type Config struct {
@@ -200,12 +208,14 @@ func (c *Config) Validate() error {
 		return errors.New("compress threshold must not be negative")
 	case c.MaxConnsPerIP < 0:
 		return fmt.Errorf("max connections per IP %d: must not be negative", c.MaxConnsPerIP)
-	case c.HandshakesPerIP < 0 || c.HandshakesPerIP > 1e6 || math.IsNaN(c.HandshakesPerIP):
-		return fmt.Errorf("handshakes per IP %v: must be between 0 (no limit) and 1000000 a second", c.HandshakesPerIP)
-	case c.MessageRate < 0 || c.MessageRate > 1e5 || math.IsNaN(c.MessageRate):
-		return fmt.Errorf("message rate %v: must be between 0 (no limit) and 100000 a second", c.MessageRate)
+	case c.HandshakesPerIP != 0 && !(c.HandshakesPerIP >= MinRate && c.HandshakesPerIP <= 1e6):
+		return fmt.Errorf("handshakes per IP %v: must be 0 (no limit) or between %v and 1000000 a second", c.HandshakesPerIP, MinRate)
+	case c.MessageRate != 0 && !(c.MessageRate >= MinRate && c.MessageRate <= 1e5):
+		return fmt.Errorf("message rate %v: must be 0 (no limit) or between %v and 100000 a second", c.MessageRate, MinRate)
 	case c.HandshakeBurst < 0 || c.MessageBurst < 0 || c.HandshakeBurst > 1e6 || c.MessageBurst > 1e6:
 		return errors.New("handshake and message bursts must be between 0 (the rate) and 1000000")
+	case c.MessageRate > 0 && float64(max(c.MessageBurst, 1)-1)/c.MessageRate > maxBurstSeconds:
+		return fmt.Errorf("message burst %d at %v a second: a burst may last at most %d s at the rate", c.MessageBurst, c.MessageRate, maxBurstSeconds)
 	}
 	for name, d := range map[string]time.Duration{
 		"handshake timeout": c.HandshakeTimeout, "ping interval": c.PingInterval,

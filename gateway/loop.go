@@ -366,6 +366,7 @@ func (l *loop) open(s *Socket) {
 	s.lastRead = l.wheel.now
 	l.srv.stats.open.Add(1)
 	l.srv.stats.upgrades.Add(1)
+	s.rateTAT = l.srv.rateNow()
 	l.wheel.file(s, l.wheel.now+l.srv.ticks.ping)
 	if l.srv.draining.Load() {
 		// Shutdown began while the room was deciding, and its sweep has
@@ -687,6 +688,11 @@ func (l *loop) due(s *Socket) {
 		}
 		s.flags |= flagPinged
 		s.since = now
+		if now := l.srv.rateNow(); int32(s.rateTAT-now) < 0 {
+			// A quiet socket's schedule is brought up to date at each
+			// ping, long before the rate clock wraps past it.
+			s.rateTAT = now
+		}
 		if l.writeNow(s, pingFrame) {
 			l.wheel.file(s, now+t.pong)
 		}
@@ -749,15 +755,21 @@ var pingFrame = wsframe.AppendFrame(nil, wsframe.OpPing, 0, nil)
 // after about 12 hours; see allowMessage.
 const rateUnitsPerSecond = 100_000
 
+// rateNow is the time in rateUnits since the server started, wrapping.
+func (srv *Server) rateNow() uint32 {
+	return uint32(srv.monotonic() / (1e9 / rateUnitsPerSecond))
+}
+
 // allowMessage applies the message rate limit to one message from s: the
-// generic cell rate algorithm, one timestamp per socket.
+// generic cell rate algorithm, one timestamp per socket, set when it
+// opens and kept from falling a wrap behind by the keepalive (see due).
 func (srv *Server) allowMessage(s *Socket) bool {
-	now := uint32(srv.monotonic() / (1e9 / rateUnitsPerSecond))
+	now := srv.rateNow()
 	ahead := int32(s.rateTAT - now)
 	if ahead < 0 || ahead > int32(srv.msgSlack+srv.msgInterval) {
 		// In the past: the socket kept under the rate. Further ahead than
-		// any schedule can run: the clock wrapped while the socket was
-		// quiet. Either way it starts afresh.
+		// any schedule can run: a schedule left from before a wrap, which
+		// the keepalive should have prevented. Either way it starts afresh.
 		s.rateTAT, ahead = now, 0
 	}
 	if uint32(ahead) > srv.msgSlack {

@@ -81,7 +81,7 @@ func New(cfg Config) (*Server, error) {
 	srv.ips = newIPLimits(&srv.cfg)
 	if cfg.MessageRate > 0 {
 		srv.msgInterval = uint32(max(1, rateUnitsPerSecond/cfg.MessageRate))
-		srv.msgSlack = uint32(min(float64(cfg.MessageBurst-1)*float64(srv.msgInterval), 1<<30))
+		srv.msgSlack = uint32(float64(cfg.MessageBurst-1) * float64(srv.msgInterval)) // Validate keeps it under 2^30
 	}
 	srv.handler = srv.routes()
 	srv.loopSet.Store(new([]*loop))

@@ -143,12 +143,19 @@ func (r *room) enqueue(ev *event) error {
 	case droppable && r.droppable >= r.rt.mailbox:
 		r.mu.Unlock()
 		return errMailboxFull
-	case droppable && !r.running && r.rt.maxActive > 0 && r.rt.awake.Load() >= r.rt.maxActive:
-		// Closes, deferred work and alarms still wake a room past the
-		// limit: they must not be lost, and they end soon.
+	case droppable && !r.running && r.rt.atActiveLimit():
 		r.mu.Unlock()
 		r.rt.nodeFull.Add(1)
 		return errNodeFull
+	case !r.running && ev.kind != evDelete && r.rt.atActiveLimit():
+		// A close or an alarm must not be lost, and must not wake a room
+		// past the limit either: it waits, held, and the sweep wakes the
+		// room once the node has room for it (see offerSleep). A deletion
+		// goes ahead: its caller waits for it.
+		r.held = append(r.held, ev)
+		r.failed = r.rt.clock.Now()
+		r.mu.Unlock()
+		return nil
 	}
 	r.queue = append(r.queue, ev)
 	if droppable {
@@ -219,8 +226,9 @@ func (r *room) offerSleep(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.running && len(r.held) > 0 && !r.stopped && !r.dead {
-		// A wake failed with closes to deliver: try again, once a second.
-		if now.Sub(r.failed) >= time.Second {
+		// A wake failed, or the node was at its room limit, with closes or
+		// alarms to deliver: try again, once a second, when there is room.
+		if now.Sub(r.failed) >= time.Second && !r.rt.atActiveLimit() {
 			r.startLocked()
 		}
 		return
@@ -709,8 +717,9 @@ func (r *room) release(batch []*event) {
 			close(ev.done)
 		}
 	}
-	r.observeEvents(batch)
+	// Alarms first: once an event is observed, all its batch told is in.
 	r.observeAlarms(batch)
+	r.observeEvents(batch)
 }
 
 // observeEvents tells the Observer how long each event of a finished

@@ -263,10 +263,35 @@ func (rt *Runtime) deliver(kind, name string, ev *event) error {
 		}
 		// A room evicted between the lookup and the enqueue has left the
 		// index: the next lookup makes it anew.
-		if err := r.enqueue(ev); !errors.Is(err, errRetired) {
+		err = r.enqueue(ev)
+		if errors.Is(err, errNodeFull) {
+			rt.dropIfEmpty(r)
+		}
+		if !errors.Is(err, errRetired) {
 			return err
 		}
 	}
+}
+
+// atActiveLimit reports whether MaxActive rooms are awake.
+func (rt *Runtime) atActiveLimit() bool {
+	return rt.maxActive > 0 && rt.awake.Load() >= rt.maxActive
+}
+
+// dropIfEmpty takes a room out of the index if it holds nothing: no
+// sockets, no events, no goroutine. A lookup for a room the node refused
+// to wake left it there, and a client asking for ever new rooms must not
+// grow the index.
+func (rt *Runtime) dropIfEmpty(r *room) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running || r.dead || len(r.queue) > 0 || len(r.held) > 0 || r.nsocks.Load() > 0 || rt.rooms[r.id] != r {
+		return
+	}
+	delete(rt.rooms, r.id)
+	r.dead = true
 }
 
 // sweepLoop puts rooms that have been idle long enough to sleep.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -23,6 +24,7 @@ type guard struct {
 	verifier *auth.Verifier // nil: tokens are not checked
 	required bool           // a join without a token is refused
 	webhook  *auth.Webhook  // nil: no webhook
+	inflight chan struct{}  // bounds the webhook calls at once
 	baseCtx  context.Context
 	log      *zap.Logger
 }
@@ -47,7 +49,16 @@ func (g *guard) Join(j *gateway.Join) {
 		g.Rooms.Join(j)
 		return
 	}
+	select {
+	case g.inflight <- struct{}{}:
+	default:
+		// Joins with ever new query strings defeat the webhook's cache and
+		// its sharing of identical calls; they must not defeat the node.
+		j.RefuseFor(gateway.RefusedWebhook, http.StatusServiceUnavailable, "auth backend busy")
+		return
+	}
 	go func() {
+		defer func() { <-g.inflight }()
 		d := g.webhook.Check(g.baseCtx, j.Kind, j.Name, req)
 		if d.Err != nil {
 			g.log.Warn("connect webhook failed", zap.String("kind", j.Kind), zap.String("room", j.Name), zap.Bool("allowed", d.Allow), zap.Error(d.Err))
@@ -56,17 +67,23 @@ func (g *guard) Join(j *gateway.Join) {
 			j.RefuseFor(gateway.RefusedWebhook, d.Status, d.Reason)
 			return
 		}
+		if err := checkTags(d.Tags); err != nil {
+			g.log.Warn("connect webhook answered tags den cannot keep", zap.String("kind", j.Kind), zap.String("room", j.Name), zap.Error(err))
+			j.RefuseFor(gateway.RefusedWebhook, http.StatusServiceUnavailable, auth.ReasonBackendUnavailable)
+			return
+		}
 		if len(d.Claims) > 0 || len(d.Tags) > 0 {
 			if id == nil {
 				id = &rooms.Identity{}
 			}
 			id.Claims = mergeClaims(id.Claims, d.Claims)
 			id.Tags = slices.Clone(d.Tags)
-			if id.Name == "" {
-				id.Name, _ = d.Claims["name"].(string)
+			// The webhook's word wins over the token's.
+			if name, _ := d.Claims["name"].(string); name != "" {
+				id.Name = name
 			}
-			if id.Subject == "" {
-				id.Subject, _ = d.Claims["sub"].(string)
+			if sub, _ := d.Claims["sub"].(string); sub != "" {
+				id.Subject = sub
 			}
 		}
 		if id != nil {
@@ -108,6 +125,27 @@ func (g *guard) checkToken(j *gateway.Join, req *http.Request) (*rooms.Identity,
 		return nil, false
 	}
 	return &rooms.Identity{Subject: ident.Subject, Name: ident.Name, Claims: ident.Claims}, true
+}
+
+// maxWebhookCalls bounds the joins waiting on the connect webhook at once;
+// more are refused with 503.
+const maxWebhookCalls = 1024
+
+// maxWebhookTags is how many tags the webhook may give a socket: half of
+// what a socket holds, so the room's own still fit.
+const maxWebhookTags = rooms.MaxTags / 2
+
+// checkTags checks the webhook's tags against what a socket may hold.
+func checkTags(tags []string) error {
+	if len(tags) > maxWebhookTags {
+		return fmt.Errorf("%d tags, at most %d", len(tags), maxWebhookTags)
+	}
+	for _, t := range tags {
+		if len(t) > rooms.MaxTagBytes {
+			return fmt.Errorf("a tag of %d bytes, at most %d", len(t), rooms.MaxTagBytes)
+		}
+	}
+	return nil
 }
 
 // mergeClaims is a's claims with b's on top.

@@ -130,9 +130,9 @@ func New(cfg Config) (*Server, error) {
 		var ctx context.Context
 		ctx, s.cancelAuth = context.WithCancel(context.Background())
 		gcfg.Rooms = &guard{Rooms: gcfg.Rooms, verifier: cfg.Tokens, required: cfg.TokenRequired,
-			webhook: cfg.Webhook, baseCtx: ctx, log: s.log.Named("auth")}
+			webhook: cfg.Webhook, inflight: make(chan struct{}, maxWebhookCalls), baseCtx: ctx, log: s.log.Named("auth")}
 	}
-	if gcfg.Subprotocol == nil {
+	if gcfg.Subprotocol == nil && cfg.Tokens != nil {
 		gcfg.Subprotocol = pickSubprotocol
 	}
 	mux := http.NewServeMux()
