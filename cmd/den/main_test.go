@@ -220,3 +220,49 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("den version printed %q", out.String())
 	}
 }
+
+// TestSecondSignalExitsAtOnce: a second SIGTERM during a long graceful
+// shutdown ends den without waiting for it.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	bin := buildDen(t)
+	cmd, addr := startServe(t, bin, t.TempDir(), "--shutdown-timeout", "10m", "--shutdown-spread", "5m")
+	conns := make([]*websocket.Conn, 20)
+	for i := range conns {
+		c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/rooms/echo/x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i] = c
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// A socket of the spread's first batch is closed: shutdown has begun.
+	restarted := make(chan struct{}, len(conns))
+	for _, c := range conns {
+		go func() {
+			if _, _, err := c.ReadMessage(); websocket.IsCloseError(err, websocket.CloseServiceRestart) {
+				restarted <- struct{}{}
+			}
+		}()
+	}
+	select {
+	case <-restarted:
+	case <-time.After(time.Minute):
+		t.Fatal("no socket closed with 1012 a minute after SIGTERM")
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatal("den exited 0 after a second signal, want it killed by the signal")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("den still shutting down a minute after a second SIGTERM")
+	}
+}
