@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -206,4 +207,30 @@ func TestAbuseLeavesHonestClientsAlone(t *testing.T) {
 		t.Fatalf("%d sockets open, want only the honest one", st.Sockets)
 	}
 	t.Logf("conns_per_ip hits %d, handshake timeouts %d", st.LimitHits[limitConnsPerIP], st.HandshakeTimeouts)
+}
+
+// TestPerIPGroupsIPv6Prefixes: IPv6 clients count by /64, so a host
+// cannot pass its limit by taking a new address for each connection;
+// IPv4 (and IPv4-mapped) clients count by address.
+func TestPerIPGroupsIPv6Prefixes(t *testing.T) {
+	ips := newIPLimits(&Config{MaxConnsPerIP: 1})
+	addr := func(s string) netip.Addr { return addrIP(&net.TCPAddr{IP: net.ParseIP(s), Port: 1}) }
+	if _, ok := ips.admit(addr("2001:db8:1:2::1"), 0); !ok {
+		t.Fatal("the first IPv6 connection was refused")
+	}
+	if _, ok := ips.admit(addr("2001:db8:1:2:ffff::9"), 0); ok {
+		t.Fatal("a second address in the same /64 was let past the limit")
+	}
+	if _, ok := ips.admit(addr("2001:db8:1:3::1"), 0); !ok {
+		t.Fatal("another /64 was refused")
+	}
+	if _, ok := ips.admit(addr("192.0.2.1"), 0); !ok {
+		t.Fatal("an IPv4 address was refused")
+	}
+	if _, ok := ips.admit(addr("::ffff:192.0.2.1"), 0); ok {
+		t.Fatal("the same IPv4 address, mapped into IPv6, was counted apart")
+	}
+	if _, ok := ips.admit(addr("192.0.2.2"), 0); !ok {
+		t.Fatal("the next IPv4 address was refused")
+	}
 }

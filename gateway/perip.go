@@ -87,10 +87,18 @@ func (t *ipLimits) sweep(now int64) {
 	}
 }
 
-// addrIP is the client address of a connection.
+// addrIP is the client a connection counts against: its IPv4 address, or
+// its IPv6 /64, since one IPv6 host is usually given a whole /64 and could
+// otherwise take a fresh address for each connection.
 func addrIP(a net.Addr) netip.Addr {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.AddrPort().Addr().Unmap()
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}
 	}
-	return netip.Addr{}
+	ip := ta.AddrPort().Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.Addr()
+	}
+	return ip
 }

@@ -125,10 +125,11 @@ func (j *Join) AcceptValue(v any) *Socket {
 
 // Refuse turns the client away with an HTTP status (4xx or 5xx) and a
 // short plain-text reason.
-func (j *Join) Refuse(status int, reason string) { j.RefuseFor(RefusedByRoom, status, reason) }
+func (j *Join) Refuse(status int, reason string) { j.RefuseFor(RefusedByRoom, status, reason, nil) }
 
-// RefuseFor is Refuse, counted under why in the refusal metrics.
-func (j *Join) RefuseFor(why Refusal, status int, reason string) {
+// RefuseFor is Refuse, counted under why in the refusal metrics, with
+// extra response headers (a 401's WWW-Authenticate, say).
+func (j *Join) RefuseFor(why Refusal, status int, reason string, header http.Header) {
 	if !j.state.CompareAndSwap(joinOpen, joinTurned) {
 		return
 	}
@@ -136,5 +137,5 @@ func (j *Join) RefuseFor(why Refusal, status int, reason string) {
 		status = http.StatusInternalServerError
 	}
 	j.s.loop.srv.stats.refused(why)
-	j.s.answer(errorResponse(status, reason, nil), joinRefused)
+	j.s.answer(errorResponse(status, reason, header), joinRefused)
 }

@@ -35,7 +35,7 @@ type guard struct {
 func (g *guard) Join(j *gateway.Join) {
 	req := j.Request() // parsed now: the head is valid only during Join
 	if req == nil {
-		j.RefuseFor(gateway.RefusedAuth, http.StatusBadRequest, "bad request")
+		j.RefuseFor(gateway.RefusedAuth, http.StatusBadRequest, "bad request", nil)
 		return
 	}
 	id, ok := g.checkToken(j, req)
@@ -54,7 +54,7 @@ func (g *guard) Join(j *gateway.Join) {
 	default:
 		// Joins with ever new query strings defeat the webhook's cache and
 		// its sharing of identical calls; they must not defeat the node.
-		j.RefuseFor(gateway.RefusedWebhook, http.StatusServiceUnavailable, "auth backend busy")
+		j.RefuseFor(gateway.RefusedWebhook, http.StatusServiceUnavailable, "auth backend busy", nil)
 		return
 	}
 	go func() {
@@ -64,12 +64,12 @@ func (g *guard) Join(j *gateway.Join) {
 			g.log.Warn("connect webhook failed", zap.String("kind", j.Kind), zap.String("room", j.Name), zap.Bool("allowed", d.Allow), zap.Error(d.Err))
 		}
 		if !d.Allow {
-			j.RefuseFor(gateway.RefusedWebhook, d.Status, d.Reason)
+			j.RefuseFor(gateway.RefusedWebhook, d.Status, d.Reason, nil)
 			return
 		}
 		if err := checkTags(d.Tags); err != nil {
 			g.log.Warn("connect webhook answered tags den cannot keep", zap.String("kind", j.Kind), zap.String("room", j.Name), zap.Error(err))
-			j.RefuseFor(gateway.RefusedWebhook, http.StatusServiceUnavailable, auth.ReasonBackendUnavailable)
+			j.RefuseFor(gateway.RefusedWebhook, http.StatusServiceUnavailable, auth.ReasonBackendUnavailable, nil)
 			return
 		}
 		if len(d.Claims) > 0 || len(d.Tags) > 0 {
@@ -107,7 +107,7 @@ func (g *guard) checkToken(j *gateway.Join, req *http.Request) (*rooms.Identity,
 	case errors.Is(err, auth.ErrNoToken) && !g.required:
 		return nil, true
 	case errors.Is(err, auth.ErrNoToken):
-		j.RefuseFor(gateway.RefusedAuth, http.StatusUnauthorized, "a token is required")
+		j.RefuseFor(gateway.RefusedAuth, http.StatusUnauthorized, "a token is required", bearerChallenge)
 		return nil, false
 	case err != nil:
 		reason := "invalid token"
@@ -118,10 +118,10 @@ func (g *guard) checkToken(j *gateway.Join, req *http.Request) (*rooms.Identity,
 		if ce := g.log.Check(zap.DebugLevel, "join refused"); ce != nil {
 			ce.Write(zap.String("kind", j.Kind), zap.String("room", j.Name), zap.String("reason", reason))
 		}
-		j.RefuseFor(gateway.RefusedAuth, http.StatusUnauthorized, reason)
+		j.RefuseFor(gateway.RefusedAuth, http.StatusUnauthorized, reason, invalidTokenChallenge)
 		return nil, false
 	case !ident.MayJoin(j.Kind, j.Name):
-		j.RefuseFor(gateway.RefusedAuth, http.StatusForbidden, "the token does not allow this room")
+		j.RefuseFor(gateway.RefusedAuth, http.StatusForbidden, "the token does not allow this room", nil)
 		return nil, false
 	}
 	return &rooms.Identity{Subject: ident.Subject, Name: ident.Name, Claims: ident.Claims}, true
@@ -147,6 +147,13 @@ func checkTags(tags []string) error {
 	}
 	return nil
 }
+
+// The challenges of a 401 (RFC 6750): a token is wanted, or the one sent
+// was not good.
+var (
+	bearerChallenge       = http.Header{"WWW-Authenticate": {`Bearer realm="den"`}}
+	invalidTokenChallenge = http.Header{"WWW-Authenticate": {`Bearer realm="den", error="invalid_token"`}}
+)
 
 // mergeClaims is a's claims with b's on top.
 func mergeClaims(a, b map[string]any) map[string]any {

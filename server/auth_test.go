@@ -114,8 +114,12 @@ func TestJoinTokens(t *testing.T) {
 		{"wrong audience", "/rooms/chat/team-a", http.Header{"Authorization": {"Bearer " + hs256(t, jwt.MapClaims{"aud": "other", "exp": exp})}}, http.StatusUnauthorized},
 		{"garbage", "/rooms/chat/team-a", http.Header{"Authorization": {"Bearer not.a.token"}}, http.StatusUnauthorized},
 	} {
-		if _, resp := handshake(t, n.addr, tc.path, tc.h); resp.StatusCode != tc.want {
+		_, resp := handshake(t, n.addr, tc.path, tc.h)
+		if resp.StatusCode != tc.want {
 			t.Errorf("%s: %d, want %d", tc.what, resp.StatusCode, tc.want)
+		}
+		if challenge := resp.Header.Get("WWW-Authenticate"); (tc.want == http.StatusUnauthorized) != strings.HasPrefix(challenge, "Bearer ") {
+			t.Errorf("%s: WWW-Authenticate %q", tc.what, challenge)
 		}
 	}
 	if got := scrape(t, n.base)[`den_upgrades_refused_total{reason="auth"}`]; got != 6 {
