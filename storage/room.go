@@ -47,6 +47,10 @@ type Room struct {
 	denied   error // why the authorizer refused, for the caller
 	closed   bool
 	recorded int64 // the size node.db has for the room, as far as this handle knows
+	// setUp is set once the room's folder is known to exist: node.db
+	// recorded a size for the room, which only a handle that opened it can
+	// have done, or this Room opened it.
+	setUp bool
 	// alarmWrites counts calls that may have changed the alarm.
 	alarmWrites atomic.Uint64
 	// stmts caches prepared statements: SQLite spends more preparing a
@@ -241,9 +245,29 @@ func (r *Room) releaseHandle() {
 }
 
 func (r *Room) openHandle() error {
+	err := r.openFile()
+	if err != nil && r.setUp {
+		// The folder is not where node.db's record said (moved away, say):
+		// open the room as a new one.
+		r.setUp = false
+		err = r.openFile()
+	}
+	if err == nil {
+		r.setUp = true
+	}
+	return err
+}
+
+// openFile opens the room's file and readies the connection. For a room
+// set up before (r.setUp) the folder is known to exist, and a wake skips
+// making sure of it: a sleeping room's wake is on the path of the message
+// that woke it.
+func (r *Room) openFile() error {
 	path := r.store.path(r.id)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
+	if !r.setUp {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
 	}
 	db, err := sql.Open("sqlite", r.store.dsn(path))
 	if err != nil {
@@ -281,16 +305,23 @@ func (r *Room) openHandle() error {
 		if _, err := conn.ExecContext(bg, `PRAGMA cache_size = -`+strconv.Itoa(r.store.cache)); err != nil {
 			return err
 		}
-		var pageSize int64
-		if err := conn.QueryRowContext(bg, `PRAGMA page_size`).Scan(&pageSize); err != nil {
+		var pageSize, made int64
+		if err := conn.QueryRowContext(bg, `SELECT (SELECT page_size FROM pragma_page_size()),
+			(SELECT count(*) FROM sqlite_schema WHERE name = '_den_meta')`).Scan(&pageSize, &made); err != nil {
 			return err
 		}
 		if _, err := conn.ExecContext(bg, `PRAGMA max_page_count = `+strconv.FormatInt(lim.MaxDatabaseBytes/pageSize, 10)); err != nil {
 			return err
 		}
-		_, err = conn.ExecContext(bg, `
+		if made > 0 {
+			// den's tables are made together, in the one transaction
+			// below: a wake finds them and skips making them again.
+			return nil
+		}
+		_, err = conn.ExecContext(bg, `BEGIN;
 			CREATE TABLE IF NOT EXISTS _den_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-			CREATE TABLE IF NOT EXISTS _den_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;`)
+			CREATE TABLE IF NOT EXISTS _den_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
+			COMMIT;`)
 		return err
 	}
 	if err := setup(); err != nil {

@@ -243,6 +243,9 @@ func (s *Store) Room(id, kind, name string) (*Room, error) {
 	case err != nil:
 		return fail(fmt.Errorf("storage: node.db: %w", err))
 	}
+	r.mu.Lock()
+	r.setUp = r.setUp || recorded > 0
+	r.mu.Unlock()
 	if err := r.acquire(); err != nil {
 		return fail(err)
 	}
