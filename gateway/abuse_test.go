@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -214,23 +213,20 @@ func TestAbuseLeavesHonestClientsAlone(t *testing.T) {
 // IPv4 (and IPv4-mapped) clients count by address.
 func TestPerIPGroupsIPv6Prefixes(t *testing.T) {
 	ips := newIPLimits(&Config{MaxConnsPerIP: 1})
-	addr := func(s string) netip.Addr { return addrIP(&net.TCPAddr{IP: net.ParseIP(s), Port: 1}) }
-	if _, ok := ips.admit(addr("2001:db8:1:2::1"), 0); !ok {
-		t.Fatal("the first IPv6 connection was refused")
-	}
-	if _, ok := ips.admit(addr("2001:db8:1:2:ffff::9"), 0); ok {
-		t.Fatal("a second address in the same /64 was let past the limit")
-	}
-	if _, ok := ips.admit(addr("2001:db8:1:3::1"), 0); !ok {
-		t.Fatal("another /64 was refused")
-	}
-	if _, ok := ips.admit(addr("192.0.2.1"), 0); !ok {
-		t.Fatal("an IPv4 address was refused")
-	}
-	if _, ok := ips.admit(addr("::ffff:192.0.2.1"), 0); ok {
-		t.Fatal("the same IPv4 address, mapped into IPv6, was counted apart")
-	}
-	if _, ok := ips.admit(addr("192.0.2.2"), 0); !ok {
-		t.Fatal("the next IPv4 address was refused")
+	for _, tc := range []struct {
+		addr, what string
+		admitted   bool
+	}{
+		{"2001:db8:1:2::1", "the first IPv6 connection", true},
+		{"2001:db8:1:2:ffff::9", "a second address in the same /64", false},
+		{"2001:db8:1:3::1", "another /64", true},
+		{"192.0.2.1", "an IPv4 address", true},
+		{"::ffff:192.0.2.1", "the same IPv4 address, mapped into IPv6", false},
+		{"192.0.2.2", "the next IPv4 address", true},
+	} {
+		ip := addrIP(&net.TCPAddr{IP: net.ParseIP(tc.addr), Port: 1})
+		if _, ok := ips.admit(ip, 0); ok != tc.admitted {
+			t.Fatalf("%s (%s): admitted %v, want %v", tc.what, tc.addr, ok, tc.admitted)
+		}
 	}
 }

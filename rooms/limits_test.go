@@ -47,7 +47,9 @@ func TestMaxSocketsPerRoom(t *testing.T) {
 // TestMaxActiveRooms: with one room awake at the limit, a join and a
 // request to another are refused with 503; once the awake room hibernates
 // the join succeeds, and then a message to the sleeping first room closes
-// its socket with 1013 instead of waking it past the limit.
+// its socket with 1013 instead of waking it past the limit. That close
+// must not wake the room past the limit either: it waits until the awake
+// room sleeps, then the sleeping room wakes to handle it.
 func TestMaxActiveRooms(t *testing.T) {
 	fake := clock.NewFake(time.Now())
 	n := startNode(t, t.TempDir(), rooms.Config{MaxActive: 1, Clock: fake, HibernateAfter: 10 * time.Second, EvictAfter: 10 * time.Second})
@@ -82,5 +84,20 @@ func TestMaxActiveRooms(t *testing.T) {
 	_ = a.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, _, err := a.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseTryAgainLater) {
 		t.Fatalf("a message to a sleeping room at the limit: %v, want close 1013", err)
+	}
+	// a wakes for its close only once b has gone to sleep.
+	var st rooms.Stats
+	waitFor(t, "a's close handled", func() bool {
+		if st = n.rt.Stats(); st.Rooms > 1 {
+			t.Fatalf("MaxActive 1, but %d rooms awake", st.Rooms)
+		}
+		if st.Wakes >= 3 {
+			return true
+		}
+		fake.Advance(time.Second)
+		return false
+	})
+	if st.Hibernations < 2 {
+		t.Fatalf("a woke for its close while b was awake: %+v", st)
 	}
 }

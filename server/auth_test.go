@@ -149,12 +149,29 @@ func (whoamiRoom) Connect(c *rooms.Connect) error {
 	return nil
 }
 
+// webhookNode starts a node that asks backend about every join, with the
+// whoami kind and a handshake timeout well past the webhook's.
+func webhookNode(t *testing.T, backend http.HandlerFunc, timeout time.Duration, tune ...func(*server.Config)) *metricsNode {
+	t.Helper()
+	b := httptest.NewServer(backend)
+	t.Cleanup(b.Close)
+	hook, err := auth.NewWebhook(auth.WebhookConfig{URL: b.URL, Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startMetricsNode(t, append([]func(*server.Config){func(c *server.Config) {
+		c.Webhook, c.Gateway.HandshakeTimeout = hook, 10*time.Second
+		c.Kinds = append(c.Kinds, whoami)
+	}}, tune...)...)
+}
+
 // TestConnectWebhook: the backend's answer decides the join, its claims
 // and tags reach the room, and a slow or dead backend fails the join
 // closed.
 func TestConnectWebhook(t *testing.T) {
 	release := make(chan struct{})
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	defer close(release) // before the backend closes: it waits for its slow handler
+	n := webhookNode(t, func(w http.ResponseWriter, r *http.Request) {
 		var req struct{ Kind, Name string }
 		_ = json.NewDecoder(r.Body).Decode(&req)
 		switch req.Name {
@@ -165,17 +182,7 @@ func TestConnectWebhook(t *testing.T) {
 		default:
 			_, _ = w.Write([]byte(`{"allow":false,"status":403,"reason":"not on the list"}`))
 		}
-	}))
-	defer backend.Close()
-	defer close(release)
-	hook, err := auth.NewWebhook(auth.WebhookConfig{URL: backend.URL, Timeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := startMetricsNode(t, func(c *server.Config) {
-		c.Webhook, c.Gateway.HandshakeTimeout = hook, 10*time.Second
-		c.Kinds = append(c.Kinds, whoami)
-	})
+	}, 300*time.Millisecond)
 	c, resp := handshake(t, n.addr, "/rooms/chat/ok", nil)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("allowed: %d", resp.StatusCode)
@@ -197,7 +204,6 @@ func TestConnectWebhook(t *testing.T) {
 	if _, resp := handshake(t, n.addr, "/rooms/chat/slow", nil); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("slow backend: %d, want 503", resp.StatusCode)
 	}
-	backend.CloseClientConnections()
 	dead, err := auth.NewWebhook(auth.WebhookConfig{URL: "http://127.0.0.1:1/", Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package server_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -122,18 +121,7 @@ func startMetricsNode(t *testing.T, tune ...func(*server.Config)) *metricsNode {
 	for _, f := range tune {
 		f(&cfg)
 	}
-	srv, err := server.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
+	srv := serveNode(t, cfg)
 	return &metricsNode{srv: srv, base: "http://" + srv.Addr().String(), addr: srv.Addr().String(), log: buf}
 }
 

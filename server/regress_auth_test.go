@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -16,18 +15,9 @@ import (
 // socket leaves for them is a backend answer den cannot keep: the join
 // gets the webhook's 503, not the room's 500.
 func TestRegressWebhookTagsOverLimits(t *testing.T) {
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	n := webhookNode(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(`{"allow":true,"tags":["t0","t1","t2","t3","t4","t5","t6","t7","t8","t9"]}`))
-	}))
-	defer backend.Close()
-	hook, err := auth.NewWebhook(auth.WebhookConfig{URL: backend.URL, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := startMetricsNode(t, func(c *server.Config) {
-		c.Webhook, c.Gateway.HandshakeTimeout = hook, 10*time.Second
-		c.Kinds = append(c.Kinds, whoami)
-	})
+	}, 5*time.Second)
 	_, resp := handshake(t, n.addr, "/rooms/whoami/x", nil)
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("the webhook allowed with 10 tags: %d, want 503", resp.StatusCode)
@@ -50,22 +40,13 @@ func TestRegressSubprotocolNotInvented(t *testing.T) {
 // TestRegressWebhookNameWithToken: the webhook's name claim wins over the
 // name the token gave.
 func TestRegressWebhookNameWithToken(t *testing.T) {
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte(`{"allow":true,"claims":{"name":"Bob"}}`))
-	}))
-	defer backend.Close()
-	hook, err := auth.NewWebhook(auth.WebhookConfig{URL: backend.URL, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
 	v, err := auth.NewVerifier(auth.Config{Secret: []byte(testSecret)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := startMetricsNode(t, func(c *server.Config) {
-		c.Webhook, c.Tokens, c.Gateway.HandshakeTimeout = hook, v, 10*time.Second
-		c.Kinds = append(c.Kinds, whoami)
-	})
+	n := webhookNode(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"allow":true,"claims":{"name":"Bob"}}`))
+	}, 5*time.Second, func(c *server.Config) { c.Tokens = v })
 	tok := hs256(t, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(time.Hour).Unix()})
 	c, resp := handshake(t, n.addr, "/rooms/whoami/x", http.Header{"Authorization": {"Bearer " + tok}})
 	if resp.StatusCode != http.StatusSwitchingProtocols {

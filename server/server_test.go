@@ -15,7 +15,13 @@ import (
 
 func start(t *testing.T) *server.Server {
 	t.Helper()
-	srv, err := server.New(server.Config{Gateway: gateway.Config{Listen: "127.0.0.1:0"}, Data: t.TempDir()})
+	return serveNode(t, server.Config{Gateway: gateway.Config{Listen: "127.0.0.1:0"}, Data: t.TempDir()})
+}
+
+// serveNode starts a node with cfg and shuts it down when the test ends.
+func serveNode(t *testing.T, cfg server.Config) *server.Server {
+	t.Helper()
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
