@@ -43,6 +43,14 @@ const (
 // one every 100 s.
 const MinRate = 0.01
 
+// The highest limits: new connections a second per address, messages a
+// second per socket, and the burst of either.
+const (
+	MaxHandshakesPerIP = 1_000_000
+	MaxMessageRate     = 100_000
+	MaxBurst           = 1_000_000
+)
+
 // maxBurstSeconds bounds MessageBurst / MessageRate, so a socket's
 // schedule fits the message limit's 32-bit clock (see allowMessage).
 const maxBurstSeconds = 10_000
@@ -208,12 +216,12 @@ func (c *Config) Validate() error {
 		return errors.New("compress threshold must not be negative")
 	case c.MaxConnsPerIP < 0:
 		return fmt.Errorf("max connections per IP %d: must not be negative", c.MaxConnsPerIP)
-	case c.HandshakesPerIP != 0 && !(c.HandshakesPerIP >= MinRate && c.HandshakesPerIP <= 1e6):
-		return fmt.Errorf("handshakes per IP %v: must be 0 (no limit) or between %v and 1000000 a second", c.HandshakesPerIP, MinRate)
-	case c.MessageRate != 0 && !(c.MessageRate >= MinRate && c.MessageRate <= 1e5):
-		return fmt.Errorf("message rate %v: must be 0 (no limit) or between %v and 100000 a second", c.MessageRate, MinRate)
-	case c.HandshakeBurst < 0 || c.MessageBurst < 0 || c.HandshakeBurst > 1e6 || c.MessageBurst > 1e6:
-		return errors.New("handshake and message bursts must be between 0 (the rate) and 1000000")
+	case c.HandshakesPerIP != 0 && !(c.HandshakesPerIP >= MinRate && c.HandshakesPerIP <= MaxHandshakesPerIP):
+		return fmt.Errorf("handshakes per IP %v: must be 0 (no limit) or between %v and %d a second", c.HandshakesPerIP, MinRate, MaxHandshakesPerIP)
+	case c.MessageRate != 0 && !(c.MessageRate >= MinRate && c.MessageRate <= MaxMessageRate):
+		return fmt.Errorf("message rate %v: must be 0 (no limit) or between %v and %d a second", c.MessageRate, MinRate, MaxMessageRate)
+	case c.HandshakeBurst < 0 || c.MessageBurst < 0 || c.HandshakeBurst > MaxBurst || c.MessageBurst > MaxBurst:
+		return fmt.Errorf("handshake and message bursts must be between 0 (the rate) and %d", MaxBurst)
 	case c.MessageRate > 0 && float64(max(c.MessageBurst, 1)-1)/c.MessageRate > maxBurstSeconds:
 		return fmt.Errorf("message burst %d at %v a second: a burst may last at most %d s at the rate", c.MessageBurst, c.MessageRate, maxBurstSeconds)
 	}

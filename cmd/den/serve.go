@@ -186,12 +186,12 @@ func (c *serveConfig) validate() error {
 	switch g := &c.gateway; {
 	case g.MaxConnsPerIP < 0:
 		return fmt.Errorf("--max-conns-per-ip %d: must not be negative (0 is no limit)", g.MaxConnsPerIP)
-	case g.HandshakesPerIP != 0 && !(g.HandshakesPerIP >= gateway.MinRate && g.HandshakesPerIP <= 1e6):
-		return fmt.Errorf("--handshakes-per-ip %v: want 0 (no limit) or %v to 1000000", g.HandshakesPerIP, gateway.MinRate)
-	case g.MessageRate != 0 && !(g.MessageRate >= gateway.MinRate && g.MessageRate <= 1e5):
-		return fmt.Errorf("--message-rate %v: want 0 (no limit) or %v to 100000", g.MessageRate, gateway.MinRate)
-	case g.MessageBurst < 0 || g.MessageBurst > 1e6:
-		return fmt.Errorf("--message-burst %d: want 0 (the rate) to 1000000", g.MessageBurst)
+	case g.HandshakesPerIP != 0 && !(g.HandshakesPerIP >= gateway.MinRate && g.HandshakesPerIP <= gateway.MaxHandshakesPerIP):
+		return fmt.Errorf("--handshakes-per-ip %v: want 0 (no limit) or %v to %d", g.HandshakesPerIP, gateway.MinRate, gateway.MaxHandshakesPerIP)
+	case g.MessageRate != 0 && !(g.MessageRate >= gateway.MinRate && g.MessageRate <= gateway.MaxMessageRate):
+		return fmt.Errorf("--message-rate %v: want 0 (no limit) or %v to %d", g.MessageRate, gateway.MinRate, gateway.MaxMessageRate)
+	case g.MessageBurst < 0 || g.MessageBurst > gateway.MaxBurst:
+		return fmt.Errorf("--message-burst %d: want 0 (the rate) to %d", g.MessageBurst, gateway.MaxBurst)
 	}
 	if c.maxRoomSockets < 1 {
 		return fmt.Errorf("--max-room-sockets %d: must be at least 1", c.maxRoomSockets)
