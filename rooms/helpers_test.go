@@ -47,8 +47,11 @@ func startNodeSync(tb testing.TB, dir, sync string, cfg rooms.Config) *node {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// The clients here read only when a test expects a frame, so they
+	// answer no ping: keepalive would close the sockets a slow run (the
+	// race detector on a busy machine) leaves idle for a minute.
 	srv, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Rooms: gateway.Runtime(rt), Logger: zap.NewNop(),
-		CloseTimeout: 500 * time.Millisecond})
+		CloseTimeout: 500 * time.Millisecond, PingInterval: time.Hour})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -311,7 +311,14 @@ const (
 func (r *room) wake(woke time.Time) error {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.log = r.rt.log.With(zap.String("kind", r.kind.Name), zap.String("room", r.name))
-	if !r.kind.Stateless {
+	switch {
+	case r.kind.Stateless:
+	case r.store != nil:
+		// It hibernated: its Room is known, only the file reopens.
+		if err := r.store.Wake(); err != nil {
+			return fmt.Errorf("%w: %w", errStorageFailed, err)
+		}
+	default:
 		sr, err := r.rt.store.Room(r.id.String(), r.kind.Name, r.name)
 		if err != nil {
 			return fmt.Errorf("%w: %w", errStorageFailed, err)
@@ -428,13 +435,19 @@ func (r *room) retire(awake bool) int {
 		return stayAwake
 	}
 	r.mu.Unlock()
-	if r.store != nil {
+	switch {
+	case r.store == nil:
+	case awake && len(r.socks) > 0 && !r.dead && !r.stopped:
+		// Hibernating: the file closes, the Room stays for the wake.
+		_ = r.store.Sleep()
+	default:
 		_ = r.store.Close()
+		r.store = nil
 	}
 	if r.cancel != nil {
 		r.cancel()
 	}
-	r.store, r.st, r.h, r.ctx, r.cancel, r.log = nil, nil, nil, nil, nil, nil
+	r.st, r.h, r.ctx, r.cancel, r.log = nil, nil, nil, nil, nil
 	r.out, r.deferred, r.undoAttach, r.autoBefore = nil, nil, nil, nil
 	if awake {
 		// A deleted room has left memory without its sockets, too.

@@ -297,6 +297,9 @@ func (r *Room) openFile() error {
 					return err
 				}
 			}
+			if err := skipCheckpointOnClose(dc); err != nil {
+				return err
+			}
 			return reg.RegisterAuthorizer(r.authorize)
 		})
 		if err != nil {
@@ -345,6 +348,11 @@ func (r *Room) closeHandle() {
 	if r.conn == nil {
 		return
 	}
+	if fileSize(r.store.path(r.id)+"-wal") > walKeepBytes {
+		// Best effort: a failed checkpoint leaves the WAL valid, and the
+		// next close tries again.
+		_, _ = r.exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+	}
 	r.dropStmts()
 	_ = r.conn.Close()
 	_ = r.db.Close()
@@ -355,6 +363,32 @@ func (r *Room) closeHandle() {
 		r.store.recordSize(r.id, b)
 		r.recorded = b
 	}
+}
+
+// Sleep closes the room's database, rolling back a transaction left open,
+// and keeps the Room: its next call, or Wake, opens the file again. A
+// hibernating room sleeps instead of closing, so that its wake does not
+// look the room up in node.db again.
+func (r *Room) Sleep() error {
+	r.mu.Lock()
+	var err error
+	if r.inTx && r.conn != nil {
+		err = r.abort()
+	}
+	r.closeHandle()
+	r.mu.Unlock()
+	r.store.forget(r)
+	return err
+}
+
+// Wake opens the database of a Room that slept, so that a file that will
+// not open fails the wake rather than the first call inside it.
+func (r *Room) Wake() error {
+	if err := r.acquire(); err != nil {
+		return err
+	}
+	r.releaseHandle()
+	return nil
 }
 
 // Close gives up the room's handle for good, rolling back a transaction
