@@ -154,6 +154,7 @@ func (r *room) enqueue(ev *event) error {
 		// goes ahead: its caller waits for it.
 		r.held = append(r.held, ev)
 		r.failed = r.rt.clock.Now()
+		r.watch(true)
 		r.mu.Unlock()
 		return nil
 	}
@@ -183,6 +184,7 @@ func (r *room) startLocked() {
 		r.held = nil
 	}
 	r.running = true
+	r.watch(true)
 	r.notify = make(chan struct{}, 1)
 	r.rt.awake.Add(1)
 	r.rt.serving.Add(1)
@@ -225,6 +227,12 @@ func (r *room) take(max int) []*event {
 func (r *room) offerSleep(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.running && (len(r.held) == 0 || r.dead) {
+		// Asleep, or gone, with nothing owed: the sweep is done with it
+		// until it starts or holds an event again.
+		r.watch(false)
+		return
+	}
 	if !r.running && len(r.held) > 0 && !r.stopped && !r.dead {
 		// A wake failed, or the node was at its room limit, with closes or
 		// alarms to deliver: try again, once a second, when there is room.
@@ -248,6 +256,18 @@ func (r *room) offerSleep(now time.Time) {
 	case r.notify <- struct{}{}:
 	default:
 	}
+}
+
+// watch puts the room in the sweep's set, or takes it out; r.mu is held.
+func (r *room) watch(on bool) {
+	rt := r.rt
+	rt.watchMu.Lock()
+	if on {
+		rt.watched[r] = struct{}{}
+	} else {
+		delete(rt.watched, r)
+	}
+	rt.watchMu.Unlock()
 }
 
 // stop ends the room's goroutine once its queue is empty; it takes no
@@ -397,6 +417,7 @@ func (r *room) failWake(err error) {
 			r.mu.Lock()
 			r.held = append(r.held, ev)
 			r.failed = r.rt.clock.Now()
+			r.watch(true)
 			r.mu.Unlock()
 		case evDelete:
 			r.deleting = ev
@@ -669,6 +690,12 @@ func (r *room) release(batch []*event) {
 		r.enqueue(&event{kind: evDeferred, fn: f})
 	}
 	r.deferred = nil
+	// The batch is over before its output goes: a client that has seen the
+	// output finds the room idle since then, and a sweep that runs at once
+	// does not take it for busy and pass it over.
+	r.mu.Lock()
+	r.busy, r.last = false, r.rt.clock.Now()
+	r.mu.Unlock()
 	// Joins are answered first in their order, so a new socket exists
 	// before frames for it go out.
 	for _, ev := range batch {

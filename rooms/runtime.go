@@ -118,6 +118,14 @@ type Runtime struct {
 
 	serving sync.WaitGroup // room goroutines
 	awake   atomic.Int64   // rooms with a goroutine
+	// watched are the rooms the sweep visits: those awake and those
+	// holding events for a wake. A room enters it under its own lock when
+	// it starts or holds an event, and leaves it, under the same lock, on
+	// the sweep that finds it asleep with nothing held; hibernated rooms
+	// cost the sweep nothing. watchMu is taken under a room's lock, never
+	// the other way round.
+	watchMu sync.Mutex
+	watched map[*room]struct{}
 
 	alarms *scheduler
 
@@ -141,7 +149,7 @@ func New(cfg Config) (*Runtime, error) {
 		mailbox: cfg.Mailbox, maxBatch: cfg.MaxBatch, maxSockets: cfg.MaxSockets, maxActive: int64(cfg.MaxActive),
 		hibernateAfter: cfg.HibernateAfter, evictAfter: cfg.EvictAfter,
 		clock: cfg.Clock, observe: cfg.Observer,
-		hook: cfg.CommitHook, rooms: map[ID]*room{}, gone: map[ID]chan struct{}{},
+		hook: cfg.CommitHook, rooms: map[ID]*room{}, gone: map[ID]chan struct{}{}, watched: map[*room]struct{}{},
 		broadcast: cfg.Broadcast, quit: make(chan struct{}),
 	}
 	if rt.broadcast == nil {
@@ -306,11 +314,11 @@ func (rt *Runtime) sweepLoop() {
 		case <-rt.sweep.C():
 			// The clock, not the tick: a tick waiting in the channel may be old.
 			now := rt.clock.Now()
-			// The index is copied, not walked under its lock: joins and
-			// requests to rooms not in it wait on that lock.
-			rt.mu.Lock()
-			rooms = slices.AppendSeq(rooms[:0], maps.Values(rt.rooms))
-			rt.mu.Unlock()
+			// The set is copied, not walked under its lock: rooms that
+			// start or hold an event take that lock.
+			rt.watchMu.Lock()
+			rooms = slices.AppendSeq(rooms[:0], maps.Keys(rt.watched))
+			rt.watchMu.Unlock()
 			for _, r := range rooms {
 				r.offerSleep(now)
 			}
