@@ -455,10 +455,12 @@ func (r *room) retire(awake bool) int {
 		r.mu.Unlock()
 		return stayAwake
 	}
+	// Under the lock: Shutdown's stop writes r.stopped.
+	hibernating := awake && len(r.socks) > 0 && !r.dead && !r.stopped
 	r.mu.Unlock()
 	switch {
 	case r.store == nil:
-	case awake && len(r.socks) > 0 && !r.dead && !r.stopped:
+	case hibernating:
 		// Hibernating: the file closes, the Room stays for the wake.
 		_ = r.store.Sleep()
 	default:
