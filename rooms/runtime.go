@@ -194,11 +194,12 @@ func New(cfg Config) (*Runtime, error) {
 		}
 		rt.kinds[k.Name] = k
 	}
-	// A room sleeps within a sixteenth of its timeout of it, and the sweep
-	// runs at most every 10 ms and at least every second. The finer the
-	// sweep, the fewer rooms each one finds idle: rooms that went quiet
-	// over a second do not all go to sleep in the same instant.
-	period := min(rt.hibernateAfter, rt.evictAfter) / 16
+	// A room sleeps within a sixty-fourth of its timeout of it, and the
+	// sweep runs at most every 10 ms and at least every second. The finer
+	// the sweep, the fewer rooms each one finds idle: rooms that went
+	// quiet over a second do not all go to sleep in the same instant, and
+	// the sweep visits only awake rooms, so running often is cheap.
+	period := min(rt.hibernateAfter, rt.evictAfter) / 64
 	rt.sweep = rt.clock.NewTicker(min(max(period, 10*time.Millisecond), time.Second))
 	// Alarms set before this start, the node's own or a crashed run's,
 	// fire from node.db's index; those already due fire at once.
