@@ -369,17 +369,7 @@ func (r *Room) closeHandle() {
 // and keeps the Room: its next call, or Wake, opens the file again. A
 // hibernating room sleeps instead of closing, so that its wake does not
 // look the room up in node.db again.
-func (r *Room) Sleep() error {
-	r.mu.Lock()
-	var err error
-	if r.inTx && r.conn != nil {
-		err = r.abort()
-	}
-	r.closeHandle()
-	r.mu.Unlock()
-	r.store.forget(r)
-	return err
-}
+func (r *Room) Sleep() error { return r.shut(false) }
 
 // Wake opens the database of a Room that slept, so that a file that will
 // not open fails the wake rather than the first call inside it.
@@ -394,6 +384,18 @@ func (r *Room) Wake() error {
 // Close gives up the room's handle for good, rolling back a transaction
 // left open.
 func (r *Room) Close() error {
+	err := r.shut(true)
+	r.store.mu.Lock()
+	if r.store.rooms[r.id] == r {
+		delete(r.store.rooms, r.id)
+	}
+	r.store.mu.Unlock()
+	return err
+}
+
+// shut closes the handle of a Room not closed yet, for good if final, and
+// takes it out of the pool.
+func (r *Room) shut(final bool) error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -405,14 +407,9 @@ func (r *Room) Close() error {
 		err = r.abort()
 	}
 	r.closeHandle()
-	r.closed = true
+	r.closed = final
 	r.mu.Unlock()
 	r.store.forget(r)
-	r.store.mu.Lock()
-	if r.store.rooms[r.id] == r {
-		delete(r.store.rooms, r.id)
-	}
-	r.store.mu.Unlock()
 	return err
 }
 

@@ -318,14 +318,8 @@ func (s *Store) Delete(id string) error {
 
 // Bytes is room id's database and WAL on disk.
 func (s *Store) Bytes(id string) int64 {
-	var n int64
 	p := s.path(id)
-	for _, f := range []string{p, p + "-wal"} {
-		if st, err := os.Stat(f); err == nil {
-			n += st.Size()
-		}
-	}
-	return n
+	return fileSize(p) + fileSize(p+"-wal")
 }
 
 // OpenHandles is the number of room databases open now.
