@@ -152,9 +152,7 @@ func (r *room) enqueue(ev *event) error {
 		// past the limit either: it waits, held, and the sweep wakes the
 		// room once the node has room for it (see offerSleep). A deletion
 		// goes ahead: its caller waits for it.
-		r.held = append(r.held, ev)
-		r.failed = r.rt.clock.Now()
-		r.watch(true)
+		r.holdLocked(ev)
 		r.mu.Unlock()
 		return nil
 	}
@@ -256,6 +254,14 @@ func (r *room) offerSleep(now time.Time) {
 	case r.notify <- struct{}{}:
 	default:
 	}
+}
+
+// holdLocked keeps ev for the room's next wake, which the sweep retries;
+// r.mu is held.
+func (r *room) holdLocked(ev *event) {
+	r.held = append(r.held, ev)
+	r.failed = r.rt.clock.Now()
+	r.watch(true)
 }
 
 // watch puts the room in the sweep's set, or takes it out; r.mu is held.
@@ -415,9 +421,7 @@ func (r *room) failWake(err error) {
 		case evClose, evDeferred, evAlarm:
 			// Owed to the room: they run at its next wake.
 			r.mu.Lock()
-			r.held = append(r.held, ev)
-			r.failed = r.rt.clock.Now()
-			r.watch(true)
+			r.holdLocked(ev)
 			r.mu.Unlock()
 		case evDelete:
 			r.deleting = ev
