@@ -49,14 +49,18 @@ func BenchmarkReopen(b *testing.B) {
 	if err := r.Put("k", []byte("v")); err != nil {
 		b.Fatal(err)
 	}
-	_ = r.Close()
+	if err := r.Sleep(); err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
 	for range b.N {
-		r := openRoom(b, s, "bb02")
+		if err := r.Wake(); err != nil {
+			b.Fatal(err)
+		}
 		if err := r.Put("k", []byte("v")); err != nil {
 			b.Fatal(err)
 		}
-		if err := r.Close(); err != nil {
+		if err := r.Sleep(); err != nil {
 			b.Fatal(err)
 		}
 	}

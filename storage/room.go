@@ -44,6 +44,7 @@ type Room struct {
 	internal bool
 	broken   bool  // SQLite rolled the transaction back under us
 	wrote    bool  // the author SQL just prepared writes rows
+	changes  bool  // it may change the database: it does more than read
 	denied   error // why the authorizer refused, for the caller
 	closed   bool
 	recorded int64 // the size node.db has for the room, as far as this handle knows
@@ -51,6 +52,10 @@ type Room struct {
 	// recorded a size for the room, which only a handle that opened it can
 	// have done, or this Room opened it.
 	setUp bool
+	// pageSize is the file's page size once this Room has opened and set
+	// it up: a wake then knows the file is a den room's and skips
+	// checking.
+	pageSize int64
 	// alarmWrites counts calls that may have changed the alarm.
 	alarmWrites atomic.Uint64
 	// stmts caches prepared statements: SQLite spends more preparing a
@@ -60,9 +65,10 @@ type Room struct {
 
 // cached is a prepared statement and what the authorizer saw in it.
 type cached struct {
-	stmt   driver.Stmt
-	wrote  bool
-	noRows bool // author SQL that returned no columns when it ran
+	stmt     driver.Stmt
+	wrote    bool
+	readOnly bool
+	noRows   bool // author SQL that returned no columns when it ran
 }
 
 // maxCached bounds the statement cache; past it, the cache starts over.
@@ -80,7 +86,7 @@ func (r *Room) prepare(query string, author bool) (*cached, error) {
 	if c := r.stmts[key]; c != nil {
 		return c, nil
 	}
-	r.wrote, r.denied = false, nil
+	r.wrote, r.changes, r.denied = false, false, nil
 	st, err := r.dc.(driver.ConnPrepareContext).PrepareContext(bg, query)
 	if err != nil {
 		return nil, err
@@ -91,7 +97,7 @@ func (r *Room) prepare(query string, author bool) (*cached, error) {
 	if r.stmts == nil {
 		r.stmts = map[string]*cached{}
 	}
-	c := &cached{stmt: st, wrote: r.wrote}
+	c := &cached{stmt: st, wrote: r.wrote, readOnly: !r.changes}
 	r.stmts[key] = c
 	return c, nil
 }
@@ -247,9 +253,9 @@ func (r *Room) releaseHandle() {
 func (r *Room) openHandle() error {
 	err := r.openFile()
 	if err != nil && r.setUp {
-		// The folder is not where node.db's record said (moved away, say):
-		// open the room as a new one.
-		r.setUp = false
+		// The file is not where node.db's record, or this Room's last
+		// open, said (moved away, say): open the room as a new one.
+		r.setUp, r.pageSize = false, 0
 		err = r.openFile()
 	}
 	if err == nil {
@@ -259,9 +265,10 @@ func (r *Room) openHandle() error {
 }
 
 // openFile opens the room's file and readies the connection. For a room
-// set up before (r.setUp) the folder is known to exist, and a wake skips
-// making sure of it: a sleeping room's wake is on the path of the message
-// that woke it.
+// set up before (r.setUp) the folder is known to exist, and for one this
+// Room opened before (r.pageSize) the file is known to be a den room's:
+// a wake skips making sure of either, as it is on the path of the message
+// that woke the room.
 func (r *Room) openFile() error {
 	path := r.store.path(r.id)
 	if !r.setUp {
@@ -269,7 +276,14 @@ func (r *Room) openFile() error {
 			return err
 		}
 	}
-	db, err := sql.Open("sqlite", r.store.dsn(path))
+	woken := r.pageSize > 0
+	dsn := "file:" + path
+	if woken {
+		// Without create: a file gone since the last open fails here, and
+		// openHandle sets the room up as a new one.
+		dsn += "?mode=rw"
+	}
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return err
 	}
@@ -279,6 +293,7 @@ func (r *Room) openFile() error {
 		db.Close()
 		return err
 	}
+	pageSize := r.pageSize
 	lim := r.store.limits
 	setup := func() error {
 		if _, err := sqlite.Limit(conn, sqlite3.SQLITE_LIMIT_LENGTH, int(lim.MaxValueBytes+lim.MaxKeyBytes+1024)); err != nil {
@@ -305,20 +320,35 @@ func (r *Room) openFile() error {
 		if err != nil {
 			return err
 		}
-		if _, err := conn.ExecContext(bg, `PRAGMA cache_size = -`+strconv.Itoa(r.store.cache)); err != nil {
+		// One list, run in one call: each statement apart costs a wake
+		// about as much as running it. Exclusive locking goes first, before
+		// anything reads the file, so that in WAL mode SQLite keeps the WAL
+		// index in memory and never creates the -shm file: one descriptor
+		// less.
+		pragmas := `PRAGMA locking_mode = EXCLUSIVE; PRAGMA synchronous = ` + r.store.sync +
+			`; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -` + strconv.Itoa(r.store.cache) + `;`
+		maxPages := func() string {
+			return ` PRAGMA max_page_count = ` + strconv.FormatInt(lim.MaxDatabaseBytes/pageSize, 10)
+		}
+		if woken {
+			// WAL mode is kept in the file, set at its first open.
+			_, err := conn.ExecContext(bg, pragmas+maxPages())
 			return err
 		}
-		var pageSize, made int64
+		if _, err := conn.ExecContext(bg, pragmas+` PRAGMA journal_mode = WAL`); err != nil {
+			return err
+		}
+		var made int64
 		if err := conn.QueryRowContext(bg, `SELECT (SELECT page_size FROM pragma_page_size()),
 			(SELECT count(*) FROM sqlite_schema WHERE name = '_den_meta')`).Scan(&pageSize, &made); err != nil {
 			return err
 		}
-		if _, err := conn.ExecContext(bg, `PRAGMA max_page_count = `+strconv.FormatInt(lim.MaxDatabaseBytes/pageSize, 10)); err != nil {
+		if _, err := conn.ExecContext(bg, maxPages()); err != nil {
 			return err
 		}
 		if made > 0 {
 			// den's tables are made together, in the one transaction
-			// below: a wake finds them and skips making them again.
+			// below: finding one, a first open skips making them again.
 			return nil
 		}
 		_, err = conn.ExecContext(bg, `BEGIN;
@@ -339,7 +369,7 @@ func (r *Room) openFile() error {
 		dc = c.(driver.Conn)
 		return nil
 	})
-	r.db, r.conn, r.dc = db, conn, dc
+	r.db, r.conn, r.dc, r.pageSize = db, conn, dc, pageSize
 	return nil
 }
 
@@ -476,6 +506,11 @@ func (r *Room) write(f func() error) error {
 		return err
 	}
 	defer r.releaseHandle()
+	return r.writeHeld(f)
+}
+
+// writeHeld is write for a caller that has acquired r.
+func (r *Room) writeHeld(f func() error) error {
 	if r.inTx {
 		if r.broken {
 			return errBroken

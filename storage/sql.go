@@ -73,12 +73,13 @@ func (c *Cursor) named(vals []any) map[string]any {
 }
 
 // Exec runs one SQL statement with args bound to its ? parameters, inside
-// the open transaction or, if none is open, one of its own. It refuses
+// the open transaction or, if none is open, one of its own (none for a
+// statement that only reads). It refuses
 // transaction control, ATTACH, PRAGMA (but the read-only table_info,
 // table_list, index_list and friends) and den's own tables.
 func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 	cur := &Cursor{}
-	err := r.write(func() error {
+	run := func() error {
 		r.internal = false
 		defer func() { r.internal = true }()
 		st, err := r.prepare(query, true)
@@ -128,11 +129,36 @@ func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 			return err
 		}
 		return nil
-	})
+	}
+	if err := r.acquire(); err != nil {
+		return nil, err
+	}
+	defer r.releaseHandle()
+	var err error
+	if r.readsOnly(query) {
+		err = r.mapError(run())
+	} else {
+		err = r.writeHeld(run)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return cur, nil
+}
+
+// readsOnly reports whether author SQL query, outside a transaction, only
+// reads. It then runs without one: a read needs neither the write lock
+// nor the epoch check nor a commit, and a constructor that loads the
+// room's state reads on the path of the event that woke the room.
+func (r *Room) readsOnly(query string) bool {
+	// At prepare the authorizer sees only the first of several statements.
+	if r.inTx || strings.Contains(query, ";") {
+		return false
+	}
+	r.internal = false
+	st, err := r.prepare(query, true)
+	r.internal = true
+	return err == nil && st.readOnly
 }
 
 // readPragmas may be read by author SQL; setting any pragma is refused.
@@ -152,6 +178,11 @@ func (r *Room) authorize(action sqlite.AuthorizerActionCode, arg1, arg2, dbName,
 	if dbName != "" && dbName != "main" {
 		r.denied = ErrReserved
 		return sqlite.AuthorizerDeny
+	}
+	switch action {
+	case sqlite.AuthRead, sqlite.AuthSelect, sqlite.AuthFunction, sqlite.AuthRecursive, sqlite.AuthPragma:
+	default:
+		r.changes = true
 	}
 	switch action {
 	case sqlite.AuthCreateTempTable, sqlite.AuthCreateTempIndex, sqlite.AuthCreateTempTrigger,

@@ -344,14 +344,22 @@ func TestEpochFencing(t *testing.T) {
 	if err := r.Put("k", []byte("owner 5")); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := r.Exec(`CREATE TABLE t (x)`); err != nil {
+		t.Fatal(err)
+	}
 	// A handle still under an older epoch, as a node that lost its lease
 	// would hold.
 	r.SetEpoch(4)
+	exec := func(q string) error { _, err := r.Exec(q); return err }
 	for name, err := range map[string]error{
-		"put":   r.Put("k", []byte("owner 4")),
-		"exec":  func() error { _, err := r.Exec(`CREATE TABLE t (x)`); return err }(),
-		"begin": r.Begin(),
-		"claim": r.Claim(3),
+		"put":    r.Put("k", []byte("owner 4")),
+		"create": exec(`CREATE TABLE u (x)`),
+		"insert": exec(`INSERT INTO t VALUES (1)`),
+		// Outside a transaction a read runs in none; a write behind it
+		// in the same text must not ride along.
+		"script": exec(`SELECT 1; INSERT INTO t VALUES (2)`),
+		"begin":  r.Begin(),
+		"claim":  r.Claim(3),
 	} {
 		if !errors.Is(err, ErrStaleEpoch) {
 			t.Errorf("%s under a stale epoch: %v, want ErrStaleEpoch", name, err)
@@ -359,6 +367,10 @@ func TestEpochFencing(t *testing.T) {
 	}
 	if v, _, _ := r.Get("k"); string(v) != "owner 5" {
 		t.Fatalf("k = %q: a stale write went through", v)
+	}
+	// Reads are not fenced, by SQL as by KV.
+	if c, err := r.Exec(`SELECT count(*) AS n FROM t`); err != nil || c.All()[0]["n"] != int64(0) {
+		t.Fatalf("a read under a stale epoch: %v; or a stale insert went through", err)
 	}
 	if e, err := r.Epoch(); err != nil || e != 5 {
 		t.Fatalf("epoch %d %v", e, err)

@@ -50,18 +50,21 @@ func newChat(st *rooms.State) rooms.Handler {
 
 // makeTable makes the history table, or adds the scheduled column to one
 // made before schedule existed. It runs at every wake, so the usual case,
-// a table that is already right, costs one statement.
+// a table that is already right, costs one short statement: it reads the
+// table's CREATE text, which SQLite rewrites when a column is added, from
+// the schema it has loaded anyway. pragma_table_info costs a wake more:
+// SQLite builds its virtual table afresh on each new connection.
 func (c *chat) makeTable() error {
-	cur, err := c.st.Storage.Exec(`SELECT count(*), count(*) FILTER (WHERE name = 'scheduled') FROM pragma_table_info('messages')`)
-	if err != nil || !cur.Next() {
+	cur, err := c.st.Storage.Exec(`SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'messages'`)
+	if err != nil {
 		return err
 	}
-	switch v := cur.Values(); {
-	case v[0].(int64) == 0:
+	switch {
+	case !cur.Next():
 		_, err = c.st.Storage.Exec(`CREATE TABLE messages (
 			id INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL,
 			scheduled INTEGER NOT NULL DEFAULT 0)`)
-	case v[1].(int64) == 0:
+	case !strings.Contains(cur.Values()[0].(string), "scheduled"):
 		_, err = c.st.Storage.Exec(`ALTER TABLE messages ADD COLUMN scheduled INTEGER NOT NULL DEFAULT 0`)
 	}
 	return err
