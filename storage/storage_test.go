@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"testing"
@@ -377,6 +378,40 @@ func TestEpochFencing(t *testing.T) {
 	}
 	if err := r.Claim(6); err != nil {
 		t.Fatalf("a newer owner's claim: %v", err)
+	}
+}
+
+// A wake skips the checks a first open makes; a room whose file went
+// away while it slept (deleted by hand, say) still wakes, as a new room.
+func TestWakeAfterFileRemoved(t *testing.T) {
+	s := openStore(t, Options{})
+	r := openRoom(t, s, "aa0b")
+	if _, err := r.Exec(`CREATE TABLE t (x)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Put("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sleep(); err != nil {
+		t.Fatal(err)
+	}
+	path := s.path(r.ID())
+	for _, p := range []string{path, path + "-wal"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Wake(); err != nil {
+		t.Fatalf("wake after the file went: %v", err)
+	}
+	if _, ok, err := r.Get("k"); err != nil || ok {
+		t.Fatalf("Get = found %v, %v; want a new, empty room", ok, err)
+	}
+	if err := r.Put("k", []byte("again")); err != nil {
+		t.Fatalf("the new room takes no writes: %v", err)
+	}
+	if _, err := r.Exec(`CREATE TABLE t (x)`); err != nil {
+		t.Fatalf("the new room has the old one's table: %v", err)
 	}
 }
 
