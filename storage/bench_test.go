@@ -1,6 +1,9 @@
 package storage
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 // BenchmarkEventBatch is the room loop's storage work for one chat
 // message: a savepoint around an INSERT ... RETURNING, 100 events to a
@@ -40,28 +43,39 @@ func BenchmarkEventBatch(b *testing.B) {
 
 // BenchmarkReopen is what a room's wake costs storage: its handle opened
 // on an existing database and its first write, then closed again as the
-// room goes back to sleep.
+// room goes back to sleep. With awake rooms beside it, it shows what
+// their open files cost a wake: SQLite's unix layer walks a list of every
+// open file's inode at each open.
 //
 //	go test ./storage -run '^$' -bench Reopen -cpuprofile cpu.out
 func BenchmarkReopen(b *testing.B) {
-	s := openStore(b, Options{Dir: b.TempDir(), Synchronous: SyncNormal})
-	r := openRoom(b, s, "bb02")
-	if err := r.Put("k", []byte("v")); err != nil {
-		b.Fatal(err)
-	}
-	if err := r.Sleep(); err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for range b.N {
-		if err := r.Wake(); err != nil {
-			b.Fatal(err)
-		}
-		if err := r.Put("k", []byte("v")); err != nil {
-			b.Fatal(err)
-		}
-		if err := r.Sleep(); err != nil {
-			b.Fatal(err)
-		}
+	for _, awake := range []int{0, 1000, 4000} {
+		b.Run(fmt.Sprintf("awake=%d", awake), func(b *testing.B) {
+			s := openStore(b, Options{Dir: b.TempDir(), Synchronous: SyncNormal, MaxOpen: awake + 1})
+			for i := range awake {
+				if err := openRoom(b, s, fmt.Sprintf("cc%04x", i)).Put("k", []byte("v")); err != nil {
+					b.Fatal(err)
+				}
+			}
+			r := openRoom(b, s, "bb02")
+			if err := r.Put("k", []byte("v")); err != nil {
+				b.Fatal(err)
+			}
+			if err := r.Sleep(); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for range b.N {
+				if err := r.Wake(); err != nil {
+					b.Fatal(err)
+				}
+				if err := r.Put("k", []byte("v")); err != nil {
+					b.Fatal(err)
+				}
+				if err := r.Sleep(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
