@@ -67,7 +67,7 @@ type Room struct {
 type cached struct {
 	stmt     driver.Stmt
 	wrote    bool
-	readOnly bool
+	readOnly bool // author SQL that only reads: outside a transaction it runs in none
 	noRows   bool // author SQL that returned no columns when it ran
 }
 

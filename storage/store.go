@@ -187,12 +187,11 @@ func cmpOr[T int | int64](v, def T) T {
 	return def
 }
 
-// dsn is the open string for a database file. Exclusive locking must be
-// set before the first access in WAL mode, so that SQLite keeps the WAL
-// index in memory and never creates the -shm file: one descriptor less.
-// The driver runs _pragma values sorted by name, then _journal_mode; so
-// journal_mode is not a _pragma, and cache_size (which reads the
-// database) is set once the connection is open.
+// dsn is node.db's open string (a room's file sets its pragmas in
+// openFile). Exclusive locking must be set before the first access in WAL
+// mode, so that SQLite keeps the WAL index in memory and never creates the
+// -shm file: one descriptor less. The driver runs _pragma values sorted by
+// name, then _journal_mode; so journal_mode is not a _pragma.
 func (s *Store) dsn(path string) string {
 	return "file:" + path + "?_pragma=locking_mode(EXCLUSIVE)&_journal_mode=WAL" +
 		"&_pragma=synchronous(" + s.sync + ")&_pragma=busy_timeout(5000)"
