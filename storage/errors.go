@@ -19,8 +19,8 @@ var (
 	// the room's event loop and Transaction.
 	ErrTransactionSQL = errors.New("storage: Exec refuses transaction control, ATTACH and PRAGMA; use Transaction")
 	// ErrReserved is SQL that touches den's own tables (names starting
-	// with _den_ or sqlite_).
-	ErrReserved = errors.New("storage: tables named _den_* are den's own")
+	// with _den_), TEMP objects, or the file's raw pages (sqlite_dbpage).
+	ErrReserved = errors.New("storage: tables named _den_* are den's own, and TEMP objects and sqlite_dbpage are refused")
 	// errBroken is a transaction SQLite rolled back on its own (a full
 	// database, an I/O error): everything in it is gone, and it can only be
 	// rolled back.

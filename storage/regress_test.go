@@ -4,6 +4,7 @@ package storage
 // transaction, each a test that failed before its fix.
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -528,5 +529,81 @@ func TestRegressConcurrentStoreClose(t *testing.T) {
 		}
 		close(start)
 		wg.Wait()
+	}
+}
+
+// A wake reopens its file with its pragmas in one list. Synchronous reads
+// the file, so the busy timeout must come before it: with it after, a
+// wake beside another connection holding the file (a sqlite3 shell, a
+// second process) failed at once with SQLITE_BUSY.
+func TestRegressWakeWaitsForLock(t *testing.T) {
+	s := openStore(t, Options{})
+	r := openRoom(t, s, "ab20")
+	if err := r.Put("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sleep(); err != nil {
+		t.Fatal(err)
+	}
+	other, err := sql.Open("sqlite", "file:"+s.path(r.ID())+"?_pragma=locking_mode(EXCLUSIVE)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	other.SetMaxOpenConns(1)
+	var n int // a read takes the lock; exclusive locking mode keeps it
+	if err := other.QueryRow(`SELECT count(*) FROM _den_kv`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	woke := make(chan error, 1)
+	go func() { woke <- r.Wake() }()
+	select {
+	case err := <-woke:
+		t.Fatalf("the wake did not wait for the lock: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-woke; err != nil {
+		t.Fatalf("the wake failed once the lock was free: %v", err)
+	}
+	if v, _, err := r.Get("k"); err != nil || string(v) != "v" {
+		t.Fatalf("after the wait k = %q, %v", v, err)
+	}
+}
+
+// VACUUM shows the authorizer no action at all, so it passed for a
+// statement that only reads and ran outside any transaction, unfenced.
+func TestRegressVacuumIsFenced(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "ab21")
+	if err := r.Claim(5); err != nil {
+		t.Fatal(err)
+	}
+	r.SetEpoch(4)
+	if _, err := r.Exec(`VACUUM`); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("VACUUM under a stale epoch: %v, want ErrStaleEpoch", err)
+	}
+}
+
+// Through sqlite_dbpage a room's SQL could put back the page that held
+// the epoch before a Claim, and a handle under the older epoch could
+// write again.
+func TestRegressRawPagesCannotRewindEpoch(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "ab22")
+	if err := r.Claim(3); err != nil {
+		t.Fatal(err)
+	}
+	const page = `(SELECT rootpage FROM sqlite_schema WHERE name = '_den_meta')`
+	_, snapErr := r.Exec(`CREATE TABLE snap AS SELECT data FROM sqlite_dbpage WHERE pgno = ` + page)
+	if err := r.Claim(5); err != nil {
+		t.Fatal(err)
+	}
+	if snapErr == nil {
+		_, _ = r.Exec(`UPDATE sqlite_dbpage SET data = (SELECT data FROM snap) WHERE pgno = ` + page)
+	}
+	r.SetEpoch(4)
+	if err := r.Put("k", []byte("stale")); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("Put under epoch 4 after Claim(5): %v, want ErrStaleEpoch (snapshot: %v)", err, snapErr)
 	}
 }

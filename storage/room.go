@@ -45,6 +45,7 @@ type Room struct {
 	broken   bool  // SQLite rolled the transaction back under us
 	wrote    bool  // the author SQL just prepared writes rows
 	changes  bool  // it may change the database: it does more than read
+	selects  bool  // it is a query: VACUUM, say, shows the authorizer nothing
 	denied   error // why the authorizer refused, for the caller
 	closed   bool
 	recorded int64 // the size node.db has for the room, as far as this handle knows
@@ -86,7 +87,7 @@ func (r *Room) prepare(query string, author bool) (*cached, error) {
 	if c := r.stmts[key]; c != nil {
 		return c, nil
 	}
-	r.wrote, r.changes, r.denied = false, false, nil
+	r.wrote, r.changes, r.selects, r.denied = false, false, false, nil
 	st, err := r.dc.(driver.ConnPrepareContext).PrepareContext(bg, query)
 	if err != nil {
 		return nil, err
@@ -97,7 +98,7 @@ func (r *Room) prepare(query string, author bool) (*cached, error) {
 	if r.stmts == nil {
 		r.stmts = map[string]*cached{}
 	}
-	c := &cached{stmt: st, wrote: r.wrote, readOnly: !r.changes}
+	c := &cached{stmt: st, wrote: r.wrote, readOnly: r.selects && !r.changes}
 	r.stmts[key] = c
 	return c, nil
 }
@@ -252,7 +253,7 @@ func (r *Room) releaseHandle() {
 
 func (r *Room) openHandle() error {
 	err := r.openFile()
-	if err != nil && r.setUp {
+	if err != nil && r.setUp && cantOpen(err) {
 		// The file is not where node.db's record, or this Room's last
 		// open, said (moved away, say): open the room as a new one.
 		r.setUp, r.pageSize = false, 0
@@ -324,9 +325,11 @@ func (r *Room) openFile() error {
 		// about as much as running it. Exclusive locking goes first, before
 		// anything reads the file, so that in WAL mode SQLite keeps the WAL
 		// index in memory and never creates the -shm file: one descriptor
-		// less.
-		pragmas := `PRAGMA locking_mode = EXCLUSIVE; PRAGMA synchronous = ` + r.store.sync +
-			`; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -` + strconv.Itoa(r.store.cache) + `;`
+		// less. The busy timeout comes before the first statement that
+		// reads (synchronous does), so that a file another connection
+		// holds is waited for.
+		pragmas := `PRAGMA locking_mode = EXCLUSIVE; PRAGMA busy_timeout = 5000; PRAGMA synchronous = ` +
+			r.store.sync + `; PRAGMA cache_size = -` + strconv.Itoa(r.store.cache) + `;`
 		maxPages := func() string {
 			return ` PRAGMA max_page_count = ` + strconv.FormatInt(lim.MaxDatabaseBytes/pageSize, 10)
 		}

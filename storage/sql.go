@@ -180,7 +180,9 @@ func (r *Room) authorize(action sqlite.AuthorizerActionCode, arg1, arg2, dbName,
 		return sqlite.AuthorizerDeny
 	}
 	switch action {
-	case sqlite.AuthRead, sqlite.AuthSelect, sqlite.AuthFunction, sqlite.AuthRecursive, sqlite.AuthPragma:
+	case sqlite.AuthSelect:
+		r.selects = true
+	case sqlite.AuthRead, sqlite.AuthFunction, sqlite.AuthRecursive, sqlite.AuthPragma:
 	default:
 		r.changes = true
 	}
@@ -212,6 +214,9 @@ func (r *Room) authorize(action sqlite.AuthorizerActionCode, arg1, arg2, dbName,
 	return sqlite.AuthorizerOK
 }
 
+// reserved reports den's tables, and sqlite_dbpage (as a table or a
+// virtual table's module), through which SQL could rewrite any page of
+// the file, den's records and the epoch among them.
 func reserved(name string) bool {
-	return len(name) >= 5 && strings.EqualFold(name[:5], "_den_")
+	return len(name) >= 5 && strings.EqualFold(name[:5], "_den_") || strings.EqualFold(name, "sqlite_dbpage")
 }

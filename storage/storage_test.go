@@ -219,6 +219,11 @@ func TestSQL(t *testing.T) {
 		{`DROP TABLE _den_kv`, ErrReserved},
 		{`CREATE TABLE _den_mine (x)`, ErrReserved},
 		{`CREATE INDEX i ON _den_kv (value)`, ErrReserved},
+		// Raw pages would let SQL rewrite den's records, the epoch among
+		// them (the regression test walks through it).
+		{`SELECT data FROM sqlite_dbpage WHERE pgno = 1`, ErrReserved},
+		{`UPDATE sqlite_dbpage SET data = zeroblob(4096) WHERE pgno = 2`, ErrReserved},
+		{`CREATE VIRTUAL TABLE pages USING sqlite_dbpage`, ErrReserved},
 	}
 	for _, tc := range refused {
 		if _, err := r.Exec(tc.q); !errors.Is(err, tc.want) {
