@@ -162,9 +162,10 @@ func (r *Room) readsOnly(query string) bool {
 }
 
 // readPragmas may be read by author SQL; setting any pragma is refused.
+// data_version is read by FTS5 on the room's connection.
 var readPragmas = map[string]bool{
 	"table_info": true, "table_xinfo": true, "table_list": true, "index_list": true,
-	"index_info": true, "index_xinfo": true, "foreign_key_list": true,
+	"index_info": true, "index_xinfo": true, "foreign_key_list": true, "data_version": true,
 }
 
 // authorize is the connection's SQLite authorizer. It checks only author

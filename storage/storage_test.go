@@ -386,6 +386,42 @@ func TestEpochFencing(t *testing.T) {
 	}
 }
 
+// FTS5 reads PRAGMA data_version on the room's connection; with the
+// pragma refused, no full-text table could take a row.
+func TestFullTextSearch(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "aa0c")
+	for _, q := range []string{
+		`CREATE VIRTUAL TABLE notes USING fts5(body)`,
+		`INSERT INTO notes (body) VALUES ('hello world'), ('goodbye moon')`,
+	} {
+		if _, err := r.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	match := func() []map[string]any {
+		c, err := r.Exec(`SELECT body FROM notes WHERE notes MATCH 'hello'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.All()
+	}
+	if got := match(); len(got) != 1 || got[0]["body"] != "hello world" {
+		t.Fatalf("MATCH 'hello' outside a transaction = %v", got)
+	}
+	if err := r.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Exec(`INSERT INTO notes (body) VALUES ('hello again')`); err != nil {
+		t.Fatal(err)
+	}
+	if got := match(); len(got) != 2 {
+		t.Fatalf("MATCH 'hello' inside the transaction = %v", got)
+	}
+	if err := r.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A wake skips the checks a first open makes; a room whose file went
 // away while it slept (deleted by hand, say) still wakes, as a new room.
 func TestWakeAfterFileRemoved(t *testing.T) {
