@@ -44,6 +44,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--message-burst", "-3"}, nil, "--message-burst"},
 		{[]string{"--max-room-sockets", "0"}, nil, "--max-room-sockets"},
 		{[]string{"--max-active-rooms", "-1"}, nil, "--max-active-rooms"},
+		{[]string{"--max-open-databases", "0"}, nil, "--max-open-databases"},
 		{nil, map[string]string{"DEN_MESSAGE_RATE": "fast"}, "DEN_MESSAGE_RATE"},
 		{[]string{"--listen", "nowhere"}, nil, "listen address"},
 		{nil, map[string]string{"DEN_LISTEN": "nowhere"}, "listen address"},
