@@ -225,21 +225,21 @@ func (r *room) take(max int) []*event {
 func (r *room) offerSleep(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.running && (len(r.held) == 0 || r.dead) {
-		// Asleep, or gone, with nothing owed: the sweep is done with it
-		// until it starts or holds an event again.
-		r.watch(false)
-		return
-	}
-	if !r.running && len(r.held) > 0 && !r.stopped && !r.dead {
+	if !r.running {
+		if len(r.held) == 0 || r.dead {
+			// Asleep, or gone, with nothing owed: the sweep is done with
+			// it until it starts or holds an event again.
+			r.watch(false)
+			return
+		}
 		// A wake failed, or the node was at its room limit, with closes or
 		// alarms to deliver: try again, once a second, when there is room.
-		if now.Sub(r.failed) >= time.Second && !r.rt.atActiveLimit() {
+		if !r.stopped && now.Sub(r.failed) >= time.Second && !r.rt.atActiveLimit() {
 			r.startLocked()
 		}
 		return
 	}
-	if !r.running || r.busy || r.sleep || r.stopped || len(r.queue) > 0 {
+	if r.busy || r.sleep || r.stopped || len(r.queue) > 0 {
 		return
 	}
 	after := r.rt.evictAfter
