@@ -74,9 +74,9 @@ func (c *Cursor) named(vals []any) map[string]any {
 
 // Exec runs one SQL statement with args bound to its ? parameters, inside
 // the open transaction or, if none is open, one of its own (none for a
-// statement that only reads). It refuses
-// transaction control, ATTACH, PRAGMA (but the read-only table_info,
-// table_list, index_list and friends) and den's own tables.
+// statement that only reads). It refuses transaction control, ATTACH,
+// PRAGMA (but the read-only table_info, table_list, index_list and
+// friends), den's own tables and sqlite_dbpage.
 func (r *Room) Exec(query string, args ...any) (*Cursor, error) {
 	cur := &Cursor{}
 	run := func() error {
