@@ -25,20 +25,13 @@ var errNoHandle = errors.New("storage: the sqlite driver's connection has no han
 
 // skipCheckpointOnClose sets SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE on dc, a
 // modernc.org/sqlite connection inside sql.Conn.Raw. The driver has no API
-// for sqlite3_db_config, so this reads the handle and the thread state it
-// keeps in its connection, and makes the call the way the driver's own
-// dbConfigBool does. Raw gives the caller the connection to itself.
+// for sqlite3_db_config, so this makes the call the way the driver's own
+// dbConfigBool does, on the handle sqliteHandle reads.
 func skipCheckpointOnClose(dc any) error {
-	v := reflect.ValueOf(dc)
-	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
-		return errNoHandle
+	db, t, err := sqliteHandle(dc)
+	if err != nil {
+		return err
 	}
-	db, tls := v.Elem().FieldByName("db"), v.Elem().FieldByName("tls")
-	if !db.IsValid() || db.Kind() != reflect.Uintptr || db.Uint() == 0 ||
-		!tls.IsValid() || tls.Type() != reflect.TypeFor[*libc.TLS]() || tls.IsNil() {
-		return errNoHandle
-	}
-	t := (*libc.TLS)(tls.UnsafePointer())
 	// Variadic arguments go in 8-byte slots: the int on, then the int*
 	// for the old value, which SQLite may be given as NULL.
 	const slot = 8
@@ -47,11 +40,27 @@ func skipCheckpointOnClose(dc any) error {
 		return errors.New("storage: out of memory configuring a room's database")
 	}
 	defer libc.Xfree(t, va)
-	if rc := sqlite3.Xsqlite3_db_config(t, uintptr(db.Uint()), sqlite3.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+	if rc := sqlite3.Xsqlite3_db_config(t, db, sqlite3.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
 		libc.VaList(va, int32(1), uintptr(0))); rc != sqlite3.SQLITE_OK {
 		return errors.New("storage: sqlite3_db_config(NO_CKPT_ON_CLOSE) failed")
 	}
 	return nil
+}
+
+// sqliteHandle reads the SQLite handle of dc, a modernc.org/sqlite
+// connection inside sql.Conn.Raw, and the thread state the driver keeps
+// with it. Raw gives the caller the connection to itself.
+func sqliteHandle(dc any) (uintptr, *libc.TLS, error) {
+	v := reflect.ValueOf(dc)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return 0, nil, errNoHandle
+	}
+	db, tls := v.Elem().FieldByName("db"), v.Elem().FieldByName("tls")
+	if !db.IsValid() || db.Kind() != reflect.Uintptr || db.Uint() == 0 ||
+		!tls.IsValid() || tls.Type() != reflect.TypeFor[*libc.TLS]() || tls.IsNil() {
+		return 0, nil, errNoHandle
+	}
+	return uintptr(db.Uint()), (*libc.TLS)(tls.UnsafePointer()), nil
 }
 
 // fileSize is the size of the file at path, 0 if it is not there.
