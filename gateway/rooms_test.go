@@ -42,11 +42,14 @@ func (h *hub) Join(j *Join) {
 		}
 		s := j.Accept()
 		s.SetTags([]string{user})
-		// Sent at once: must reach the client after the 101, not before.
-		_ = s.Send(true, []byte("welcome "+s.Tags()[0]))
+		// A member before the welcome: a client that closes once it has
+		// the welcome must find itself in sockets for Closed to remove.
 		h.mu.Lock()
 		h.sockets[s] = true
 		h.mu.Unlock()
+		// Sent right after Accept: must reach the client after the 101,
+		// not before.
+		_ = s.Send(true, []byte("welcome "+s.Tags()[0]))
 	}()
 }
 
