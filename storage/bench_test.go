@@ -79,3 +79,28 @@ func BenchmarkReopen(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCreate is what a new room costs storage: its node.db record,
+// its file made and set up, its first write, and its sleep.
+//
+//	go test ./storage -run '^$' -bench Create -benchtime 500x
+func BenchmarkCreate(b *testing.B) {
+	for _, sync := range []string{SyncNormal, SyncFull} {
+		b.Run(sync, func(b *testing.B) {
+			s := openStore(b, Options{Dir: b.TempDir(), Synchronous: sync})
+			b.ResetTimer()
+			for i := range b.N {
+				r, err := s.Room(fmt.Sprintf("cc%06x", i), "bench", fmt.Sprint(i))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := r.Put("k", []byte("v")); err != nil {
+					b.Fatal(err)
+				}
+				if err := r.Sleep(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -239,10 +240,12 @@ func (r *Room) acquire() error {
 }
 
 // cantOpen reports SQLite's "unable to open database file", which is what
-// running out of descriptors looks like.
+// running out of descriptors looks like, or the same from den's own
+// making of a new room's file.
 func cantOpen(err error) bool {
 	var se *sqlite.Error
-	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CANTOPEN
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CANTOPEN ||
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // releaseHandle ends a call: r stays in the pool, most recently used.
@@ -278,6 +281,11 @@ func (r *Room) openFile() error {
 		}
 	}
 	woken := r.pageSize > 0
+	if !woken {
+		if err := r.store.makeFile(path); err != nil {
+			return err
+		}
+	}
 	dsn := "file:" + path
 	if woken {
 		// Without create: a file gone since the last open fails here, and
@@ -354,10 +362,7 @@ func (r *Room) openFile() error {
 			// below: finding one, a first open skips making them again.
 			return nil
 		}
-		_, err = conn.ExecContext(bg, `BEGIN;
-			CREATE TABLE IF NOT EXISTS _den_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-			CREATE TABLE IF NOT EXISTS _den_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
-			COMMIT;`)
+		_, err = conn.ExecContext(bg, `BEGIN; `+denTables+` COMMIT;`)
 		return err
 	}
 	if err := setup(); err != nil {

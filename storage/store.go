@@ -86,6 +86,9 @@ type Store struct {
 	sizes   map[string]int64
 	quit    chan struct{}
 	flushed chan struct{}
+
+	emptyMu sync.Mutex
+	empty   []byte // the image new room files are made from (newfile.go)
 }
 
 // RoomRecord is what node.db keeps about a room this node created.
@@ -306,7 +309,7 @@ func (s *Store) Delete(id string) error {
 		return err
 	}
 	p := s.path(id)
-	for _, f := range []string{p, p + "-wal", p + "-shm"} {
+	for _, f := range []string{p, p + "-wal", p + "-shm", p + ".new"} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("storage: %w", err)
 		}
