@@ -34,6 +34,14 @@ func (s *Store) makeFile(path string) error {
 	// by the next, and only one Room per id makes the file at a time.
 	tmp := path + ".new"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The folder of a room node.db knows is gone (removed by hand, or
+		// a data folder restored without it): the room starts again empty,
+		// as openHandle has it.
+		if err = os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
+			f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		}
+	}
 	if err != nil {
 		return err
 	}

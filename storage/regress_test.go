@@ -607,3 +607,86 @@ func TestRegressRawPagesCannotRewindEpoch(t *testing.T) {
 		t.Fatalf("Put under epoch 4 after Claim(5): %v, want ErrStaleEpoch (snapshot: %v)", err, snapErr)
 	}
 }
+
+// A room node.db knows (it has slept, so node.db holds its size) whose
+// folder is gone when den starts again (removed by hand, or a data folder
+// restored without it) opens as a new room, as it did before new files
+// were copied into place: the copy makes the folder.
+func TestRegressKnownRoomWhoseFolderIsGone(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Options{Dir: dir})
+	r := openRoom(t, s, "aa40")
+	if err := r.Put("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil { // records the room's size in node.db
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Dir(s.path("aa40"))); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, Options{Dir: dir})
+	r, err := s.Room("aa40", "test", "n")
+	if err != nil {
+		t.Fatalf("a known room whose folder is gone: %v", err)
+	}
+	if err := r.Put("k", []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Store.Room returns one *Room per id until it is closed. A caller that
+// finds the Room in the map while its first open runs gets it at once;
+// when that open fails, the Room is closed before it leaves the map, so
+// that caller cannot hold the file open under a second Room beside the
+// one the next caller gets.
+func TestRegressOneRoomPerIDAfterAFailedOpen(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Options{Dir: dir})
+	// Any failure of the first open does; here the empty room image
+	// cannot be made (a folder where it goes).
+	img := filepath.Join(dir, "rooms", ".empty-room.db")
+	if err := os.MkdirAll(filepath.Join(img, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		r   *Room
+		err error
+	}
+	s.emptyMu.Lock() // holds A's first open before it fails
+	a := make(chan result, 1)
+	go func() { r, err := s.Room("aa60", "test", "n"); a <- result{r, err} }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		_, inMap := s.rooms["aa60"]
+		s.mu.Unlock()
+		if inMap {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("A's Room never reached the map")
+		}
+	}
+	// B asks for the room while A opens it, and gets A's Room.
+	rb, err := s.Room("aa60", "test", "n")
+	s.emptyMu.Unlock()
+	if ra := <-a; ra.err == nil {
+		t.Fatal("A's open did not fail")
+	}
+	if err := os.RemoveAll(img); err != nil {
+		t.Fatal(err)
+	}
+	if err != nil {
+		t.Fatalf("B: %v", err)
+	}
+	if err := rb.Put("k", []byte("B")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("B's Room after A's open failed: Put = %v, want ErrClosed", err)
+	}
+	rc, err := s.Room("aa60", "test", "n")
+	if err != nil {
+		t.Fatalf("C, after the failed open: %v", err)
+	}
+	if err := rc.Put("k", []byte("C")); err != nil {
+		t.Fatalf("C's Room: %v", err)
+	}
+}

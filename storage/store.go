@@ -228,6 +228,10 @@ func (s *Store) Room(id, kind, name string) (*Room, error) {
 	s.rooms[id] = r
 	s.mu.Unlock()
 	fail := func(err error) (*Room, error) {
+		// Closed for good before it leaves the map: a caller that got r
+		// from the map meanwhile must not keep a second Room for id open
+		// beside the one the next caller gets.
+		_ = r.shut(true)
 		s.mu.Lock()
 		if s.rooms[id] == r {
 			delete(s.rooms, id)
