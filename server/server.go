@@ -95,6 +95,9 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := storage.TuningError(); err != nil {
+		cfg.Logger.Warn("rooms run with SQLite's default memory settings", zap.Error(err))
+	}
 	kinds := map[string]rooms.Kind{}
 	var order []string
 	for _, k := range append(builtin.Kinds(), cfg.Kinds...) {

@@ -26,6 +26,12 @@ const (
 // SQLite's default pool, as before.
 var lookasideErr = setLookaside(lookasideSlotBytes, lookasideBytes/lookasideSlotBytes)
 
+// TuningError says why a process-wide SQLite setting den makes (the
+// smaller lookaside pool) did not take: SQLite was used in the process
+// before this package initialized. Rooms work all the same, with more
+// memory to fault in at each wake.
+func TuningError() error { return lookasideErr }
+
 // setLookaside makes size-byte slots, count of them in all, the lookaside
 // pool of every SQLite connection opened from now on.
 func setLookaside(size, count int32) error {

@@ -14,8 +14,8 @@ import (
 // has. SQLite's default pool has 123 slots, which this workload (a wide
 // table, an index, a join) goes past.
 func TestLookasideIsSmall(t *testing.T) {
-	if lookasideErr != nil {
-		t.Fatal(lookasideErr)
+	if err := TuningError(); err != nil {
+		t.Fatal(err)
 	}
 	r := openRoom(t, openStore(t, Options{Dir: t.TempDir()}), "aa01")
 	cols := ""
