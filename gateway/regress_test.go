@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/den-rooms/den/internal/clock"
 	"github.com/den-rooms/den/internal/wsframe"
 )
 
@@ -546,15 +547,35 @@ func TestPanicInPipelinedRequest(t *testing.T) {
 }
 
 // TestSlowReaderGetsEverything: a client that reads steadily but slowly
-// once had large answers cut off at a timeout counted from the start.
-// Timeouts here are short and the server's socket buffer small, so den
-// holds most of the answer and the read outlasts several timeouts.
+// once had large answers cut off at a timeout counted from the start. The
+// server's socket buffer is small, so den holds most of the answer, and
+// den's clock is a fake one that moves a tick per 32 KiB read: the read
+// outlasts six close timeouts while never pausing one, however the
+// machine schedules the test.
 func TestSlowReaderGetsEverything(t *testing.T) {
-	const size = 1 << 20
+	const (
+		size    = 2 << 20
+		tick    = 20 * time.Millisecond
+		perTick = 32 << 10
+	)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /big", func(w http.ResponseWriter, _ *http.Request) { w.Write(bytes.Repeat([]byte("b"), size)) })
-	srv := startServer(t, Config{Handler: mux, WriteQueueBytes: 16 << 10, MaxMessageBytes: 16 << 10,
-		Tick: 20 * time.Millisecond, CloseTimeout: 100 * time.Millisecond, HandshakeTimeout: 100 * time.Millisecond})
+	fake := clock.NewFake(time.Unix(0, 0))
+	srv := startServer(t, Config{Handler: mux, Clock: fake, WriteQueueBytes: 16 << 10, MaxMessageBytes: 16 << 10,
+		Tick: tick, CloseTimeout: 10 * tick, HandshakeTimeout: 10 * tick})
+	// advance moves den's clock a tick and waits until every loop has
+	// seen it.
+	advance := func() {
+		fake.Advance(tick)
+		want := srv.nowTick()
+		waitFor(t, "den's loops to take the tick", func() bool {
+			seen := true
+			for _, l := range *srv.loopSet.Load() {
+				onLoop(l, func() { seen = seen && l.wheel.now >= want })
+			}
+			return seen
+		})
+	}
 	for _, hdr := range []string{"X-Keep: alive", "Connection: close"} {
 		c := dialRaw(t, srv)
 		c.conn.(*net.TCPConn).SetReadBuffer(16 << 10)
@@ -569,7 +590,7 @@ func TestSlowReaderGetsEverything(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", hdr, err)
 		}
-		got := 0
+		got, sinceTick := 0, 0
 		buf := make([]byte, 8<<10)
 		for {
 			n, err := resp.Body.Read(buf)
@@ -577,7 +598,10 @@ func TestSlowReaderGetsEverything(t *testing.T) {
 			if err != nil {
 				break
 			}
-			time.Sleep(2 * time.Millisecond) // about 4 MB/s: the answer takes several timeouts
+			if sinceTick += n; sinceTick >= perTick {
+				sinceTick = 0
+				advance()
+			}
 		}
 		if got != size {
 			t.Fatalf("%s: %d of %d bytes", hdr, got, size)
