@@ -96,6 +96,7 @@ func (srv *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("gateway: listen: %w", err)
 	}
+	reserveLoopProcs(srv.cfg.EventLoops)
 	srv.cli, err = gnet.NewClient(&events{srv: srv},
 		gnet.WithNumEventLoop(srv.cfg.EventLoops),
 		// Go's accept already set TCP_NODELAY on the socket gnet duplicates;
