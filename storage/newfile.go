@@ -34,15 +34,9 @@ func (s *Store) makeFile(path string) error {
 	// One name per room: a copy a crash left half-written is overwritten
 	// by the next, and only one Room per id makes the file at a time.
 	tmp := path + ".new"
+	// A folder gone fails here with ENOENT, which cantOpen counts: the
+	// room is then set up as new, its folder made, as openHandle has it.
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if errors.Is(err, fs.ErrNotExist) {
-		// The folder of a room node.db knows is gone (removed by hand, or
-		// a data folder restored without it): the room starts again empty,
-		// as openHandle has it.
-		if err = os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
-			f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		}
-	}
 	if err != nil {
 		return err
 	}

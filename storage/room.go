@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -240,12 +241,12 @@ func (r *Room) acquire() error {
 }
 
 // cantOpen reports SQLite's "unable to open database file", which is what
-// running out of descriptors looks like, or the same from den's own
-// making of a new room's file.
+// running out of descriptors or a missing folder looks like, or the same
+// from den's own making of a new room's file.
 func cantOpen(err error) bool {
 	var se *sqlite.Error
 	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CANTOPEN ||
-		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, fs.ErrNotExist)
 }
 
 // releaseHandle ends a call: r stays in the pool, most recently used.
