@@ -44,8 +44,8 @@ func BenchmarkEventBatch(b *testing.B) {
 // BenchmarkReopen is what a room's wake costs storage: its handle opened
 // on an existing database and its first write, then closed again as the
 // room goes back to sleep. With awake rooms beside it, it shows what
-// their open files cost a wake: SQLite's unix layer walks a list of every
-// open file's inode at each open.
+// their open files cost a wake: with SQLite's locking unix VFS, each open
+// walked a list of every open file's inode (twice).
 //
 //	go test ./storage -run '^$' -bench Reopen -cpuprofile cpu.out
 func BenchmarkReopen(b *testing.B) {

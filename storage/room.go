@@ -287,11 +287,11 @@ func (r *Room) openFile() error {
 			return err
 		}
 	}
-	dsn := "file:" + path
+	dsn := "file:" + path + "?vfs=" + roomVFS
 	if woken {
 		// Without create: a file gone since the last open fails here, and
 		// openHandle sets the room up as a new one.
-		dsn += "?mode=rw"
+		dsn += "&mode=rw"
 	}
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -310,6 +310,10 @@ func (r *Room) openFile() error {
 			return err
 		}
 		err := conn.Raw(func(dc any) error {
+			// Before anything reads the file: another process may hold it.
+			if err := lockFile(dc, path); err != nil {
+				return err
+			}
 			reg, ok := dc.(sqlite.AuthorizerRegisterer)
 			if !ok {
 				return errors.New("the sqlite driver has no authorizer")
@@ -334,10 +338,9 @@ func (r *Room) openFile() error {
 		// about as much as running it. Exclusive locking goes first, before
 		// anything reads the file, so that in WAL mode SQLite keeps the WAL
 		// index in memory and never creates the -shm file: one descriptor
-		// less. The busy timeout comes before the first statement that
-		// reads (synchronous does), so that a file another connection
-		// holds is waited for.
-		pragmas := `PRAGMA locking_mode = EXCLUSIVE; PRAGMA busy_timeout = 5000; PRAGMA synchronous = ` +
+		// less (and without SQLite's locks it is the only way WAL works).
+		// No busy timeout: lockFile has waited for the file already.
+		pragmas := `PRAGMA locking_mode = EXCLUSIVE; PRAGMA synchronous = ` +
 			r.store.sync + `; PRAGMA cache_size = -` + strconv.Itoa(r.store.cache) + `;`
 		maxPages := func() string {
 			return ` PRAGMA max_page_count = ` + strconv.FormatInt(lim.MaxDatabaseBytes/pageSize, 10)

@@ -75,7 +75,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.Float64Var(&c.gateway.MessageRate, "message-rate", 0, "WebSocket messages one socket may send a second; a socket over it is closed with 1008 (0: no limit)")
 	fs.IntVar(&c.gateway.MessageBurst, "message-burst", 0, "messages a socket may send at once within --message-rate (0: the rate)")
 	fs.IntVar(&c.maxRoomSockets, "max-room-sockets", rooms.DefaultMaxSocket, "sockets one room may hold; more joins are answered 503")
-	fs.IntVar(&c.maxOpenDBs, "max-open-databases", storage.DefaultMaxOpen, "room databases kept open at once, two descriptors each; past it the least recently used awake room's file closes until its next call (each open also costs a wake more the more files are open)")
+	fs.IntVar(&c.maxOpenDBs, "max-open-databases", storage.DefaultMaxOpen, "room databases kept open at once, two descriptors each; past it the least recently used awake room's file closes until its next call")
 	fs.IntVar(&c.maxActiveRooms, "max-active-rooms", 0, "rooms this node keeps awake at once; a join, message or request that would wake one more is refused (503, or close 1013) until an idle room sleeps (0: no limit)")
 	fs.StringVar(&c.jwtSecret, "jwt-secret", "", "HMAC secret (at least 32 bytes) that HS256/384/512 join tokens are signed with; prefer DEN_JWT_SECRET or --jwt-secret-file, which ps does not show")
 	fs.StringVar(&c.jwtSecretFile, "jwt-secret-file", "", "file holding the HMAC secret for join tokens")
