@@ -2,7 +2,10 @@ package storage
 
 import (
 	"fmt"
+	"slices"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // BenchmarkEventBatch is the room loop's storage work for one chat
@@ -103,4 +106,66 @@ func BenchmarkCreate(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkWakeAfterIdle is BenchmarkReopen as a node sees it: rooms wake
+// one at a time, each after the CPU sat idle (idle before each wake), and
+// stay awake, so each wake gets memory other rooms gave back as they
+// slept. It reports the wake and first write's time, timed apart from the
+// idle, and the page faults each took.
+//
+//	go test ./storage -run '^$' -bench WakeAfterIdle -benchtime 1000x
+func BenchmarkWakeAfterIdle(b *testing.B) {
+	for _, idle := range []time.Duration{0, 5 * time.Millisecond} {
+		b.Run(fmt.Sprintf("idle=%v", idle), func(b *testing.B) {
+			const nrooms = 1000
+			s := openStore(b, Options{Dir: b.TempDir(), Synchronous: SyncNormal, MaxOpen: nrooms})
+			rooms := make([]*Room, nrooms)
+			for i := range rooms {
+				rooms[i] = openRoom(b, s, fmt.Sprintf("cc%04x", i))
+			}
+			lat := make([]time.Duration, 0, b.N)
+			var faults int64
+			b.ResetTimer()
+			for i := range b.N {
+				r := rooms[i%nrooms]
+				if i%nrooms == 0 {
+					for _, r := range rooms {
+						if err := r.Put("k", []byte("v")); err != nil {
+							b.Fatal(err)
+						}
+						if err := r.Sleep(); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				time.Sleep(idle)
+				f0 := minorFaults(b)
+				t0 := time.Now()
+				if err := r.Wake(); err != nil {
+					b.Fatal(err)
+				}
+				if err := r.Put("k", []byte("w")); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+				faults += minorFaults(b) - f0
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			b.ReportMetric(float64(faults)/float64(b.N), "faults/wake")
+		})
+	}
+}
+
+// minorFaults is the page faults the process has taken that the kernel
+// served without reading a disk.
+func minorFaults(b *testing.B) int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return ru.Minflt
 }
