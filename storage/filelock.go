@@ -39,6 +39,11 @@ var busyTimeout = 5 * time.Second
 // busyTimeout.
 var ErrFileBusy = errors.New("storage: the room's database file is locked by another process")
 
+// errReadOnly means SQLite could open a room's file only for reading.
+// cantOpen counts it: when descriptors ran out, the pool gives idle ones
+// up and the open is tried again.
+var errReadOnly = errors.New("storage: the room's database file opened read-only")
+
 // lockFile takes a write lock on SQLite's lock bytes of the room's file at
 // path, on the descriptor SQLite opened it with (dc is a modernc.org/sqlite
 // connection inside sql.Conn.Raw), waiting up to busyTimeout for another
@@ -50,24 +55,27 @@ func lockFile(dc any, path string) error {
 	if err != nil {
 		return err
 	}
-	// The descriptor is read from SQLite's struct for the file: make sure
-	// it is the room's file before locking anything with it.
-	var open, named unix.Stat_t
+	var open unix.Stat_t
 	if err := unix.Fstat(fd, &open); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
-	if err := unix.Stat(path, &named); err != nil {
-		return fmt.Errorf("storage: %w", err)
-	}
-	if open.Dev != named.Dev || open.Ino != named.Ino {
-		return errNoHandle
+	// The descriptor is read from SQLite's struct for the file: make sure
+	// it is the room's file before locking anything with it.
+	if err := sameFile(&open, path); err != nil {
+		return err
 	}
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: pendingByte, Len: lockBytes}
 	deadline := time.Now().Add(busyTimeout)
 	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
 		err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk)
 		if err == nil {
-			return nil
+			break
+		}
+		if errors.Is(err, unix.EBADF) {
+			// A write lock on a descriptor open for reading: SQLite fell
+			// back to read-only, as it does when its read-write open
+			// fails (out of descriptors, or no permission).
+			return errReadOnly
 		}
 		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
 			return fmt.Errorf("storage: locking a room's file: %w", err)
@@ -77,6 +85,21 @@ func lockFile(dc any, path string) error {
 		}
 		time.Sleep(pause)
 	}
+	// Checked again under the lock: a file put in place of this one while
+	// the lock was awaited is not the one locked.
+	return sameFile(&open, path)
+}
+
+// sameFile reports whether path names the file open is the status of.
+func sameFile(open *unix.Stat_t, path string) error {
+	var named unix.Stat_t
+	if err := unix.Stat(path, &named); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	if open.Dev != named.Dev || open.Ino != named.Ino {
+		return fmt.Errorf("storage: %s is not the file SQLite opened: it was replaced during the open", path)
+	}
+	return nil
 }
 
 // fileDescriptor is the descriptor of dc's main database file, read

@@ -3,6 +3,7 @@ package storage
 import (
 	"database/sql"
 	"errors"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -68,5 +69,35 @@ func TestWakeGivesUpOnBusyFile(t *testing.T) {
 	}
 	if v, _, err := r.Get("k"); err != nil || string(v) != "v" {
 		t.Fatalf("after the file was let go k = %q, %v", v, err)
+	}
+}
+
+// The same from another process: the sqlite3 shell, the tool the README
+// names for backups.
+func TestShellWaitsForSleep(t *testing.T) {
+	shell, err := exec.LookPath("sqlite3")
+	if err != nil {
+		t.Skip("no sqlite3 shell on this machine")
+	}
+	s := openStore(t, Options{})
+	r := openRoom(t, s, "ab32")
+	if err := r.Put("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	query := func() string {
+		out, _ := exec.Command(shell, s.path(r.ID()), "SELECT count(*) FROM _den_kv").CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+	if out := query(); !strings.Contains(out, "locked") {
+		t.Fatalf("the shell on an awake room's file: %q, want it locked", out)
+	}
+	if err := r.Sleep(); err != nil {
+		t.Fatal(err)
+	}
+	if out := query(); out != "1" {
+		t.Fatalf("the shell on a sleeping room's file: %q, want 1", out)
+	}
+	if v, _, err := r.Get("k"); err != nil || string(v) != "v" {
+		t.Fatalf("after the shell k = %q, %v", v, err)
 	}
 }

@@ -241,12 +241,14 @@ func (r *Room) acquire() error {
 }
 
 // cantOpen reports SQLite's "unable to open database file", which is what
-// running out of descriptors or a missing folder looks like, or the same
-// from den's own making of a new room's file.
+// running out of descriptors or a missing folder looks like, the same from
+// den's own making of a new room's file, or a file SQLite could open only
+// for reading, which is what it does when its read-write open fails.
 func cantOpen(err error) bool {
 	var se *sqlite.Error
 	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CANTOPEN ||
-		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, fs.ErrNotExist)
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, fs.ErrNotExist) ||
+		errors.Is(err, errReadOnly)
 }
 
 // releaseHandle ends a call: r stays in the pool, most recently used.
