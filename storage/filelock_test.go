@@ -45,19 +45,7 @@ func TestWakeGivesUpOnBusyFile(t *testing.T) {
 	if err := r.Put("k", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Sleep(); err != nil {
-		t.Fatal(err)
-	}
-	other, err := sql.Open("sqlite", "file:"+s.path(r.ID())+"?_pragma=locking_mode(EXCLUSIVE)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	other.SetMaxOpenConns(1)
-	var n int // a read takes the lock; exclusive locking mode keeps it
-	if err := other.QueryRow(`SELECT count(*) FROM _den_kv`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
+	other := sleepAndHold(t, s, r)
 	if err := r.Wake(); !errors.Is(err, ErrFileBusy) {
 		t.Fatalf("wake beside a held file: %v, want ErrFileBusy", err)
 	}
@@ -100,4 +88,24 @@ func TestShellWaitsForSleep(t *testing.T) {
 	if v, _, err := r.Get("k"); err != nil || string(v) != "v" {
 		t.Fatalf("after the shell k = %q, %v", v, err)
 	}
+}
+
+// sleepAndHold puts r to sleep and has another connection take its file
+// and keep it, as a sqlite3 shell in a transaction would, until closed.
+func sleepAndHold(t *testing.T, s *Store, r *Room) *sql.DB {
+	t.Helper()
+	if err := r.Sleep(); err != nil {
+		t.Fatal(err)
+	}
+	other, err := sql.Open("sqlite", "file:"+s.path(r.ID())+"?_pragma=locking_mode(EXCLUSIVE)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	other.SetMaxOpenConns(1)
+	var n int // a read takes the lock; exclusive locking mode keeps it
+	if err := other.QueryRow(`SELECT count(*) FROM _den_kv`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return other
 }

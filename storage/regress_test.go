@@ -4,7 +4,6 @@ package storage
 // transaction, each a test that failed before its fix.
 
 import (
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -542,19 +541,7 @@ func TestRegressWakeWaitsForLock(t *testing.T) {
 	if err := r.Put("k", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Sleep(); err != nil {
-		t.Fatal(err)
-	}
-	other, err := sql.Open("sqlite", "file:"+s.path(r.ID())+"?_pragma=locking_mode(EXCLUSIVE)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	other.SetMaxOpenConns(1)
-	var n int // a read takes the lock; exclusive locking mode keeps it
-	if err := other.QueryRow(`SELECT count(*) FROM _den_kv`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
+	other := sleepAndHold(t, s, r)
 	woke := make(chan error, 1)
 	go func() { woke <- r.Wake() }()
 	select {
