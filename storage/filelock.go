@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 	"unsafe"
 
@@ -127,4 +128,23 @@ func fileDescriptor(dc any) (int, error) {
 	var uf sqlite3.TunixFile
 	fh := libc.GoBytes(f+unsafe.Offsetof(uf.Fh), int(unsafe.Sizeof(uf.Fh)))
 	return int(int32(binary.NativeEndian.Uint32(fh))), nil
+}
+
+// checkFileLocks fails when the file system under dir has no open file
+// description locks (Linux before 3.15, some network and FUSE file
+// systems), so that a data folder where no room could open says so at
+// start-up rather than at every wake.
+func checkFileLocks(dir string) error {
+	f, err := os.CreateTemp(dir, ".lock-check-*")
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: pendingByte, Len: lockBytes}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+		return fmt.Errorf("storage: the data folder %s cannot hold the locks den puts on rooms' files "+
+			"(open file description locks: Linux 3.15 or later, on a file system that has them): %w", dir, err)
+	}
+	return nil
 }

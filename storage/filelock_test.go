@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -108,4 +109,15 @@ func sleepAndHold(t *testing.T, s *Store, r *Room) *sql.DB {
 		t.Fatal(err)
 	}
 	return other
+}
+
+// Open checks that the data folder takes the locks rooms need, and leaves
+// nothing of the check behind.
+func TestOpenChecksLocksCleanly(t *testing.T) {
+	dir := t.TempDir()
+	openStore(t, Options{Dir: dir})
+	left, err := filepath.Glob(filepath.Join(dir, "rooms", ".lock-check-*"))
+	if err != nil || len(left) > 0 {
+		t.Fatalf("the lock check left %v (%v)", left, err)
+	}
 }

@@ -128,6 +128,9 @@ func Open(opts Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(s.dir, "rooms"), 0o755); err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
+	if err := checkFileLocks(filepath.Join(s.dir, "rooms")); err != nil {
+		return nil, err
+	}
 	node, err := sql.Open("sqlite", s.dsn(filepath.Join(s.dir, "node.db")))
 	if err != nil {
 		return nil, fmt.Errorf("storage: node.db: %w", err)
