@@ -531,10 +531,10 @@ func TestRegressConcurrentStoreClose(t *testing.T) {
 	}
 }
 
-// A wake reopens its file with its pragmas in one list. Synchronous reads
-// the file, so the busy timeout must come before it: with it after, a
-// wake beside another connection holding the file (a sqlite3 shell, a
-// second process) failed at once with SQLITE_BUSY.
+// A wake beside another connection holding the file (a sqlite3 shell, a
+// second process) waits for it. It once failed at once with SQLITE_BUSY,
+// when the busy timeout came after the first pragma that reads the file;
+// the wait is now den's own lock's (lockFile).
 func TestRegressWakeWaitsForLock(t *testing.T) {
 	s := openStore(t, Options{})
 	r := openRoom(t, s, "ab20")
