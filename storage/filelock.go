@@ -18,9 +18,9 @@ import (
 // layer without its locks. The locking unix VFS keeps one list of every
 // file the process has open and walks it twice at each open, under a
 // mutex for the whole process; with a thousand rooms awake that walk, on
-// memory gone cold between wakes, was a quarter of a wake's storage time.
-// den never opens a room's file twice (one Room per id), so what the locks
-// still did was keep other processes out; lockFile does that instead.
+// memory gone cold between wakes, cost up to a quarter of a wake's storage
+// time. den never opens a room's file twice (one Room per id), so what the
+// locks still did was keep other processes out; lockFile does that instead.
 const roomVFS = "unix-none"
 
 // SQLite's lock bytes: every reader in another process takes a read lock
