@@ -170,11 +170,10 @@ func BenchmarkWake(b *testing.B) {
 		{"full-paced", storage.SyncFull, 5 * time.Millisecond},
 		{"normal-paced", storage.SyncNormal, 5 * time.Millisecond},
 	} {
-		mode := c.sync
 		b.Run(c.name, func(b *testing.B) {
 			fake := clock.NewFake(time.Now())
 			obs := &wakeRecorder{}
-			n := startNodeSync(b, b.TempDir(), mode, rooms.Config{Clock: fake, Observer: obs})
+			n := startNodeSync(b, b.TempDir(), c.sync, rooms.Config{Clock: fake, Observer: obs})
 			const nrooms = 200
 			conns := make([]*websocket.Conn, nrooms)
 			for i := range conns {

@@ -65,10 +65,9 @@ func lockFile(dc any, path string) error {
 	if err := sameFile(&open, path); err != nil {
 		return err
 	}
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: pendingByte, Len: lockBytes}
 	deadline := time.Now().Add(busyTimeout)
 	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
-		err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk)
+		err := lockSQLiteBytes(uintptr(fd))
 		if err == nil {
 			break
 		}
@@ -89,6 +88,13 @@ func lockFile(dc any, path string) error {
 	// Checked again under the lock: a file put in place of this one while
 	// the lock was awaited is not the one locked.
 	return sameFile(&open, path)
+}
+
+// lockSQLiteBytes tries once for an open file description write lock on
+// SQLite's lock bytes of the file open at fd.
+func lockSQLiteBytes(fd uintptr) error {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: pendingByte, Len: lockBytes}
+	return unix.FcntlFlock(fd, unix.F_OFD_SETLK, &lk)
 }
 
 // sameFile reports whether path names the file open is the status of.
@@ -141,8 +147,7 @@ func checkFileLocks(dir string) error {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: pendingByte, Len: lockBytes}
-	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+	if err := lockSQLiteBytes(f.Fd()); err != nil {
 		return fmt.Errorf("storage: the data folder %s cannot hold the locks den puts on rooms' files "+
 			"(open file description locks: Linux 3.15 or later, on a file system that has them): %w", dir, err)
 	}
