@@ -303,7 +303,9 @@ func (r *room) hold(o output) { r.out = append(r.out, o) }
 // the event that woke it arrived.
 func (r *room) run(woke time.Time) {
 	defer r.rt.serving.Done()
-	growStack()
+	if !r.kind.Stateless {
+		growStack()
+	}
 	awake := false
 	for {
 		if !awake {
@@ -326,10 +328,10 @@ func (r *room) run(woke time.Time) {
 	}
 }
 
-// roomStack is about what a room's goroutine comes to need: SQLite's
-// code, Go translated from C, calls deep, and a wake took a new
-// goroutine's 2 KiB stack to 16 KiB in three steps, each copying the
-// stack and walking every frame on it.
+// roomStack is about what the goroutine of a room with storage comes to
+// need: SQLite's code, Go translated from C, calls deep, and a wake took
+// a new goroutine's 2 KiB stack to 16 KiB in three steps, each copying
+// the stack and walking every frame on it.
 const roomStack = 12 << 10
 
 // growStack grows the calling goroutine's stack to fit roomStack more
