@@ -3,7 +3,10 @@ package rooms_test
 import (
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -118,5 +121,125 @@ func TestRegressFailedEventRestoresAttachmentAndAutoResponse(t *testing.T) {
 	send(t, c, "hello")
 	if got := read(t, c); got != "handled hello" {
 		t.Fatalf("got %q: the failed event's auto-response stayed", got)
+	}
+}
+
+// autoSetter sets the auto-response from "set:RESPONSE" messages, with a
+// durable write beside it so that its batch's commit matters; its
+// constructor sets none. Other messages get "room:" and the message.
+type autoSetter struct {
+	rooms.Base
+	st *rooms.State
+}
+
+func autoSetterKind() rooms.Kind {
+	return rooms.Kind{Name: "autoset", New: func(st *rooms.State) rooms.Handler { return &autoSetter{st: st} }}
+}
+
+func (a *autoSetter) Message(s *rooms.Sock, _ bool, data []byte) error {
+	if resp, ok := strings.CutPrefix(string(data), "set:"); ok {
+		if err := a.st.Storage.Put("auto", []byte(resp)); err != nil {
+			return err
+		}
+		return a.st.SetAutoResponse("ping", resp)
+	}
+	s.SendText("room:" + string(data))
+	return nil
+}
+
+// An auto-response is output: one set in a batch whose commit fails must
+// never answer a client.
+func TestRegressFailedCommitDropsAutoResponse(t *testing.T) {
+	var failing atomic.Bool
+	hook := func(rooms.ID) error {
+		if failing.Load() {
+			return errors.New("injected disk failure")
+		}
+		return nil
+	}
+	n := startNode(t, t.TempDir(), rooms.Config{Kinds: []rooms.Kind{autoSetterKind()}, CommitHook: hook})
+	a := n.dial(t, "/rooms/autoset/x")
+	send(t, a, "hello")
+	if got := read(t, a); got != "room:hello" {
+		t.Fatalf("got %q", got)
+	}
+	failing.Store(true)
+	send(t, a, "set:LOST")
+	a.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var ce *websocket.CloseError
+	if _, _, err := a.ReadMessage(); !errors.As(err, &ce) || ce.Code != 1011 {
+		t.Fatalf("after the failed commit: %v, want close 1011", err)
+	}
+	failing.Store(false)
+	b := n.dial(t, "/rooms/autoset/x")
+	send(t, b, "ping")
+	if got := read(t, b); got != "room:ping" {
+		t.Fatalf("ping answered %q after the batch that set it failed to commit, want room:ping", got)
+	}
+}
+
+// An auto-response an event sets answers nobody until the event commits.
+func TestRegressAutoResponseWaitsForCommit(t *testing.T) {
+	var holding atomic.Bool
+	entered, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(letGo)
+	hook := func(rooms.ID) error {
+		if holding.CompareAndSwap(true, false) {
+			close(entered)
+			<-release
+		}
+		return nil
+	}
+	n := startNode(t, t.TempDir(), rooms.Config{Kinds: []rooms.Kind{autoSetterKind()}, CommitHook: hook})
+	a := n.dial(t, "/rooms/autoset/y")
+	b := n.dial(t, "/rooms/autoset/y")
+	send(t, b, "hello")
+	if got := read(t, b); got != "room:hello" {
+		t.Fatalf("got %q", got)
+	}
+	holding.Store(true)
+	send(t, a, "set:EARLY")
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the batch setting the auto-response never reached its commit")
+	}
+	// b's frames are read in order: once its protocol ping is answered, the
+	// gateway has dealt with the text before it.
+	pong := make(chan struct{}, 1)
+	b.SetPongHandler(func(string) error {
+		pong <- struct{}{}
+		return nil
+	})
+	msgs := make(chan string, 4)
+	go func() {
+		defer close(msgs)
+		for {
+			_, m, err := b.ReadMessage()
+			if err != nil {
+				return
+			}
+			msgs <- string(m)
+		}
+	}()
+	send(t, b, "ping")
+	if err := b.WriteControl(websocket.PingMessage, nil, time.Now().Add(10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-pong:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no pong")
+	}
+	letGo()
+	select {
+	case got := <-msgs:
+		if got != "room:ping" {
+			t.Fatalf("ping answered %q before the batch that set it committed, want room:ping", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to ping")
 	}
 }

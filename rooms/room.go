@@ -114,9 +114,20 @@ type room struct {
 	alarmPopped bool
 	alarmWrites uint64
 	// undoAttach holds the attachments the current event replaced, and
-	// auto the auto-response it started with: a failed event restores them.
+	// autoBefore the held auto-response it started with: a failed event
+	// restores them.
 	undoAttach []attachUndo
-	autoBefore *[2]string
+	autoBefore autoChange
+	// inBatch is set while a batch's events run: an auto-response they set
+	// is held in autoHeld, like their output, until the batch commits.
+	inBatch  bool
+	autoHeld autoChange
+}
+
+// autoChange is an auto-response a batch set, held until it commits.
+type autoChange struct {
+	set  bool       // an event of the batch set one
+	pair *[2]string // request and response; nil turns it off
 }
 
 // droppable reports whether ev may be refused when the mailbox is full:
@@ -499,7 +510,8 @@ func (r *room) retire(awake bool) int {
 		r.cancel()
 	}
 	r.st, r.h, r.ctx, r.cancel, r.log = nil, nil, nil, nil, nil
-	r.out, r.deferred, r.undoAttach, r.autoBefore = nil, nil, nil, nil
+	r.out, r.deferred, r.undoAttach = nil, nil, nil
+	r.autoBefore, r.autoHeld = autoChange{}, autoChange{}
 	if awake {
 		// A deleted room has left memory without its sockets, too.
 		if len(r.socks) > 0 && !r.dead {
@@ -563,9 +575,11 @@ func (r *room) remove() {
 
 func (r *room) runBatch(batch []*event) {
 	if r.kind.Stateless {
+		r.inBatch = true
 		for _, ev := range batch {
 			r.runEvent(ev, func() error { return r.handle(ev) })
 		}
+		r.inBatch = false
 		r.release(batch)
 		return
 	}
@@ -573,9 +587,11 @@ func (r *room) runBatch(batch []*event) {
 		r.failBatch(batch, err)
 		return
 	}
+	r.inBatch = true
 	for _, ev := range batch {
 		r.runEvent(ev, func() error { return r.store.Transaction(func() error { return r.handle(ev) }) })
 	}
+	r.inBatch = false
 	alarmAt, alarmSet, err := r.indexAlarm()
 	if err == nil {
 		err = r.rt.commitHook(r.id)
@@ -661,7 +677,7 @@ func (r *room) sockOf(s Socket) *Sock {
 func (r *room) runEvent(ev *event, run func() error) {
 	start, deferred := len(r.out), len(r.deferred)
 	r.undoAttach = r.undoAttach[:0]
-	r.autoBefore = r.auto.Load()
+	r.autoBefore = r.autoHeld
 	if err := run(); err != nil {
 		ev.err = err
 		r.out, r.deferred = r.out[:start], r.deferred[:deferred]
@@ -697,7 +713,7 @@ func (r *room) undo(ev *event) {
 		r.undoAttach[i].restore()
 	}
 	r.undoAttach = r.undoAttach[:0]
-	r.auto.Store(r.autoBefore)
+	r.autoHeld = r.autoBefore
 	if ev.accepted != nil {
 		r.dropSock(ev.accepted)
 		ev.accepted = nil
@@ -711,11 +727,26 @@ func (r *room) undo(ev *event) {
 	}
 }
 
+// setAuto sets the room's auto-response. An event's is held with its
+// output and answers clients only once the batch commits; one set outside
+// a batch (by the constructor, which a wake runs) answers at once.
+func (r *room) setAuto(pair *[2]string) {
+	if r.inBatch {
+		r.autoHeld = autoChange{set: true, pair: pair}
+		return
+	}
+	r.auto.Store(pair)
+}
+
 // release hands out what the batch's events held, in order, now that
 // their writes are durable.
 func (r *room) release(batch []*event) {
 	out := r.out
 	r.out = nil
+	if r.autoHeld.set {
+		r.auto.Store(r.autoHeld.pair)
+	}
+	r.autoHeld = autoChange{}
 	for _, f := range r.deferred {
 		r.enqueue(&event{kind: evDeferred, fn: f})
 	}
@@ -819,7 +850,7 @@ func (r *room) observeAlarms(batch []*event) {
 func (r *room) failBatch(batch []*event, err error) {
 	r.rt.commitsFailed.Add(1)
 	r.log.Error("commit failed: closing the room's sockets and reopening it", zap.Error(err))
-	r.out, r.deferred = nil, nil
+	r.out, r.deferred, r.autoHeld = nil, nil, autoChange{}
 	for _, ev := range batch {
 		switch ev.kind {
 		case evDelete:

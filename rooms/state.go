@@ -125,16 +125,17 @@ func (st *State) Broadcast(text bool, data []byte, except ...*Sock) {
 
 // SetAutoResponse makes an exact text message request be answered with
 // response without running the room's handlers; empty request turns it
-// off.
+// off. Set by an event, it is output like any other: it takes effect once
+// the event's batch commits, and not at all if the event fails.
 func (st *State) SetAutoResponse(request, response string) error {
 	if len(request) > MaxAutoResponse || len(response) > MaxAutoResponse {
 		return ErrAutoResponse
 	}
 	if request == "" {
-		st.r.auto.Store(nil)
+		st.r.setAuto(nil)
 		return nil
 	}
-	st.r.auto.Store(&[2]string{request, response})
+	st.r.setAuto(&[2]string{request, response})
 	return nil
 }
 
