@@ -154,18 +154,27 @@ func (r *room) enqueue(ev *event) error {
 	case droppable && r.droppable >= r.rt.mailbox:
 		r.mu.Unlock()
 		return errMailboxFull
-	case droppable && !r.running && r.rt.atActiveLimit():
-		r.mu.Unlock()
-		r.rt.nodeFull.Add(1)
-		return errNodeFull
-	case !r.running && ev.kind != evDelete && r.rt.atActiveLimit():
-		// A close or an alarm must not be lost, and must not wake a room
-		// past the limit either: it waits, held, and the sweep wakes the
-		// room once the node has room for it (see offerSleep). A deletion
-		// goes ahead: its caller waits for it.
-		r.holdLocked(ev)
-		r.mu.Unlock()
-		return nil
+	}
+	if !r.running {
+		switch {
+		case ev.kind == evDelete:
+			// A deletion goes ahead past the room limit: its caller waits
+			// for it.
+			r.rt.awake.Add(1)
+		case r.rt.claimActive():
+		case droppable:
+			r.mu.Unlock()
+			r.rt.nodeFull.Add(1)
+			return errNodeFull
+		default:
+			// A close or an alarm must not be lost, and must not wake a
+			// room past the limit either: it waits, held, and the sweep
+			// wakes the room once the node has room for it (see
+			// offerSleep).
+			r.holdLocked(ev)
+			r.mu.Unlock()
+			return nil
+		}
 	}
 	r.queue = append(r.queue, ev)
 	if droppable {
@@ -185,8 +194,9 @@ func (r *room) enqueue(ev *event) error {
 	return nil
 }
 
-// startLocked starts the room's goroutine to wake it; r.mu is held.
-// Events a failed wake held go first: they came before those queued since.
+// startLocked starts the room's goroutine to wake it; r.mu is held, and
+// the caller has counted the room awake. Events a failed wake held go
+// first: they came before those queued since.
 func (r *room) startLocked() {
 	if len(r.held) > 0 {
 		r.queue = append(r.held, r.queue...)
@@ -195,7 +205,6 @@ func (r *room) startLocked() {
 	r.running = true
 	r.watch(true)
 	r.notify = make(chan struct{}, 1)
-	r.rt.awake.Add(1)
 	r.rt.serving.Add(1)
 	go r.run(time.Now())
 }
@@ -245,7 +254,7 @@ func (r *room) offerSleep(now time.Time) {
 		}
 		// A wake failed, or the node was at its room limit, with closes or
 		// alarms to deliver: try again, once a second, when there is room.
-		if !r.stopped && now.Sub(r.failed) >= time.Second && !r.rt.atActiveLimit() {
+		if !r.stopped && now.Sub(r.failed) >= time.Second && r.rt.claimActive() {
 			r.startLocked()
 		}
 		return
@@ -292,7 +301,9 @@ func (r *room) watch(on bool) {
 func (r *room) stop() {
 	r.mu.Lock()
 	if !r.stopped && !r.running && !r.dead && len(r.held) > 0 {
-		// Closes a failed wake held are owed: one more try to run them.
+		// Closes a failed wake held are owed: one more try to run them,
+		// past the room limit, as the node is stopping.
+		r.rt.awake.Add(1)
 		r.startLocked()
 	}
 	r.stopped = true

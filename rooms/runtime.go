@@ -284,9 +284,19 @@ func (rt *Runtime) deliver(kind, name string, ev *event) error {
 	}
 }
 
-// atActiveLimit reports whether MaxActive rooms are awake.
-func (rt *Runtime) atActiveLimit() bool {
-	return rt.maxActive > 0 && rt.awake.Load() >= rt.maxActive
+// claimActive counts one more room awake, unless MaxActive rooms are.
+// The check and the count are one step, so that rooms woken at once from
+// different event loops cannot pass the limit together.
+func (rt *Runtime) claimActive() bool {
+	for {
+		n := rt.awake.Load()
+		if rt.maxActive > 0 && n >= rt.maxActive {
+			return false
+		}
+		if rt.awake.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // dropIfEmpty takes a room out of the index if it holds nothing: no
