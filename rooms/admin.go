@@ -78,6 +78,10 @@ func (rt *Runtime) Delete(kind, name string) (bool, error) {
 		rt.mu.Unlock()
 		close(finished)
 	}()
+	// Last, while the id is still held: an alarm the scheduler has just
+	// taken from its heap is turned away, where after the deletion it
+	// would make the room anew.
+	defer rt.alarms.drop(id)
 	if r != nil {
 		ev := &event{kind: evDelete, done: make(chan struct{})}
 		switch err := r.enqueue(ev); {
@@ -90,7 +94,6 @@ func (rt *Runtime) Delete(kind, name string) (bool, error) {
 			rt.serving.Wait()
 		}
 	}
-	rt.alarms.remove(id)
 	if _, ok, err := rt.store.Record(id.String()); err != nil || !ok {
 		return r != nil, err
 	}

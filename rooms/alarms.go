@@ -78,6 +78,10 @@ type scheduler struct {
 	kick  chan struct{}
 	quit  chan struct{}
 	done  chan struct{}
+	// firing counts, per room, the alarms taken from the heap and not yet
+	// delivered; fired tells (on mu) of each delivery.
+	firing map[ID]int
+	fired  *sync.Cond
 }
 
 type alarmItem struct {
@@ -114,6 +118,7 @@ func newScheduler(rt *Runtime) *scheduler {
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	s.timer.Stop()
+	s.firing, s.fired = map[ID]int{}, sync.NewCond(&s.mu)
 	return s
 }
 
@@ -130,6 +135,18 @@ func (s *scheduler) set(id ID, kind, name string, at time.Time) {
 	}
 	s.mu.Unlock()
 	s.poke()
+}
+
+// drop unschedules the alarm of a room being deleted, and waits for one
+// already taken from the heap to be delivered (and turned away, as the
+// deletion holds the room's id).
+func (s *scheduler) drop(id ID) {
+	s.mu.Lock()
+	for s.firing[id] > 0 {
+		s.fired.Wait()
+	}
+	s.mu.Unlock()
+	s.remove(id)
 }
 
 // remove unschedules id's alarm.
@@ -172,21 +189,7 @@ func (s *scheduler) poke() {
 func (s *scheduler) run() {
 	defer close(s.done)
 	for {
-		now := s.rt.clock.Now()
-		var due []*alarmItem
-		s.mu.Lock()
-		for len(s.heap) > 0 && !s.heap[0].at.After(now) {
-			it := heap.Pop(&s.heap).(*alarmItem)
-			delete(s.byID, it.id)
-			due = append(due, it)
-		}
-		if len(s.heap) > 0 {
-			s.timer.ResetAt(s.heap[0].at)
-		} else {
-			s.timer.Stop()
-		}
-		s.mu.Unlock()
-		for _, it := range due {
+		for _, it := range s.due(s.rt.clock.Now()) {
 			s.fire(it)
 		}
 		select {
@@ -198,11 +201,38 @@ func (s *scheduler) run() {
 	}
 }
 
+// due takes the alarms due at now from the heap, counted as firing until
+// fire delivers them, and sets the timer for the next.
+func (s *scheduler) due(now time.Time) []*alarmItem {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var due []*alarmItem
+	for len(s.heap) > 0 && !s.heap[0].at.After(now) {
+		it := heap.Pop(&s.heap).(*alarmItem)
+		delete(s.byID, it.id)
+		s.firing[it.id]++
+		due = append(due, it)
+	}
+	if len(s.heap) > 0 {
+		s.timer.ResetAt(s.heap[0].at)
+	} else {
+		s.timer.Stop()
+	}
+	return due
+}
+
+// fire delivers an alarm due takes.
 func (s *scheduler) fire(it *alarmItem) {
 	s.rt.alarmsFired.Add(1)
 	// An error means shutting down, or the room being deleted: node.db
 	// keeps the alarm for the next start, or the deletion drops it.
 	_ = s.rt.deliver(it.kind, it.name, &event{kind: evAlarm})
+	s.mu.Lock()
+	if s.firing[it.id]--; s.firing[it.id] == 0 {
+		delete(s.firing, it.id)
+	}
+	s.fired.Broadcast()
+	s.mu.Unlock()
 }
 
 func (s *scheduler) stop() {

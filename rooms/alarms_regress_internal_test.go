@@ -135,3 +135,45 @@ func TestRegressAlarmCommitFailureHotLoop(t *testing.T) {
 		t.Fatalf("the handler ran %d times", n)
 	}
 }
+
+// An alarm the scheduler has taken from its heap as the room is deleted
+// is turned away: it must not make the deleted room anew.
+func TestRegressAlarmInFlightDoesNotReviveDeletedRoom(t *testing.T) {
+	store, err := storage.Open(storage.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &revKind{fake: clock.NewFake(time.UnixMilli(1_700_000_000_000))}
+	rt := revRuntime(t, store, k, nil)
+	defer func() { _ = rt.Shutdown(t.Context()); store.Close() }()
+	s := join(t, rt, "rev", "a")
+	revCmd(t, s, "set:60000")
+	// The scheduler's first step, by hand: the alarm leaves the heap.
+	due := rt.alarms.due(k.fake.Now().Add(time.Minute))
+	if len(due) != 1 {
+		t.Fatalf("%d alarms due, want 1", len(due))
+	}
+	id := IDFromName("rev", "a")
+	deleted := make(chan error, 1)
+	go func() {
+		_, err := rt.Delete("rev", "a")
+		deleted <- err
+	}()
+	waitUntil(t, "the room's files deleted", func() bool {
+		_, ok, err := store.Record(id.String())
+		return err == nil && !ok
+	})
+	// Its second step: the alarm goes to the room.
+	rt.alarms.fire(due[0])
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	// deliver makes a room's entry before it queues the event, so a room
+	// made anew is in the index by now.
+	if r := rt.entry("rev", "a"); r != nil {
+		t.Fatal("the alarm made the deleted room anew")
+	}
+	if _, ok, _ := store.Record(id.String()); ok || k.runs.Load() != 0 {
+		t.Fatalf("the deleted room is back (recorded %v), its alarm ran %d times", ok, k.runs.Load())
+	}
+}
