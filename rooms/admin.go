@@ -1,10 +1,12 @@
 package rooms
 
 import (
+	"cmp"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 )
 
 // RoomInfo is what the admin API says of a room.
@@ -100,12 +102,30 @@ func (rt *Runtime) Delete(kind, name string) (bool, error) {
 	return true, rt.store.Delete(id.String())
 }
 
+// statelessRooms returns the rooms of stateless kinds in memory, of kind
+// if it is not empty, by kind and name.
+func (rt *Runtime) statelessRooms(kind string) []*room {
+	rt.mu.Lock()
+	var rs []*room
+	for _, r := range rt.rooms {
+		if r.kind.Stateless && (kind == "" || r.kind.Name == kind) {
+			rs = append(rs, r)
+		}
+	}
+	rt.mu.Unlock()
+	slices.SortFunc(rs, func(a, b *room) int {
+		return cmp.Or(cmp.Compare(a.kind.Name, b.kind.Name), cmp.Compare(a.name, b.name))
+	})
+	return rs
+}
+
 // Admin serves the admin API under /admin/rooms to requests that carry
 // Authorization: Bearer token. token must not be empty.
 func (rt *Runtime) Admin(token string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/rooms", func(w http.ResponseWriter, r *http.Request) {
-		recs, err := rt.store.Rooms(r.URL.Query().Get("kind"))
+		kind := r.URL.Query().Get("kind")
+		recs, err := rt.store.Rooms(kind)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -118,6 +138,18 @@ func (rt *Runtime) Admin(token string) http.Handler {
 				return
 			}
 			out = append(out, info)
+		}
+		// A stateless kind's rooms, which node.db does not record, while
+		// they are in memory.
+		for _, m := range rt.statelessRooms(kind) {
+			info, err := rt.Info(m.kind.Name, m.name)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			if info.State != "absent" {
+				out = append(out, info)
+			}
 		}
 		writeAdmin(w, out)
 	})

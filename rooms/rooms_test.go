@@ -400,6 +400,16 @@ func TestAdminAPI(t *testing.T) {
 	if _, body := get("/admin/rooms?kind=counter", "s3cret"); json.Unmarshal([]byte(body), &list) != nil || len(list) != 1 || list[0].Name != "a" {
 		t.Fatalf("list: %s", body)
 	}
+	// A stateless kind's room has no record in node.db; it is listed while
+	// it is in memory.
+	e := n.dial(t, "/rooms/echo/e")
+	send(t, e, "hi")
+	_ = read(t, e)
+	list = nil
+	if _, body := get("/admin/rooms", "s3cret"); json.Unmarshal([]byte(body), &list) != nil || len(list) != 2 ||
+		list[0].Name != "a" || list[1].Kind != "echo" || list[1].Name != "e" || list[1].State != "active" || list[1].Sockets != 1 {
+		t.Fatalf("list with an echo room: %s", body)
+	}
 	req, _ := http.NewRequest(http.MethodDelete, admin.URL+"/admin/rooms/counter/a", nil)
 	req.Header.Set("Authorization", "Bearer s3cret")
 	resp, err := http.DefaultClient.Do(req)
