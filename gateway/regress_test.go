@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"net"
 	"net/http"
@@ -671,4 +672,18 @@ func TestPeerReasonWhileLingering(t *testing.T) {
 			t.Fatalf("Closed %d with reason %q, want %q", ev.code, ev.reason, want)
 		}
 	}
+}
+
+// A continuation frame whose declared length, added to what its message
+// holds, wraps past 2^63 gets 1009 like any message over the cap, and is
+// not buffered as it arrives.
+func TestRegressContinuationLengthWrapGets1009(t *testing.T) {
+	srv := startServer(t, Config{MaxMessageBytes: 1000})
+	c := dialRaw(t, srv)
+	c.upgrade("/rooms/echo/wrap")
+	c.frame(false, 0, wsframe.OpBinary, []byte("x"))
+	hdr := binary.BigEndian.AppendUint64([]byte{0x80, 0x80 | 127}, 1<<63-1)
+	c.send(append(hdr, testMask[:]...))
+	c.send(make([]byte, 64<<10))
+	c.expectClose(wsframe.CloseMessageTooBig)
 }

@@ -202,7 +202,8 @@ func (d *Decoder) check(h *Header, lim *Limits) error {
 	case h.Op != OpContinuation && d.msgOp != 0:
 		return errNewInFragments
 	}
-	if int64(len(d.buf))+h.Length > lim.MaxMessage {
+	// Subtracted, not added: a length near 2^63 would wrap the sum.
+	if h.Length > lim.MaxMessage-int64(len(d.buf)) {
 		return errTooBig
 	}
 	return nil

@@ -2,6 +2,7 @@ package wsframe
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -38,6 +39,9 @@ func decodeAll(t testing.TB, in []byte, lim *Limits, step int) result {
 		off = end
 		for {
 			n, m, ok, err := d.Decode(pending, lim)
+			if int64(len(d.buf)) > lim.MaxMessage {
+				t.Fatalf("the decoder holds %d bytes of a message, past the cap of %d", len(d.buf), lim.MaxMessage)
+			}
 			if err != nil {
 				var ce *CloseError
 				if !errors.As(err, &ce) {
@@ -165,6 +169,28 @@ func TestDecoderRejectsOversizeBeforePayload(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code != CloseMessageTooBig {
 		t.Fatalf("err = %v, want close 1009 on the header alone", err)
 	}
+}
+
+// A continuation whose length, added to what the message holds, would
+// pass 2^63 must still trip the cap, not wrap it and be buffered.
+func TestDecoderRejectsLengthThatWrapsTheSum(t *testing.T) {
+	var d Decoder
+	first := masked(false, 0, OpBinary, []byte("x"))
+	if n, _, ok, err := d.Decode(first, lim); err != nil || ok || n != len(first) {
+		t.Fatalf("first fragment: n=%d ok=%v err=%v", n, ok, err)
+	}
+	_, _, _, err := d.Decode(append(hugeContinuation(), make([]byte, 4096)...), lim)
+	var ce *CloseError
+	if !errors.As(err, &ce) || ce.Code != CloseMessageTooBig {
+		t.Fatalf("err = %v with %d bytes buffered, want close 1009", err, len(d.buf))
+	}
+}
+
+// hugeContinuation is the header of a final masked continuation frame of
+// 2^63-1 bytes.
+func hugeContinuation() []byte {
+	hdr := binary.BigEndian.AppendUint64([]byte{0x80, 0x80 | 127}, 1<<63-1)
+	return append(hdr, 1, 2, 3, 4)
 }
 
 func TestDecoderIdle(t *testing.T) {

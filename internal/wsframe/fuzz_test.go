@@ -15,6 +15,7 @@ func FuzzDecoder(f *testing.F) {
 	f.Add(masked(true, 0, OpClose, []byte{0x03, 0xe8}), uint8(3))
 	f.Add(masked(true, Rsv1, OpBinary, Deflate(nil, []byte("zip"))), uint8(5))
 	f.Add([]byte{0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}, uint8(4))
+	f.Add(cat(masked(false, 0, OpBinary, []byte("x")), hugeContinuation(), make([]byte, 8192)), uint8(6))
 	f.Fuzz(func(t *testing.T, in []byte, step uint8) {
 		lim := &Limits{MaxMessage: 4096, Deflate: step&1 == 1}
 		whole := decodeAll(t, in, lim, 0)
