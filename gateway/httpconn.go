@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsflate"
 	"github.com/panjf2000/gnet/v2"
@@ -51,6 +52,13 @@ func (l *loop) readHTTP(s *Socket) gnet.Action {
 		return gnet.None
 	}
 	if h.upgrade {
+		switch {
+		case h.wsRepeated:
+			return l.reject(s, errWSRepeated)
+		case h.chunked || h.length > 0:
+			// Its body would be read as the first WebSocket frames.
+			return l.reject(s, errUpgradeBody)
+		}
 		return l.hs.upgrade(s, &h)
 	}
 	if !h.chunked && h.length <= 0 {
@@ -309,6 +317,7 @@ var (
 	errRejectOrigin   = ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
 	errRejectKey      = ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason("bad Sec-WebSocket-Key"))
 	errRejectDraining = ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable), ws.RejectionReason("server shutting down"))
+	errRejectDeflate  = ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason("bad permessage-deflate parameters"))
 )
 
 // refusalOf is why gobwas refused a handshake.
@@ -340,7 +349,7 @@ func newHandshaker(l *loop) *handshaker {
 		hs.up.ProtocolCustom = hs.onProtocol
 	}
 	if !l.srv.cfg.DisableCompression {
-		hs.up.Negotiate = hs.ext.Negotiate
+		hs.up.Negotiate = hs.negotiate
 	}
 	return hs
 }
@@ -401,6 +410,17 @@ func (hs *handshaker) onProtocol(value []byte) (string, bool) {
 		return "", true
 	}
 	return hs.l.srv.cfg.Subprotocol(hs.kind, offered), true
+}
+
+// negotiate answers a permessage-deflate offer. An offer with bad
+// parameters is the client's mistake: a 400, where gobwas would take the
+// extension's plain error for its own and answer 500.
+func (hs *handshaker) negotiate(opt httphead.Option) (httphead.Option, error) {
+	accepted, err := hs.ext.Negotiate(opt)
+	if err != nil {
+		return accepted, errRejectDeflate
+	}
+	return accepted, nil
 }
 
 // onBeforeUpgrade runs once gobwas has checked the request: it adds what

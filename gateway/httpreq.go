@@ -27,6 +27,8 @@ var (
 	errBodyTooLarge  = &httpError{http.StatusRequestEntityTooLarge, "request body too large"}
 	errBadChunk      = &httpError{http.StatusBadRequest, "malformed chunked body"}
 	errTooManyFields = &httpError{http.StatusRequestHeaderFieldsTooLarge, "too many header fields"}
+	errWSRepeated    = &httpError{http.StatusBadRequest, "repeated Sec-WebSocket-Key or Sec-WebSocket-Version"}
+	errUpgradeBody   = &httpError{http.StatusBadRequest, "a WebSocket handshake with a body"}
 )
 
 // maxHeaderFields bounds the fields of one request head.
@@ -46,8 +48,12 @@ type requestHead struct {
 	chunked   bool
 	keepAlive bool
 	upgrade   bool   // Upgrade names websocket: a WebSocket handshake
-	wsKey     []byte // the first Sec-WebSocket-Key
-	expect100 bool
+	wsKey     []byte // Sec-WebSocket-Key
+	// wsRepeated is set when Sec-WebSocket-Key or Sec-WebSocket-Version
+	// comes more than once, which RFC 6455 forbids: gobwas would check
+	// one and answer for another.
+	wsRepeated bool
+	expect100  bool
 }
 
 // size is the number of input bytes the head took.
@@ -77,7 +83,7 @@ func parseHead(p []byte, maxBytes int) (h requestHead, ok bool, err error) {
 	if err := h.parseRequestLine(line); err != nil {
 		return h, false, err
 	}
-	var hosts, tes, fields int
+	var hosts, tes, fields, wsKeys, wsVersions int
 	var sawLength, close, keepAlive bool
 	var te []byte
 	for {
@@ -112,10 +118,14 @@ func parseHead(p []byte, maxBytes int) (h requestHead, ok bool, err error) {
 			h.upgrade = h.upgrade || hasToken(value, "websocket")
 		case bytes.EqualFold(name, []byte("Expect")):
 			h.expect100 = h.expect100 || hasToken(value, "100-continue")
-		case h.wsKey == nil && bytes.EqualFold(name, []byte("Sec-WebSocket-Key")):
+		case bytes.EqualFold(name, []byte("Sec-WebSocket-Key")):
+			wsKeys++
 			h.wsKey = value
+		case bytes.EqualFold(name, []byte("Sec-WebSocket-Version")):
+			wsVersions++
 		}
 	}
+	h.wsRepeated = wsKeys > 1 || wsVersions > 1
 	if hosts > 1 || (hosts == 0 && h.minor == 1) {
 		return h, false, errNoHost
 	}

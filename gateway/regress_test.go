@@ -687,3 +687,36 @@ func TestRegressContinuationLengthWrapGets1009(t *testing.T) {
 	c.send(make([]byte, 64<<10))
 	c.expectClose(wsframe.CloseMessageTooBig)
 }
+
+// Handshakes RFC 6455 forbids, and a deflate offer den cannot read, are
+// the client's mistakes: each gets 400, never a 101 or a 500.
+func TestRegressBadHandshakesGet400(t *testing.T) {
+	srv := startServer(t, Config{})
+	const head = "GET /rooms/echo/k HTTP/1.1\r\nHost: den\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	for _, c := range []struct{ name, fields string }{
+		// gobwas checked one key and answered for the other.
+		{"two keys", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + testKey + "\r\nSec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!!!\r\n"},
+		{"two versions", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + testKey + "\r\n"},
+		// The body would be read as the first frames.
+		{"a body", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + testKey + "\r\nContent-Length: 5\r\n\r\nhello"},
+		{"a chunked body", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + testKey + "\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"},
+		{"deflate window 99", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + testKey + "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=99\r\n"},
+		{"deflate server window without a value", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + testKey + "\r\nSec-WebSocket-Extensions: permessage-deflate; server_max_window_bits\r\n"},
+		{"deflate parameter twice", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + testKey + "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=9; client_max_window_bits=10\r\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rc := dialRaw(t, srv)
+			req := head + c.fields
+			if !strings.Contains(c.fields, "\r\n\r\n") {
+				req += "\r\n"
+			}
+			rc.send([]byte(req))
+			if resp := rc.response(); resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400", resp.StatusCode)
+			}
+		})
+	}
+	// The server is none the worse.
+	rc := dialRaw(t, srv)
+	rc.upgrade("/rooms/echo/k")
+}
