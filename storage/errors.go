@@ -72,6 +72,13 @@ func (r *Room) mapError(err error) error {
 			r.broken = true
 		}
 	}
+	if r.inTx && !r.broken && r.txEnded() {
+		// A room's own SQL ended it: INSERT OR ROLLBACK, or a trigger's
+		// RAISE(ROLLBACK). Left unmarked, the next event's savepoint would
+		// open a transaction of its own and commit it on release, writing
+		// events of a batch that then fails.
+		r.broken = true
+	}
 	switch code {
 	case sqlite3.SQLITE_TOOBIG:
 		return fmt.Errorf("%w (%v)", &LimitError{Limit: "row size", Max: r.store.limits.MaxValueBytes}, err)
@@ -85,4 +92,13 @@ func (r *Room) mapError(err error) error {
 		}
 	}
 	return err
+}
+
+// txEnded reports whether SQLite has no transaction open on the handle.
+func (r *Room) txEnded() bool {
+	if r.dc == nil {
+		return false
+	}
+	db, t, err := sqliteHandle(r.dc)
+	return err == nil && sqlite3.Xsqlite3_get_autocommit(t, db) != 0
 }

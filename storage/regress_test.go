@@ -677,3 +677,46 @@ func TestRegressOneRoomPerIDAfterAFailedOpen(t *testing.T) {
 		t.Fatalf("C's Room: %v", err)
 	}
 }
+
+// SQL that rolls back the whole transaction (INSERT OR ROLLBACK, a
+// trigger's RAISE(ROLLBACK)) fails the batch: no event after it may write
+// on its own while the batch is reported failed.
+func TestRegressStatementRollbackFailsTheBatch(t *testing.T) {
+	for _, c := range []struct{ name, setup, bad string }{
+		{"insert or rollback", ``, `INSERT OR ROLLBACK INTO t VALUES (1)`},
+		{"raise rollback", `CREATE TRIGGER no_twos BEFORE INSERT ON t WHEN new.x = 2 BEGIN SELECT RAISE(ROLLBACK, 'no twos'); END`,
+			`INSERT INTO t VALUES (2)`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := openRoom(t, openStore(t, Options{}), "ro01")
+			for _, q := range []string{`CREATE TABLE t (x PRIMARY KEY)`, `INSERT INTO t VALUES (1)`, c.setup} {
+				if q == "" {
+					continue
+				}
+				if _, err := r.Exec(q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := r.Begin(); err != nil {
+				t.Fatal(err)
+			}
+			e0 := r.Transaction(func() error { return r.Put("ev0", []byte("x")) })
+			e1 := r.Transaction(func() error {
+				_, err := r.Exec(c.bad)
+				return err
+			})
+			e2 := r.Transaction(func() error { return r.Put("ev2", []byte("x")) })
+			if e0 != nil || e1 == nil {
+				t.Fatalf("event 0: %v, event 1: %v; want nil and an error", e0, e1)
+			}
+			if err := r.Commit(); err == nil {
+				t.Fatal("Commit succeeded after SQLite rolled the transaction back")
+			}
+			for _, k := range []string{"ev0", "ev2"} {
+				if _, ok, _ := r.Get(k); ok {
+					t.Fatalf("%s is stored after its batch failed (event 2: %v)", k, e2)
+				}
+			}
+		})
+	}
+}
