@@ -40,6 +40,9 @@ func (st *State) SetAlarm(at time.Time) error {
 	if st.Storage == nil {
 		return errNoAlarms
 	}
+	if !st.r.inBatch {
+		return st.r.setAlarmNow(at)
+	}
 	return st.Storage.SetAlarm(at, 0)
 }
 
@@ -57,7 +60,40 @@ func (st *State) DeleteAlarm() error {
 	if st.Storage == nil {
 		return errNoAlarms
 	}
+	if !st.r.inBatch {
+		return st.r.deleteAlarmNow()
+	}
 	return st.Storage.DeleteAlarm()
+}
+
+// setAlarmNow sets the alarm outside a batch (in the constructor, or in
+// Error), where no commit follows to index and schedule it: indexed
+// first, as a batch does, then written, then scheduled.
+func (r *room) setAlarmNow(at time.Time) error {
+	if err := r.rt.store.IndexAlarm(r.id.String(), r.kind.Name, r.name, at); err != nil {
+		return err
+	}
+	err := r.store.SetAlarm(at, 0)
+	r.alarmWrites = r.store.AlarmWrites()
+	if err != nil {
+		// The index is ahead of the room, which a fire puts right.
+		return err
+	}
+	r.syncAlarm(at, true)
+	return nil
+}
+
+// deleteAlarmNow unsets the alarm outside a batch: the room first, so
+// that a crash leaves the index ahead of it, then the index and the
+// scheduler.
+func (r *room) deleteAlarmNow() error {
+	err := r.store.DeleteAlarm()
+	r.alarmWrites = r.store.AlarmWrites()
+	if err != nil {
+		return err
+	}
+	r.syncAlarm(time.Time{}, false)
+	return nil
 }
 
 // retryWait is how long a failed alarm waits before its retry-th retry:
@@ -305,8 +341,10 @@ func (r *room) retryAlarm(ev *event) {
 
 // indexAlarm is called before a batch commits: an alarm the batch set is
 // written to node.db's index first, so a crash between the two leaves
-// the index ahead of the room, never behind. It returns the room's alarm
-// for syncAlarm.
+// the index ahead of the room, never behind. An alarm moved later (or set
+// after one fired) is indexed by syncAlarm once the batch is durable
+// instead: until then the room keeps the earlier one, which a crash must
+// find indexed. It returns the room's alarm for syncAlarm.
 func (r *room) indexAlarm() (at time.Time, ok bool, err error) {
 	// Most batches leave the alarm alone: then it is what the room last
 	// synced, and reading it back would cost every batch a query.
@@ -319,6 +357,10 @@ func (r *room) indexAlarm() (at time.Time, ok bool, err error) {
 	if err != nil || !ok || (r.alarmKnown && r.alarmAt.Equal(at)) {
 		return at, ok, err
 	}
+	if r.alarmPopped || (r.alarmKnown && at.After(r.alarmAt)) {
+		r.indexLate = true
+		return at, ok, nil
+	}
 	return at, ok, r.rt.store.IndexAlarm(r.id.String(), r.kind.Name, r.name, at)
 }
 
@@ -327,6 +369,11 @@ func (r *room) indexAlarm() (at time.Time, ok bool, err error) {
 func (r *room) syncAlarm(at time.Time, ok bool) {
 	switch {
 	case ok && (!r.alarmKnown || !r.alarmAt.Equal(at) || r.alarmPopped):
+		if r.indexLate {
+			if err := r.rt.store.IndexAlarm(r.id.String(), r.kind.Name, r.name, at); err != nil {
+				r.log.Error("alarm index not updated", zap.Error(err))
+			}
+		}
 		r.rt.alarms.set(r.id, r.kind.Name, r.name, at)
 	case !ok && (r.alarmKnown || r.alarmPopped):
 		// Known to the index: set before, or fired from it (a sleeping
@@ -336,7 +383,7 @@ func (r *room) syncAlarm(at time.Time, ok bool) {
 			r.log.Error("alarm index not updated", zap.Error(err))
 		}
 	}
-	r.alarmAt, r.alarmKnown, r.alarmPopped = at, ok, false
+	r.alarmAt, r.alarmKnown, r.alarmPopped, r.indexLate = at, ok, false, false
 }
 
 // resyncAlarm makes the index and the scheduler agree with what the room
@@ -347,6 +394,10 @@ func (r *room) resyncAlarm() {
 	}
 	r.alarmKnown, r.alarmPopped = false, true
 	at, ok, err := r.indexAlarm()
+	if err == nil && ok && r.indexLate {
+		err = r.rt.store.IndexAlarm(r.id.String(), r.kind.Name, r.name, at)
+	}
+	r.indexLate = false
 	if err != nil {
 		r.log.Error("alarm index not updated", zap.Error(err))
 		return

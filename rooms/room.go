@@ -112,6 +112,7 @@ type room struct {
 	alarmAt     time.Time
 	alarmKnown  bool
 	alarmPopped bool
+	indexLate   bool // the batch's alarm is indexed once it commits
 	alarmWrites uint64
 	// undoAttach holds the attachments the current event replaced, and
 	// autoBefore the held auto-response it started with: a failed event
