@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -42,6 +43,8 @@ func (c *crashAlarms) Request(w http.ResponseWriter, req *http.Request) error {
 	switch {
 	case strings.HasSuffix(req.URL.Path, "/set"):
 		return c.st.SetAlarm(c.st.Now().Add(300 * time.Millisecond))
+	case strings.HasSuffix(req.URL.Path, "/set-later"):
+		return c.st.SetAlarm(c.st.Now().Add(2 * time.Second))
 	case strings.HasSuffix(req.URL.Path, "/fail"):
 		return errors.New("the upstream is down")
 	}
@@ -91,6 +94,15 @@ func TestAlarmCrashChild(t *testing.T) {
 	case "after-constructor":
 		// Killed once the constructor has set the alarm.
 		cfg.Kinds = []rooms.Kind{crashAlarmsKind(&fired, true, killSelf)}
+	case "delete":
+		// Killed by strace as it deletes the room's database.
+		cfg.Kinds = []rooms.Kind{crashAlarmsKind(&fired, false, nil)}
+		rt, err := rooms.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = rt.Delete("ca", "r")
+		t.Fatalf("not killed; Delete: %v", err)
 	}
 	rt, err := rooms.New(cfg)
 	if err != nil {
@@ -155,6 +167,52 @@ func TestAlarmRunsAgainAfterCrashInItsBatch(t *testing.T) {
 func TestAlarmSetInConstructorSurvivesCrash(t *testing.T) {
 	if !crashThenRestart(t, "after-constructor") {
 		t.Fatal("the alarm the constructor set before the crash never fired")
+	}
+}
+
+// den killed as it starts deleting a room, before the room's database is
+// gone, leaves the room whole: its alarm still fires after the restart.
+func TestAlarmSurvivesCrashAtDeleteStart(t *testing.T) {
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		t.Skip("needs strace to kill den at the unlink")
+	}
+	dir := t.TempDir()
+	var fired atomic.Int32
+	start := func() (*rooms.Runtime, *storage.Store) {
+		store, err := storage.Open(storage.Options{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt, err := rooms.New(rooms.Config{Store: store, Kinds: []rooms.Kind{crashAlarmsKind(&fired, false, nil)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rt, store
+	}
+	rt, store := start()
+	rt.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/rooms/ca/r/set-later", nil), "ca", "r")
+	_ = rt.Shutdown(t.Context())
+	store.Close()
+	if fired.Load() > 0 {
+		t.Skip("the alarm fired before den stopped: the machine is too slow for this test")
+	}
+	id := rooms.IDFromName("ca", "r").String()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=unlinkat", "-e", "inject=unlinkat:signal=SIGKILL",
+		"-P", filepath.Join(dir, "rooms", id[:2], id+".db"), exe, "-test.run=^TestAlarmCrashChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "DEN_ALARM_CRASH_DIR="+dir, "DEN_ALARM_CRASH=delete")
+	if out, err := cmd.CombinedOutput(); err == nil || strings.Contains(string(out), "not killed") {
+		t.Fatalf("den was not killed at the unlink: %v %s", err, out)
+	}
+	rt, store = start()
+	defer store.Close()
+	defer rt.Shutdown(t.Context())
+	if !eventually(10*time.Second, func() bool { return fired.Load() > 0 }) {
+		t.Fatal("the room outlived the crashed deletion, but its alarm never fired")
 	}
 }
 

@@ -48,6 +48,12 @@ func (s *Store) makeFile(path string) error {
 		err = cerr
 	}
 	if err == nil {
+		// A WAL without its database (a crash while the room was deleted)
+		// would be replayed onto the new file: the deleted room back, or
+		// a corrupt one.
+		err = removeStale(path+"-wal", path+"-shm")
+	}
+	if err == nil {
 		err = os.Rename(tmp, path)
 	}
 	if err != nil {
@@ -95,6 +101,16 @@ func (s *Store) emptyRoom() ([]byte, error) {
 	}
 	s.empty = img
 	return img, nil
+}
+
+// removeStale removes files that may be absent.
+func removeStale(paths ...string) error {
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // removeDatabase removes the SQLite database at path and the files SQLite

@@ -720,3 +720,86 @@ func TestRegressStatementRollbackFailsTheBatch(t *testing.T) {
 		})
 	}
 }
+
+// A crash while a room is deleted can leave its WAL without its
+// database. The room made again in its place must start empty and whole:
+// SQLite would replay that WAL onto the new file, bringing the deleted
+// room back, or corrupting the file when the WAL's pages assume a
+// database that was checkpointed before.
+func TestRegressWALWithoutDatabaseNotReplayed(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		write func(t *testing.T, r *Room)
+	}{
+		{"commits in the WAL", func(t *testing.T, r *Room) {
+			for i := range 5 {
+				if err := r.Put(fmt.Sprintf("secret%d", i), []byte("deleted")); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+		{"checkpointed, then more in the WAL", func(t *testing.T, r *Room) {
+			if err := r.Begin(); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 300 {
+				if err := r.Put(fmt.Sprintf("k%03d", i), make([]byte, 1000)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := r.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			// Past walKeepBytes: the sleep checkpoints and truncates.
+			if err := r.Sleep(); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 300; i += 50 {
+				if err := r.Put(fmt.Sprintf("k%03d", i), []byte("updated")); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := Open(Options{Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := s.Room("wa01", "k", "n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.write(t, r)
+			if err := r.Sleep(); err != nil {
+				t.Fatal(err)
+			}
+			path := s.path("wa01")
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if fileSize(path+"-wal") == 0 {
+				t.Fatal("no WAL kept over the sleep")
+			}
+			// Where a crash in Delete stops: the database gone, its WAL not.
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			s = openStore(t, Options{Dir: dir})
+			r = openRoom(t, s, "wa01")
+			var check string
+			if err := r.use(func() error {
+				return r.conn.QueryRowContext(bg, `PRAGMA integrity_check`).Scan(&check)
+			}); err != nil || check != "ok" {
+				t.Fatalf("integrity_check: %.80q %v", check, err)
+			}
+			if es, err := r.List(ListOptions{}); err != nil || len(es) != 0 {
+				t.Fatalf("the new room holds %d entries (%v), want none", len(es), err)
+			}
+			if err := r.Put("x", []byte("y")); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

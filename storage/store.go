@@ -310,16 +310,19 @@ func (s *Store) Delete(id string) error {
 			return err
 		}
 	}
-	// The alarm goes first: left behind by a crash, it would recreate
-	// the room when it fires.
+	// The database goes first: until then a crash leaves the room whole,
+	// alarm and all. After it, a crash leaves at worst an empty room that
+	// the alarm's index makes anew when it fires, and a WAL that the new
+	// file does not take up (makeFile removes it).
+	p := s.path(id)
+	if err := removeStale(p); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
 	if _, err := s.node.Exec(`DELETE FROM alarms WHERE id = ?`, id); err != nil {
 		return err
 	}
-	p := s.path(id)
-	for _, f := range []string{p, p + "-wal", p + "-shm", p + ".new"} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("storage: %w", err)
-		}
+	if err := removeStale(p+"-wal", p+"-shm", p+".new"); err != nil {
+		return fmt.Errorf("storage: %w", err)
 	}
 	_, err := s.node.Exec(`DELETE FROM rooms WHERE id = ?`, id)
 	return err
