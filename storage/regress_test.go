@@ -803,3 +803,47 @@ func TestRegressWALWithoutDatabaseNotReplayed(t *testing.T) {
 		})
 	}
 }
+
+// A room opened while Delete removes it waits for the deletion, then
+// starts anew with a record: it is never left live, with its file, but
+// without its record in node.db.
+func TestRegressRoomOpenedDuringDeleteKeepsItsRecord(t *testing.T) {
+	s := openStore(t, Options{})
+	for i := range 100 {
+		id := fmt.Sprintf("dr%04d", i)
+		r := openRoom(t, s, id)
+		if err := r.Put("old", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Sleep(); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var again *Room
+		var openErr error
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := s.Delete(id); err != nil {
+				t.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			// Spread over the deletion's steps.
+			time.Sleep(time.Duration(i%20) * 20 * time.Microsecond)
+			again, openErr = s.Room(id, "test", "name-"+id)
+		}()
+		wg.Wait()
+		if openErr != nil {
+			t.Fatal(openErr)
+		}
+		if err := again.Put("new", []byte("y")); err != nil {
+			continue // deleted after it opened: the handle is gone
+		}
+		if _, ok, err := s.Record(id); err != nil || !ok {
+			t.Fatalf("room %s, opened while it was deleted, is live and written but has no record (%v)", id, err)
+		}
+		_ = again.Close()
+	}
+}

@@ -78,6 +78,10 @@ type Store struct {
 	lru     *list.List // *Room with an open handle, most recently used first
 	rooms   map[string]*Room
 	closed  bool
+	// deleting holds the rooms Delete is removing, closed when it is done:
+	// Room waits for it, so that a room opened meanwhile is not left with
+	// its file but without its record.
+	deleting map[string]chan struct{}
 
 	// Sizes measured as handles close, written to node.db together once
 	// a second: one commit there per room that sleeps would queue every
@@ -107,7 +111,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	s := &Store{
 		dir: opts.Dir, sync: opts.Synchronous, cache: opts.CacheKiB, limits: opts.Limits,
-		clock: opts.Clock, maxOpen: opts.MaxOpen, lru: list.New(), rooms: map[string]*Room{},
+		clock: opts.Clock, maxOpen: opts.MaxOpen, lru: list.New(), rooms: map[string]*Room{}, deleting: map[string]chan struct{}{},
 	}
 	s.cond = sync.NewCond(&s.mu)
 	if s.sync == "" {
@@ -217,6 +221,7 @@ func (s *Store) Room(id, kind, name string) (*Room, error) {
 		return nil, fmt.Errorf("storage: bad room id %q", id)
 	}
 	s.mu.Lock()
+	s.awaitDeletion(id)
 	if s.closed {
 		s.mu.Unlock()
 		return nil, ErrClosed
@@ -299,12 +304,30 @@ func (s *Store) Record(id string) (RoomRecord, bool, error) {
 	return rec, err == nil, err
 }
 
+// awaitDeletion waits, s.mu held, until no Delete of id is running.
+func (s *Store) awaitDeletion(id string) {
+	for done := s.deleting[id]; done != nil; done = s.deleting[id] {
+		s.mu.Unlock()
+		<-done
+		s.mu.Lock()
+	}
+}
+
 // Delete removes room id: its handle, its files and its record.
 func (s *Store) Delete(id string) error {
 	s.mu.Lock()
+	s.awaitDeletion(id)
+	done := make(chan struct{})
+	s.deleting[id] = done
 	r := s.rooms[id]
 	delete(s.rooms, id)
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.deleting, id)
+		s.mu.Unlock()
+		close(done)
+	}()
 	if r != nil {
 		if err := r.Close(); err != nil {
 			return err
