@@ -38,7 +38,8 @@ type Handler interface {
 	Alarm(a AlarmInfo) error
 	// Error is told of a failed event (a handler's error or panic, or a
 	// commit that failed) for logging or cleanup; s is nil for events
-	// without a socket. It runs outside the transaction.
+	// without a socket. It runs outside the transaction, after the
+	// batch's commit: what it sends, closes or defers goes out at once.
 	Error(s *Sock, err error)
 }
 

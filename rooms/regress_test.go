@@ -2,6 +2,7 @@ package rooms_test
 
 import (
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -241,5 +242,93 @@ func TestRegressAutoResponseWaitsForCommit(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no answer to ping")
+	}
+}
+
+// misbehaving fails, closes and answers HTTP as it is asked to; its
+// Error tells the socket and closes it, as a room cleaning up would.
+type misbehaving struct{ rooms.Base }
+
+func misbehavingKind() rooms.Kind {
+	return rooms.Kind{Name: "misbehaving", New: func(*rooms.State) rooms.Handler { return &misbehaving{} }}
+}
+
+func (m *misbehaving) Message(s *rooms.Sock, _ bool, data []byte) error {
+	switch string(data) {
+	case "fail":
+		return errors.New("probe failure")
+	case "bad reason":
+		s.Close(4000, "bad\xff\xfe")
+	}
+	return nil
+}
+
+func (m *misbehaving) Error(s *rooms.Sock, err error) {
+	if s != nil {
+		s.SendText("error: " + err.Error())
+		s.Close(4001, "cleanup")
+	}
+}
+
+func (m *misbehaving) Request(w http.ResponseWriter, r *http.Request) error {
+	switch r.URL.Query().Get("do") {
+	case "early hints":
+		w.WriteHeader(http.StatusEarlyHints)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte("made"))
+	case "bad status":
+		w.WriteHeader(1000)
+		_, _ = w.Write([]byte("x"))
+	}
+	return nil
+}
+
+// What Error sends and closes goes out with the failed event's batch:
+// no later event may come to carry it before the room sleeps.
+func TestRegressErrorHandlerOutputGoesOut(t *testing.T) {
+	n := startNode(t, t.TempDir(), rooms.Config{Kinds: []rooms.Kind{misbehavingKind()}})
+	c := n.dial(t, "/rooms/misbehaving/a")
+	send(t, c, "fail")
+	if got := read(t, c); got != "error: probe failure" {
+		t.Fatalf("got %q", got)
+	}
+	_, _, err := c.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4001 {
+		t.Fatalf("after Error's frame: %v, want close 4001", err)
+	}
+}
+
+// A close reason that is not UTF-8 is mended, not sent as it is: the
+// client would fail the connection instead of reading the close.
+func TestRegressCloseReasonIsUTF8(t *testing.T) {
+	n := startNode(t, t.TempDir(), rooms.Config{Kinds: []rooms.Kind{misbehavingKind()}})
+	c := n.dial(t, "/rooms/misbehaving/a")
+	send(t, c, "bad reason")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err := c.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4000 || !strings.HasPrefix(ce.Text, "bad") {
+		t.Fatalf("got %v, want close 4000 with the reason mended", err)
+	}
+}
+
+// A room's HTTP answer: an informational status is not the final one,
+// and a status no status line can carry becomes a 500.
+func TestRegressRoomResponseStatus(t *testing.T) {
+	n := startNode(t, t.TempDir(), rooms.Config{Kinds: []rooms.Kind{misbehavingKind()}})
+	if code, body := httpDo(t, http.MethodGet, n.url("/rooms/misbehaving/a?do=early+hints"), ""); code != http.StatusCreated || body != "made" {
+		t.Fatalf("after 103 then 201: %d %q", code, body)
+	}
+	if code, _ := httpDo(t, http.MethodGet, n.url("/rooms/misbehaving/a?do=bad+status"), ""); code != http.StatusInternalServerError {
+		t.Fatalf("status 1000: %d, want 500", code)
+	}
+}
+
+// chat's POST takes one JSON value, as its socket protocol does.
+func TestRegressChatPostRejectsTrailingData(t *testing.T) {
+	n := startNode(t, t.TempDir(), rooms.Config{})
+	if code, body := httpDo(t, http.MethodPost, n.url("/rooms/chat/g/messages"), `{"user":"u","text":"t"} not JSON`); code != http.StatusBadRequest {
+		t.Fatalf("POST with trailing data: %d %s, want 400", code, body)
 	}
 }

@@ -750,6 +750,14 @@ func (r *room) setAuto(pair *[2]string) {
 	r.auto.Store(pair)
 }
 
+// queueDeferred queues the work Defer held as events of their own.
+func (r *room) queueDeferred() {
+	for _, f := range r.deferred {
+		r.enqueue(&event{kind: evDeferred, fn: f})
+	}
+	r.deferred = nil
+}
+
 // release hands out what the batch's events held, in order, now that
 // their writes are durable.
 func (r *room) release(batch []*event) {
@@ -759,10 +767,7 @@ func (r *room) release(batch []*event) {
 		r.auto.Store(r.autoHeld.pair)
 	}
 	r.autoHeld = autoChange{}
-	for _, f := range r.deferred {
-		r.enqueue(&event{kind: evDeferred, fn: f})
-	}
-	r.deferred = nil
+	r.queueDeferred()
 	// The batch is over before its output goes: a client that has seen the
 	// output finds the room idle since then, and a sweep that runs at once
 	// does not take it for busy and pass it over.
@@ -801,6 +806,11 @@ func (r *room) release(batch []*event) {
 			r.tellError(sk, ev.err)
 		}
 	}
+	// What Error sent, closed or deferred goes too: it ran after the
+	// commit, and no later batch may come before the room sleeps.
+	out = append(out, r.out...)
+	r.out = nil
+	r.queueDeferred()
 	var to []Socket
 	for _, o := range out {
 		if o.to != nil {
@@ -875,6 +885,9 @@ func (r *room) failBatch(batch []*event, err error) {
 	r.observeEvents(batch)
 	r.resyncAlarm()
 	r.tellError(nil, fmt.Errorf("%w: %w", errStorageFailed, err))
+	// Its sockets are closed: only what Error deferred is left to do.
+	r.out = nil
+	r.queueDeferred()
 	if h, cerr := r.construct(); cerr == nil {
 		r.h = h
 	} else {

@@ -499,9 +499,10 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 
 // recorder holds a room's HTTP response until it may go out.
 type recorder struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
+	header   http.Header
+	status   int
+	body     bytes.Buffer
+	dropBody bool // the handler's status was invalid: its body is not sent
 }
 
 func newRecorder() *recorder { return &recorder{header: http.Header{}} }
@@ -509,7 +510,16 @@ func newRecorder() *recorder { return &recorder{header: http.Header{}} }
 func (rc *recorder) Header() http.Header { return rc.header }
 
 func (rc *recorder) WriteHeader(status int) {
-	if rc.status == 0 {
+	switch {
+	case rc.status != 0:
+	case status >= 100 && status < 200:
+		// Informational: den sends the final answer only.
+	case status < 100 || status > 999:
+		// No status line can carry it (net/http would panic): the
+		// handler's answer is dropped for a 500.
+		rc.reset(http.StatusInternalServerError, "the room answered with a bad status\n")
+		rc.dropBody = true
+	default:
 		rc.status = status
 	}
 }
@@ -517,6 +527,9 @@ func (rc *recorder) WriteHeader(status int) {
 func (rc *recorder) Write(b []byte) (int, error) {
 	if rc.status == 0 {
 		rc.status = http.StatusOK
+	}
+	if rc.dropBody {
+		return len(b), nil
 	}
 	return rc.body.Write(b)
 }

@@ -2,6 +2,7 @@ package wsframe
 
 import (
 	"encoding/binary"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -92,8 +93,14 @@ func appendClosePayload(dst []byte, code StatusCode, reason string) []byte {
 	return append(dst, trimReason(reason)...)
 }
 
+// trimReason makes a close reason fit a control frame, as UTF-8: a reason
+// that is not would make the peer fail the connection (RFC 6455 §8.1)
+// instead of reading the close.
 func trimReason(r string) string {
 	const max = MaxControlPayload - 2
+	if !utf8.ValidString(r) {
+		r = strings.ToValidUTF8(r, "\uFFFD")
+	}
 	if len(r) <= max {
 		return r
 	}

@@ -2,6 +2,7 @@ package builtin
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -263,7 +264,9 @@ func (c *chat) Request(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, ms)
 	case http.MethodPost:
 		var in struct{ User, Text string }
-		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+		dec := json.NewDecoder(r.Body)
+		// One JSON value and nothing after it, as over a socket.
+		if err := dec.Decode(&in); err != nil || dec.Decode(&struct{}{}) != io.EOF {
 			http.Error(w, "want {\"user\":U,\"text\":T}", http.StatusBadRequest)
 			return nil
 		}
