@@ -296,6 +296,10 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 // WebSockets are gone, so a load balancer polling /readyz on one sees 503.
 // It is safe to call more than once.
 func (srv *Server) Shutdown(ctx context.Context) error {
+	if srv.acceptor == nil {
+		// Never started, or its Start failed: nothing runs.
+		return nil
+	}
 	srv.draining.Store(true)
 	srv.acceptor.stop()
 	srv.spreadCloses(ctx)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 )
 
 // RoomInfo is what the admin API says of a room.
@@ -154,6 +155,10 @@ func (rt *Runtime) Admin(token string) http.Handler {
 		writeAdmin(w, out)
 	})
 	mux.HandleFunc("GET /admin/rooms/{kind}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if rt.kinds[r.PathValue("kind")] == nil {
+			http.NotFound(w, r)
+			return
+		}
 		info, err := rt.Info(r.PathValue("kind"), r.PathValue("name"))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -172,9 +177,10 @@ func (rt *Runtime) Admin(token string) http.Handler {
 			w.WriteHeader(http.StatusNoContent)
 		}
 	})
-	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if token == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		// The scheme's case does not matter (RFC 9110 §11.1); the token's does.
+		scheme, given, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if token == "" || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(given), []byte(token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="den admin"`)
 			http.Error(w, "admin token required", http.StatusUnauthorized)
 			return

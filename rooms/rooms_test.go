@@ -396,6 +396,22 @@ func TestAdminAPI(t *testing.T) {
 	if _, body := get("/admin/rooms/counter/never", "s3cret"); !strings.Contains(body, `"state":"absent"`) {
 		t.Fatalf("a room never made: %s", body)
 	}
+	if code, _ := get("/admin/rooms/nokind/x", "s3cret"); code != http.StatusNotFound {
+		t.Fatalf("a kind the node does not have: %d, want 404", code)
+	}
+	// The scheme is case-insensitive; the token is not.
+	for auth, want := range map[string]int{"bearer s3cret": 200, "BEARER s3cret": 200, "Bearer S3CRET": 401} {
+		req, _ := http.NewRequest(http.MethodGet, admin.URL+"/admin/rooms", nil)
+		req.Header.Set("Authorization", auth)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("Authorization %q: %d, want %d", auth, resp.StatusCode, want)
+		}
+	}
 	var list []rooms.RoomInfo
 	if _, body := get("/admin/rooms?kind=counter", "s3cret"); json.Unmarshal([]byte(body), &list) != nil || len(list) != 1 || list[0].Name != "a" {
 		t.Fatalf("list: %s", body)

@@ -91,6 +91,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	if cfg.TokenRequired && cfg.Tokens == nil {
+		return nil, errors.New("server: a token is required, but no token keys are configured")
+	}
 	store, err := storage.Open(storage.Options{Dir: cfg.Data, Synchronous: cfg.Synchronous, MaxOpen: cfg.MaxOpenDatabases})
 	if err != nil {
 		return nil, err
@@ -125,10 +128,6 @@ func New(cfg Config) (*Server, error) {
 	gcfg := cfg.Gateway
 	gcfg.Logger = s.log
 	gcfg.Rooms = gateway.Runtime(rt)
-	if cfg.TokenRequired && cfg.Tokens == nil {
-		store.Close()
-		return nil, errors.New("server: a token is required, but no token keys are configured")
-	}
 	if cfg.Tokens != nil || cfg.Webhook != nil {
 		var ctx context.Context
 		ctx, s.cancelAuth = context.WithCancel(context.Background())
@@ -150,6 +149,12 @@ func New(cfg Config) (*Server, error) {
 	gcfg.Handler = mux
 	gw, err := gateway.New(gcfg)
 	if err != nil {
+		// The runtime's scheduler and sweep run already: they stop
+		// before the store they use closes.
+		_ = rt.Shutdown(context.Background())
+		if s.cancelAuth != nil {
+			s.cancelAuth()
+		}
 		store.Close()
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}

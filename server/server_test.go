@@ -3,7 +3,9 @@ package server_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +87,52 @@ func TestLoadtestReadsMetrics(t *testing.T) {
 	}
 	if res.Counters.Opened != 20 || res.Server == nil || res.Server.HoldRSS == 0 || res.Server.OpenAtHold != 20 {
 		t.Fatalf("result %+v server %+v", res.Counters, res.Server)
+	}
+}
+
+// A node whose Start failed (its address taken) shuts down without a
+// panic and lets its data folder go: a program can start another on it.
+func TestRegressShutdownAfterFailedStart(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	srv, err := server.New(server.Config{Gateway: gateway.Config{Listen: busy.Addr().String()}, Data: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err == nil {
+		t.Fatal("Start on a taken address succeeded")
+	}
+	if err := srv.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	again, err := server.New(server.Config{Gateway: gateway.Config{Listen: "127.0.0.1:0"}, Data: dir})
+	if err != nil {
+		t.Fatalf("New on the folder of the node that failed: %v", err)
+	}
+	if err := again.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// New refusing a gateway setting stops the rooms runtime it had started:
+// no scheduler or sweep is left running on the storage it closed.
+func TestRegressFailedNewStopsItsRuntime(t *testing.T) {
+	before := runtime.NumGoroutine()
+	if _, err := server.New(server.Config{Gateway: gateway.Config{MaxMessageBytes: -1}, Data: t.TempDir()}); err == nil {
+		t.Fatal("New took a negative message size")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines before the failed New, %d after", before, runtime.NumGoroutine())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
