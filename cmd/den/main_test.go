@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -51,6 +53,13 @@ func TestConfigErrors(t *testing.T) {
 		{nil, map[string]string{"DEN_MAX_MESSAGE_BYTES": "lots"}, "DEN_MAX_MESSAGE_BYTES"},
 		{[]string{"--allowed-origins", "example.com"}, nil, "allowed origin"},
 		{[]string{"extra"}, nil, "unexpected argument"},
+		// Settings that would do nothing on their own.
+		{[]string{"--message-burst", "50"}, nil, "--message-burst needs --message-rate"},
+		{[]string{"--jwt-leeway", "30s"}, nil, "need --jwt-secret"},
+		{[]string{"--connect-webhook-timeout", "-1s"}, nil, "need --connect-webhook"},
+		{[]string{"--connect-webhook-cache", "5s"}, nil, "need --connect-webhook"},
+		{[]string{"--connect-webhook-forward", "Cookie"}, nil, "need --connect-webhook"},
+		{[]string{"--connect-webhook-fail-open"}, nil, "need --connect-webhook"},
 	}
 	for _, tc := range cases {
 		_, err := parseServe(tc.args, &bytes.Buffer{}, func(k string) string { return tc.env[k] })
@@ -69,6 +78,21 @@ func TestFlagBeatsEnv(t *testing.T) {
 	}
 	if c.gateway.Listen != "127.0.0.1:9" || c.gateway.MaxMessageBytes != 2048 {
 		t.Fatalf("listen %q max %d: want the flag's listen and the env's size", c.gateway.Listen, c.gateway.MaxMessageBytes)
+	}
+}
+
+// The secret's two flags are one setting: either on the command line
+// wins over the other's variable, as any flag does over its own.
+func TestSecretFlagBeatsOtherSecretVariable(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, []byte("0123456789abcdef0123456789abcdef-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"DEN_JWT_SECRET": "0123456789abcdef0123456789abcdef-env", "DEN_JWT_SECRET_FILE": file}
+	for _, args := range [][]string{{"--jwt-secret-file", file}, {"--jwt-secret", "0123456789abcdef0123456789abcdef-flag"}} {
+		if _, err := parseServe(args, &bytes.Buffer{}, func(k string) string { return env[k] }); err != nil {
+			t.Errorf("%v beside both variables: %v", args, err)
+		}
 	}
 }
 

@@ -105,10 +105,13 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// Flags that say the same thing two ways: one on the command line
+	// wins over the other's variable too.
+	alternative := map[string]string{"jwt-secret": "jwt-secret-file", "jwt-secret-file": "jwt-secret"}
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		env := "DEN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(env); v != "" && !set[f.Name] && envErr == nil {
+		if v := getenv(env); v != "" && !set[f.Name] && !set[alternative[f.Name]] && envErr == nil {
 			if err := f.Value.Set(v); err != nil {
 				envErr = fmt.Errorf("%s=%q (--%s): want %s", env, v, f.Name, accepts(f))
 			}
@@ -194,6 +197,8 @@ func (c *serveConfig) validate() error {
 		return fmt.Errorf("--message-rate %v: want 0 (no limit) or %v to %d", g.MessageRate, gateway.MinRate, gateway.MaxMessageRate)
 	case g.MessageBurst < 0 || g.MessageBurst > gateway.MaxBurst:
 		return fmt.Errorf("--message-burst %d: want 0 (the rate) to %d", g.MessageBurst, gateway.MaxBurst)
+	case g.MessageBurst != 0 && g.MessageRate == 0:
+		return errors.New("--message-burst needs --message-rate: without a rate there is no limit to burst past")
 	}
 	if c.maxRoomSockets < 1 {
 		return fmt.Errorf("--max-room-sockets %d: must be at least 1", c.maxRoomSockets)
@@ -261,10 +266,13 @@ func (c *serveConfig) buildAuth() error {
 		c.tokens = v
 	case c.tokenRequired:
 		return errors.New("--token-required: needs --jwt-secret, --jwt-secret-file or --jwt-keys to check tokens with")
-	case c.jwtAudience != "" || c.jwtIssuer != "" || c.jwtRequireExpiry:
-		return errors.New("--jwt-audience, --jwt-issuer and --jwt-require-expiry need --jwt-secret, --jwt-secret-file or --jwt-keys")
+	case c.jwtAudience != "" || c.jwtIssuer != "" || c.jwtRequireExpiry || c.jwtLeeway != 0:
+		return errors.New("--jwt-audience, --jwt-issuer, --jwt-require-expiry and --jwt-leeway need --jwt-secret, --jwt-secret-file or --jwt-keys")
 	}
 	if c.webhookURL == "" {
+		if c.webhookTimeout != auth.DefaultWebhookTimeout || c.webhookCache != 0 || c.webhookForward != "" || c.webhookFailOpen {
+			return errors.New("--connect-webhook-timeout, -cache, -forward and -fail-open need --connect-webhook")
+		}
 		return nil
 	}
 	if c.webhookTimeout <= 0 {
