@@ -5,13 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"unicode/utf8"
-)
 
-// Limits on the parts of a room's path.
-const (
-	MaxKindLen = 64
-	MaxNameLen = 256
+	"github.com/den-rooms/den/rooms"
 )
 
 var errRoomPath = errors.New("gateway: not a room path")
@@ -42,10 +37,10 @@ func roomPath(target string) (kind, name, rest string, err error) {
 	if hasRest {
 		rest = "/" + rest
 	}
-	if kind, err = url.PathUnescape(rawKind); err != nil || !validKind(kind) {
+	if kind, err = url.PathUnescape(rawKind); err != nil || !rooms.ValidKind(kind) {
 		return "", "", "", errRoomPath
 	}
-	if name, err = url.PathUnescape(rawName); err != nil || !validName(name) {
+	if name, err = url.PathUnescape(rawName); err != nil || !rooms.ValidName(name) {
 		return "", "", "", errRoomPath
 	}
 	return kind, name, rest, nil
@@ -65,30 +60,6 @@ func validEscapes(p string) bool {
 }
 
 func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
-
-func validKind(k string) bool {
-	if len(k) == 0 || len(k) > MaxKindLen {
-		return false
-	}
-	for _, c := range []byte(k) {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
-func validName(n string) bool {
-	if len(n) == 0 || len(n) > MaxNameLen || !utf8.ValidString(n) {
-		return false
-	}
-	for _, r := range n {
-		if r < 0x20 || r == 0x7f {
-			return false
-		}
-	}
-	return true
-}
 
 // routes is the plain-HTTP side of the port: health, rooms, then the
 // configured handler.

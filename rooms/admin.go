@@ -155,7 +155,7 @@ func (rt *Runtime) Admin(token string) http.Handler {
 		writeAdmin(w, out)
 	})
 	mux.HandleFunc("GET /admin/rooms/{kind}/{name}", func(w http.ResponseWriter, r *http.Request) {
-		if rt.kinds[r.PathValue("kind")] == nil {
+		if rt.kinds[r.PathValue("kind")] == nil || !ValidName(r.PathValue("name")) {
 			http.NotFound(w, r)
 			return
 		}

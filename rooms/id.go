@@ -6,7 +6,42 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"unicode/utf8"
 )
+
+// Limits on a room's address, /rooms/{kind}/{name}.
+const (
+	MaxKindLen = 64
+	MaxNameLen = 256
+)
+
+// ValidKind reports whether k can name a kind: 1 to MaxKindLen bytes of
+// a-z, 0-9, '-' and '_'.
+func ValidKind(k string) bool {
+	if len(k) == 0 || len(k) > MaxKindLen {
+		return false
+	}
+	for _, c := range []byte(k) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidName reports whether n can name a room: 1 to MaxNameLen bytes of
+// UTF-8 without control characters.
+func ValidName(n string) bool {
+	if len(n) == 0 || len(n) > MaxNameLen || !utf8.ValidString(n) {
+		return false
+	}
+	for _, r := range n {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
 
 // ID names one room of a kind for ever: 32 bytes, printed as 64 hex
 // digits. Rooms addressed by name get IDFromName; rooms made for one

@@ -396,8 +396,10 @@ func TestAdminAPI(t *testing.T) {
 	if _, body := get("/admin/rooms/counter/never", "s3cret"); !strings.Contains(body, `"state":"absent"`) {
 		t.Fatalf("a room never made: %s", body)
 	}
-	if code, _ := get("/admin/rooms/nokind/x", "s3cret"); code != http.StatusNotFound {
-		t.Fatalf("a kind the node does not have: %d, want 404", code)
+	for _, p := range []string{"/admin/rooms/nokind/x", "/admin/rooms/counter/" + strings.Repeat("a", rooms.MaxNameLen+1), "/admin/rooms/counter/%01"} {
+		if code, _ := get(p, "s3cret"); code != http.StatusNotFound {
+			t.Fatalf("GET %.40s, a room no path can reach: %d, want 404", p, code)
+		}
 	}
 	// The scheme is case-insensitive; the token is not.
 	for auth, want := range map[string]int{"bearer s3cret": 200, "BEARER s3cret": 200, "Bearer S3CRET": 401} {
