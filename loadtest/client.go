@@ -106,7 +106,7 @@ func newLoop(w *worker, first, stride int64) (*loop, error) {
 		w: w, epfd: epfd, next: first, stride: stride, firstWave: int64(w.cfg.Count),
 		rng:        rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(first))),
 		rbuf:       make([]byte, 64<<10),
-		maxPending: max(w.cfg.Concurrency/w.totalLoops, 1),
+		maxPending: shareOf(w.cfg.Concurrency, w.totalLoops, int(first)),
 		stats:      newLoopStats(),
 	}, nil
 }
@@ -382,18 +382,30 @@ func (l *loop) message(c *conn, m wsframe.Message, now int64) {
 		}
 	}
 	switch {
-	case c.awaitAt != 0:
-		// A timed send (ping, wake, closed-loop echo) is answered by
-		// whatever comes back first.
+	case c.awaitAt != 0 && (!stamped || from == c.n):
+		// A timed send (ping, wake, closed-loop echo) is answered by the
+		// first reply that is not another connection's message.
 		l.stats.recordLatency(now - c.awaitAt)
 		c.awaitAt = 0
 		l.awaiting--
 		if l.w.closedLoop() && l.w.phase.Load() == phaseTraffic {
 			l.sendNext(c, now)
 		}
-	case stamped:
+	case stamped && (l.w.cfg.Scenario != Echo || from == c.n):
+		// An echo times its own message's round trip; another member's
+		// message in its room is a delivery, not an echo.
 		l.stats.recordLatency(now - ts)
 	}
+}
+
+// shareOf is loop i's part of n spread over total loops: the parts sum
+// to n, so --concurrency caps every connection in flight together.
+func shareOf(n, total, i int) int {
+	share := n / total
+	if i < n%total {
+		share++
+	}
+	return share
 }
 
 // opened moves a handshaken connection into the open set.

@@ -282,6 +282,10 @@ func (c *Config) validate() ([]target, error) {
 	if c.Messages < 0 || c.Concurrency < 0 || c.Workers < 0 || c.Loops < 0 || c.PerSource < 1 {
 		return nil, configErr("counts must not be negative")
 	}
+	if c.Messages > math.MaxInt32 {
+		// A sender counts its messages in an int32.
+		return nil, configErr("--messages must be at most %d", math.MaxInt32)
+	}
 	for k := range c.Headers {
 		if k == "" || strings.ContainsAny(k, " :\r\n") || strings.ContainsAny(c.Headers[k], "\r\n") {
 			return nil, configErr("bad header %q", k)

@@ -132,6 +132,7 @@ type runner struct {
 	trafficStart, trafficEnd, drainEnd time.Time
 	trafficEnded, memTaken             bool
 	recvAtStart, sentAtStart           int64
+	rampOpened                         int64 // connections opened by the end of the ramp
 	cpuAtStart                         float64
 	cpuKnown                           bool
 	lastTotals                         Counters
@@ -260,7 +261,7 @@ func (r *runner) advance(now time.Time) {
 			r.trafficEnd = now.Add(r.cfg.Hold)
 		}
 		totals := r.totals()
-		r.recvAtStart, r.sentAtStart = totals.Received, totals.Sent
+		r.recvAtStart, r.sentAtStart, r.rampOpened = totals.Received, totals.Sent, totals.Opened
 		r.requestSample(sampleReq{kind: sampleTrafficStart})
 		r.setPhase(phaseTraffic)
 	case phaseTraffic:
@@ -639,7 +640,13 @@ func (r *runner) finish(now time.Time) *Result {
 		}
 	}
 	if res.RampSeconds > 0 {
-		res.ConnectRate = float64(res.PeakOpen) / res.RampSeconds
+		// Opened, not the peak held: connections the server ended during
+		// the ramp were opened all the same.
+		opened := r.rampOpened
+		if r.trafficStart.IsZero() {
+			opened = res.Counters.Opened
+		}
+		res.ConnectRate = float64(opened) / res.RampSeconds
 	}
 	res.Latency, res.Connect = percentiles(r.latency), percentiles(r.connect)
 	res.Expected, _ = expected(r.cfg.Scenario, r.cfg.Members, &res.Counters)

@@ -73,6 +73,9 @@ func newWorker(cfg Config, id, workers int) (*worker, error) {
 		h, t, _ := strings.Cut(cfg.Template, "{payload}")
 		w.tmplHead, w.tmplTail = []byte(h), []byte(t)
 	}
+	if cfg.Concurrency < w.totalLoops {
+		return nil, configErr("--concurrency %d is below the client's %d event loops, each of which connects at least one at a time: raise it or lower --loops or --workers", cfg.Concurrency, w.totalLoops)
+	}
 	raiseFileLimit()
 	for i := range cfg.Loops {
 		first := int64(i*workers + id)
