@@ -41,8 +41,8 @@ const (
 	DefaultWakeIdle       = 15 * time.Second
 	DefaultPingText       = "ping"
 	DefaultRoomPrefix     = "room-"
-	DefaultPerSource      = 1000 // connections per source address before the next is used
-	maxSize               = 16 << 20
+	DefaultPerSource      = 1000     // connections per source address before the next is used
+	MaxSize               = 16 << 20 // the largest Size
 	minInterval           = 10 * time.Millisecond
 	maxMembers            = 1 << 20
 )
@@ -244,8 +244,8 @@ func (c *Config) validate() ([]target, error) {
 	if c.Zipf != 0 && c.Zipf <= 1 {
 		return nil, configErr("--zipf must be above 1 (or 0 for even rooms)")
 	}
-	if c.Size < 0 || c.Size > maxSize {
-		return nil, configErr("--size must be 0..%d", maxSize)
+	if c.Size < 0 || c.Size > MaxSize {
+		return nil, configErr("--size must be 1..%d", MaxSize)
 	}
 	if c.Template != "" && !strings.Contains(c.Template, "{payload}") {
 		return nil, configErr("--template must contain {payload}")

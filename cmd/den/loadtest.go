@@ -116,6 +116,11 @@ func parseLoadtest(args []string, stderr io.Writer) (*loadtestArgs, error) {
 		fmt.Fprintf(stderr, "den loadtest: unexpected argument %q\n", fs.Arg(0))
 		return nil, errUsage
 	}
+	if c.Size == 0 {
+		// loadtest.Config reads 0 as its default: said here, it would
+		// quietly become 64.
+		return nil, fmt.Errorf("--size 0: want 1 to %d bytes (a message carries its timestamp whatever its size)", loadtest.MaxSize)
+	}
 	c.URLs, c.Sources = urls, sources
 	for _, h := range headers {
 		k, v, ok := strings.Cut(h, ":")

@@ -190,6 +190,8 @@ func TestLoadtestUsageErrors(t *testing.T) {
 		{[]string{"loadtest", "idle", "--url", "ws://127.0.0.1:1/x", "--fail-on", "p99>>5"}, 1, "--fail-on"},
 		{[]string{"loadtest", "idle", "--url", "ws://127.0.0.1:1/x", "--server-pid", "0"}, 1, "--server-pid"},
 		{[]string{"loadtest", "broadcast", "--url", "ws://127.0.0.1:1/x"}, 1, "--members"},
+		// Config reads a zero size as its default: 0 must not become 64.
+		{[]string{"loadtest", "echo", "--url", "ws://127.0.0.1:1/x", "--size", "0"}, 1, "--size 0"},
 	}
 	for _, tc := range cases {
 		var stderr strings.Builder
