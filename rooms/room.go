@@ -761,8 +761,6 @@ func (r *room) queueDeferred() {
 // release hands out what the batch's events held, in order, now that
 // their writes are durable.
 func (r *room) release(batch []*event) {
-	out := r.out
-	r.out = nil
 	if r.autoHeld.set {
 		r.auto.Store(r.autoHeld.pair)
 	}
@@ -806,9 +804,9 @@ func (r *room) release(batch []*event) {
 			r.tellError(sk, ev.err)
 		}
 	}
-	// What Error sent, closed or deferred goes too: it ran after the
-	// commit, and no later batch may come before the room sleeps.
-	out = append(out, r.out...)
+	// Taken after Error ran: what it sent, closed or deferred goes too, as
+	// no later batch may come before the room sleeps.
+	out := r.out
 	r.out = nil
 	r.queueDeferred()
 	var to []Socket
