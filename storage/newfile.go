@@ -103,20 +103,20 @@ func (s *Store) emptyRoom() ([]byte, error) {
 	return img, nil
 }
 
-// removeStale removes files that may be absent.
+// removeStale removes files that may be absent, each one tried whatever
+// became of the others.
 func removeStale(paths ...string) error {
+	var errs []error
 	for _, p := range paths {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// removeDatabase removes the SQLite database at path and the files SQLite
-// keeps beside it.
+// removeDatabase removes, as far as it can, the SQLite database at path
+// and the files SQLite keeps beside it.
 func removeDatabase(path string) {
-	for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
-		os.Remove(path + suffix)
-	}
+	_ = removeStale(path, path+"-wal", path+"-shm", path+"-journal")
 }
