@@ -99,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if err := storage.TuningError(); err != nil {
-		cfg.Logger.Warn("rooms run with SQLite's default memory settings", zap.Error(err))
+		cfg.Logger.Warn("a process-wide SQLite setting of den's did not take; rooms run without it", zap.Error(err))
 	}
 	kinds := map[string]rooms.Kind{}
 	var order []string

@@ -2,9 +2,13 @@ package storage
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"reflect"
 
+	"golang.org/x/sys/unix"
 	"modernc.org/libc"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -16,7 +20,8 @@ import (
 // behind them on the disk. The WAL stays valid on disk (the database is
 // the file and its WAL, as SQLite always has it), and the next open reads
 // it back, which costs time in proportion to its size: past this bound
-// the handle checkpoints and truncates it before it closes.
+// the handle checkpoints and truncates it before it closes. With SyncFull
+// it is also the length padWAL keeps the WAL at.
 const walKeepBytes = 128 << 10
 
 // errNoHandle means the driver no longer exposes its connection's SQLite
@@ -70,4 +75,60 @@ func fileSize(path string) int64 {
 		return 0
 	}
 	return st.Size()
+}
+
+// walZeros are what padWAL writes: pages of the zero page until written.
+var walZeros [walKeepBytes]byte
+
+// padWAL writes the WAL of the room database at path out to walKeepBytes,
+// with zeros past what it holds, and syncs it, making it if it is not
+// there (and then syncing its folder, which also holds the database's
+// name). With SyncFull each commit syncs the WAL, and a commit that makes
+// the file longer waits for the file system's journal to record its new
+// size and blocks; a commit into blocks written before waits for its own
+// data alone (p90 of the sync 0.47 against 0.87 ms here). SQLite reads a
+// WAL's frames up to the first that is not valid, and zeros are not, so
+// the padding is never taken for data; a checkpoint that truncates the
+// WAL is followed by a pad, so the file stays walKeepBytes long until a
+// room's commits go past it, when the close checkpoints anyway.
+func padWAL(path string) error {
+	name := path + "-wal"
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	made := err == nil
+	if errors.Is(err, fs.ErrExist) {
+		f, err = os.OpenFile(name, os.O_WRONLY, 0)
+	}
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	if n := st.Size(); n < walKeepBytes {
+		if _, err := f.WriteAt(walZeros[n:], n); err != nil {
+			return fmt.Errorf("storage: padding %s: %w", name, err)
+		}
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			return fmt.Errorf("storage: padding %s: %w", name, err)
+		}
+	}
+	if made {
+		return syncFolder(filepath.Dir(path))
+	}
+	return nil
+}
+
+// syncFolder makes the names in the folder at dir durable.
+func syncFolder(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("storage: syncing %s: %w", dir, err)
+	}
+	return nil
 }

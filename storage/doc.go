@@ -8,8 +8,10 @@
 // an event that fails rolls back alone. Each room database is in WAL mode
 // with exclusive locking (no -shm file) and synchronous=FULL unless the
 // store is opened with SyncNormal. Room files are opened without SQLite's
-// locks (VFS unix-none) and locked by the store itself, so no other process
-// uses an awake room's file. Open handles form a bounded pool: when
+// locks (VFS unix-none, as den-room: see registerRoomVFS) and locked by the
+// store itself, so no other process uses an awake room's file. With
+// SyncFull a room's WAL is written out to walKeepBytes (padWAL), so that a
+// commit overwrites it in place. Open handles form a bounded pool: when
 // it is full, the least recently used room outside a transaction gives its
 // handle up and reopens it on its next call.
 //

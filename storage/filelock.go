@@ -14,15 +14,6 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// roomVFS is the SQLite VFS rooms open their files with: SQLite's unix
-// layer without its locks. The locking unix VFS keeps one list of every
-// file the process has open and walks it twice at each open, under a
-// mutex for the whole process; with a thousand rooms awake that walk, on
-// memory gone cold between wakes, cost up to a quarter of a wake's storage
-// time. den never opens a room's file twice (one Room per id), so what the
-// locks still did was keep other processes out; lockFile does that instead.
-const roomVFS = "unix-none"
-
 // SQLite's lock bytes: every reader in another process takes a read lock
 // on the pending byte and on the shared range, and every writer a write
 // lock on them, so a write lock on all of them keeps every SQLite user

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"modernc.org/libc"
+	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
@@ -20,17 +21,28 @@ const (
 	lookasideBytes     = lookasideSlotBytes * 10
 )
 
-// lookasideErr is why the pool could not be sized: SQLite takes its
-// process-wide configuration only before it is first used, and something
-// in the process used it before this package's init. Rooms then run with
-// SQLite's default pool, as before.
-var lookasideErr = setLookaside(lookasideSlotBytes, lookasideBytes/lookasideSlotBytes)
+// tuningErr is why a process-wide SQLite setting den makes did not take.
+// The lookaside pool comes first: SQLite takes its configuration only
+// before its first use, which registering a VFS is, and something in the
+// process may have used it before this package's init. Rooms then run
+// with SQLite's default pool, or with unix-none's open, as before.
+var tuningErr = tune()
+
+func tune() error {
+	lookaside := setLookaside(lookasideSlotBytes, lookasideBytes/lookasideSlotBytes)
+	// What SQLite's own build does on Linux, as durable as fsync: a
+	// commit's sync leaves the WAL's timestamps to the file system's next
+	// journal commit, so a commit that overwrites a WAL written out before
+	// (padWAL) waits for its data alone. It cannot fail on Linux.
+	_, _ = sqlite.Fdatasync(true)
+	return errors.Join(lookaside, registerRoomVFS())
+}
 
 // TuningError says why a process-wide SQLite setting den makes (the
-// smaller lookaside pool) did not take: SQLite was used in the process
-// before this package initialized. Rooms work all the same, with more
-// memory to fault in at each wake.
-func TuningError() error { return lookasideErr }
+// smaller lookaside pool, the room VFS) did not take. Rooms work all the
+// same, with more memory to fault in at each wake, or a folder sync at
+// each wake's first commit.
+func TuningError() error { return tuningErr }
 
 // setLookaside makes size-byte slots, count of them in all, the lookaside
 // pool of every SQLite connection opened from now on.

@@ -288,6 +288,11 @@ func (r *Room) openFile() error {
 		if err := r.store.makeFile(path); err != nil {
 			return err
 		}
+		if r.store.sync == SyncFull {
+			if err := padWAL(path); err != nil {
+				return err
+			}
+		}
 	}
 	dsn := "file:" + path + "?vfs=" + roomVFS
 	if woken {
@@ -392,15 +397,23 @@ func (r *Room) closeHandle() {
 	if r.conn == nil {
 		return
 	}
-	if fileSize(r.store.path(r.id)+"-wal") > walKeepBytes {
+	path := r.store.path(r.id)
+	truncated := false
+	if fileSize(path+"-wal") > walKeepBytes {
 		// Best effort: a failed checkpoint leaves the WAL valid, and the
 		// next close tries again.
-		_, _ = r.exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+		_, err := r.exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+		truncated = err == nil
 	}
 	r.dropStmts()
 	_ = r.conn.Close()
 	_ = r.db.Close()
 	r.conn, r.db, r.dc = nil, nil, nil
+	if truncated && r.store.sync == SyncFull {
+		// Best effort too: a WAL left short costs its next commits a
+		// journal commit each, not data.
+		_ = padWAL(path)
+	}
 	// Best effort, and only when it changed: a room that sleeps and wakes
 	// without writing must not cost node.db a commit each time.
 	if b := r.store.Bytes(r.id); b != r.recorded {

@@ -135,6 +135,14 @@ func Open(opts Options) (*Store, error) {
 	if err := checkFileLocks(filepath.Join(s.dir, "rooms")); err != nil {
 		return nil, err
 	}
+	if s.sync == SyncFull {
+		// A room's WAL opens without a sync of its folder when it is
+		// there (registerRoomVFS): one an earlier process made and never
+		// synced gets its name on disk here.
+		if err := s.syncfs(); err != nil {
+			return nil, err
+		}
+	}
 	node, err := sql.Open("sqlite", s.dsn(filepath.Join(s.dir, "node.db")))
 	if err != nil {
 		return nil, fmt.Errorf("storage: node.db: %w", err)

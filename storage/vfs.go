@@ -1,0 +1,100 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"modernc.org/libc"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// roomVFS is the SQLite VFS rooms open their files with: SQLite's unix
+// layer without its locks (unix-none), with the open registerRoomVFS
+// gives it. The locking unix VFS keeps one list of every file the process
+// has open and walks it twice at each open, under a mutex for the whole
+// process; with a thousand rooms awake that walk, on memory gone cold
+// between wakes, cost up to a quarter of a wake's storage time. den never
+// opens a room's file twice (one Room per id), so what the locks still did
+// was keep other processes out; lockFile does that instead. It stays
+// unix-none when the room VFS could not be registered.
+var roomVFS = "unix-none"
+
+// roomVFSName is the name den registers its room VFS under.
+const roomVFSName = "den-room"
+
+// unixNoneOpen is unix-none's xOpen, which the room VFS's open calls.
+var unixNoneOpen uintptr
+
+// vfsOpen is the signature of a VFS's xOpen as modernc.org/sqlite calls it.
+type vfsOpen = func(t *libc.TLS, vfs, name, file uintptr, flags int32, outFlags uintptr) int32
+
+// registerRoomVFS registers roomVFSName: unix-none, whose open of a WAL
+// that is already there does not ask for it to be created. SQLite always
+// opens a WAL asking to create it, and the unix layer then syncs the
+// WAL's folder at its first sync, once per open: with --sync full, an
+// open and an fsync of the folder at each wake's first commit, for a file
+// whose name was on disk long before. The folder's sync matters only for a
+// WAL made by that open, and SQLite still makes and syncs one that is
+// missing. A WAL that is there was made either by den (padWAL syncs the
+// folder) or by an open of SQLite's that synced it, or was left by an
+// earlier process: with SyncFull, Open syncs the file system once for
+// those.
+func registerRoomVFS() error {
+	t := libc.NewTLS()
+	defer t.Close()
+	base, err := findVFS(t, "unix-none")
+	if err != nil {
+		return err
+	}
+	var v sqlite3.Tsqlite3_vfs
+	size := libc.Tsize_t(unsafe.Sizeof(v))
+	// Registered for the life of the process, so never freed.
+	p := libc.Xmalloc(t, size)
+	name, err := libc.CString(roomVFSName)
+	if p == 0 || err != nil {
+		return errors.New("storage: out of memory registering the room VFS")
+	}
+	libc.Xmemcpy(t, p, base, size)
+	libc.AtomicStorePUintptr(p+unsafe.Offsetof(v.FzName), name)
+	libc.AtomicStorePUintptr(p+unsafe.Offsetof(v.FpNext), 0)
+	unixNoneOpen = libc.AtomicLoadPUintptr(base + unsafe.Offsetof(v.FxOpen))
+	open := roomOpen
+	libc.AtomicStorePUintptr(p+unsafe.Offsetof(v.FxOpen), *(*uintptr)(unsafe.Pointer(&struct{ f vfsOpen }{open})))
+	if rc := sqlite3.Xsqlite3_vfs_register(t, p, 0); rc != sqlite3.SQLITE_OK {
+		return fmt.Errorf("storage: sqlite3_vfs_register: error %d", rc)
+	}
+	roomVFS = roomVFSName
+	return nil
+}
+
+// findVFS is SQLite's VFS of that name.
+func findVFS(t *libc.TLS, name string) (uintptr, error) {
+	cname, err := libc.CString(name)
+	if err != nil {
+		return 0, err
+	}
+	defer libc.Xfree(t, cname)
+	vfs := sqlite3.Xsqlite3_vfs_find(t, cname)
+	if vfs == 0 {
+		return 0, fmt.Errorf("storage: SQLite has no %s VFS", name)
+	}
+	return vfs, nil
+}
+
+// roomOpen is the room VFS's xOpen: unix-none's, without create for a WAL
+// that is there.
+func roomOpen(t *libc.TLS, vfs, name, file uintptr, flags int32, outFlags uintptr) int32 {
+	open := *(*vfsOpen)(unsafe.Pointer(&struct{ uintptr }{unixNoneOpen}))
+	const create = sqlite3.SQLITE_OPEN_CREATE
+	if flags&sqlite3.SQLITE_OPEN_WAL != 0 && flags&create != 0 && name != 0 &&
+		libc.Xaccess(t, name, unix.F_OK) == 0 {
+		rc := open(t, vfs, name, file, flags&^create, outFlags)
+		if rc != sqlite3.SQLITE_CANTOPEN {
+			return rc
+		}
+		// Gone since it was looked for: make it after all.
+	}
+	return open(t, vfs, name, file, flags, outFlags)
+}
