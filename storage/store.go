@@ -109,6 +109,13 @@ func Open(opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("storage: no data folder")
 	}
+	// Absolute, so that rooms' files have their full names as they are
+	// (roomFullPathname) and do not depend on the working directory.
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	opts.Dir = dir
 	s := &Store{
 		dir: opts.Dir, sync: opts.Synchronous, cache: opts.CacheKiB, limits: opts.Limits,
 		clock: opts.Clock, maxOpen: opts.MaxOpen, lru: list.New(), rooms: map[string]*Room{}, deleting: map[string]chan struct{}{},

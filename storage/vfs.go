@@ -24,14 +24,20 @@ var roomVFS = "unix-none"
 // roomVFSName is the name den registers its room VFS under.
 const roomVFSName = "den-room"
 
-// unixNoneOpen is unix-none's xOpen, which the room VFS's open calls.
-var unixNoneOpen uintptr
+// unixNoneOpen and unixNoneFullPathname are unix-none's xOpen and
+// xFullPathname, which the room VFS's call.
+var unixNoneOpen, unixNoneFullPathname uintptr
 
-// vfsOpen is the signature of a VFS's xOpen as modernc.org/sqlite calls it.
-type vfsOpen = func(t *libc.TLS, vfs, name, file uintptr, flags int32, outFlags uintptr) int32
+// vfsOpen and vfsFullPathname are the signatures of a VFS's xOpen and
+// xFullPathname as modernc.org/sqlite calls them.
+type (
+	vfsOpen         = func(t *libc.TLS, vfs, name, file uintptr, flags int32, outFlags uintptr) int32
+	vfsFullPathname = func(t *libc.TLS, vfs, name uintptr, size int32, out uintptr) int32
+)
 
 // registerRoomVFS registers roomVFSName: unix-none, whose open of a WAL
-// that is already there does not ask for it to be created. SQLite always
+// that is already there does not ask for it to be created, and which
+// takes an absolute path as the file's full name. SQLite always
 // opens a WAL asking to create it, and the unix layer then syncs the
 // WAL's folder at its first sync, once per open: with --sync full, an
 // open and an fsync of the folder at each wake's first commit, for a file
@@ -40,7 +46,11 @@ type vfsOpen = func(t *libc.TLS, vfs, name, file uintptr, flags int32, outFlags 
 // missing. A WAL that is there was made either by den (padWAL syncs the
 // folder) or by an open of SQLite's that synced it, or was left by an
 // earlier process: with SyncFull, Open syncs the file system once for
-// those.
+// those. To find a file's full name the unix layer looks at each folder
+// on its path for a link (an lstat each, five a wake), so that a database
+// reached through a link has its WAL beside the file itself; a room's
+// file is never a link (SQLite opens it with O_NOFOLLOW), so its WAL is
+// beside it by either name.
 func registerRoomVFS() error {
 	t := libc.NewTLS()
 	defer t.Close()
@@ -60,8 +70,11 @@ func registerRoomVFS() error {
 	libc.AtomicStorePUintptr(p+unsafe.Offsetof(v.FzName), name)
 	libc.AtomicStorePUintptr(p+unsafe.Offsetof(v.FpNext), 0)
 	unixNoneOpen = libc.AtomicLoadPUintptr(base + unsafe.Offsetof(v.FxOpen))
-	open := roomOpen
+	unixNoneFullPathname = libc.AtomicLoadPUintptr(base + unsafe.Offsetof(v.FxFullPathname))
+	open, fullPathname := roomOpen, roomFullPathname
 	libc.AtomicStorePUintptr(p+unsafe.Offsetof(v.FxOpen), *(*uintptr)(unsafe.Pointer(&struct{ f vfsOpen }{open})))
+	libc.AtomicStorePUintptr(p+unsafe.Offsetof(v.FxFullPathname),
+		*(*uintptr)(unsafe.Pointer(&struct{ f vfsFullPathname }{fullPathname})))
 	if rc := sqlite3.Xsqlite3_vfs_register(t, p, 0); rc != sqlite3.SQLITE_OK {
 		return fmt.Errorf("storage: sqlite3_vfs_register: error %d", rc)
 	}
@@ -97,4 +110,17 @@ func roomOpen(t *libc.TLS, vfs, name, file uintptr, flags int32, outFlags uintpt
 		// Gone since it was looked for: make it after all.
 	}
 	return open(t, vfs, name, file, flags, outFlags)
+}
+
+// roomFullPathname is the room VFS's xFullPathname: an absolute path as it
+// is (the store's paths are clean: filepath.Join), anything else as
+// unix-none has it.
+func roomFullPathname(t *libc.TLS, vfs, name uintptr, size int32, out uintptr) int32 {
+	if name != 0 && libc.AtomicLoadPUint8(name) == '/' {
+		if n := libc.Xstrlen(t, name); n < libc.Tsize_t(size) {
+			libc.Xmemcpy(t, out, name, n+1)
+			return sqlite3.SQLITE_OK
+		}
+	}
+	return (*(*vfsFullPathname)(unsafe.Pointer(&struct{ uintptr }{unixNoneFullPathname})))(t, vfs, name, size, out)
 }

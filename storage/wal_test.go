@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -90,50 +91,62 @@ func TestPadKeepsAnOlderWALsFrames(t *testing.T) {
 	}
 }
 
-// openDirectory counts SQLite's opens of a folder to sync it, for files
-// under dirCountPrefix, and calls SQLite's own.
+// The hooks count SQLite's calls of openDirectory (to sync a folder) and
+// lstat for files under hookPrefix, and call SQLite's own.
 var (
-	dirCountPrefix string
-	dirCount       atomic.Int32
-	dirOpenOrig    uintptr
+	hookPrefix                   string
+	dirCount, lstatCount         atomic.Int32
+	origOpenDirectory, origLstat uintptr
 )
 
-func countingOpenDirectory(t *libc.TLS, name, fd uintptr) int32 {
-	if strings.HasPrefix(libc.GoString(name), dirCountPrefix) {
-		dirCount.Add(1)
+func countCall(orig uintptr, n *atomic.Int32, t *libc.TLS, name, arg uintptr) int32 {
+	if strings.HasPrefix(libc.GoString(name), hookPrefix) {
+		n.Add(1)
 	}
-	orig := *(*func(*libc.TLS, uintptr, uintptr) int32)(unsafe.Pointer(&struct{ uintptr }{dirOpenOrig}))
-	return orig(t, name, fd)
+	return (*(*func(*libc.TLS, uintptr, uintptr) int32)(unsafe.Pointer(&struct{ uintptr }{orig})))(t, name, arg)
 }
 
-// countFolderSyncs puts countingOpenDirectory in SQLite's table of system
+func countingOpenDirectory(t *libc.TLS, name, fd uintptr) int32 {
+	return countCall(origOpenDirectory, &dirCount, t, name, fd)
+}
+
+func countingLstat(t *libc.TLS, name, st uintptr) int32 {
+	return countCall(origLstat, &lstatCount, t, name, st)
+}
+
+// countSyscalls puts the counting hooks in SQLite's table of system
 // calls, which every unix VFS shares, for the rest of the process.
-func countFolderSyncs(prefix string) error {
+func countSyscalls(prefix string) error {
 	t := libc.NewTLS()
 	defer t.Close()
 	vfs, err := findVFS(t, "unix")
 	if err != nil {
 		return err
 	}
-	name, err := libc.CString("openDirectory")
-	if err != nil {
-		return err
-	}
-	defer libc.Xfree(t, name)
 	var v sqlite3.Tsqlite3_vfs
 	get := libc.AtomicLoadPUintptr(vfs + unsafe.Offsetof(v.FxGetSystemCall))
 	set := libc.AtomicLoadPUintptr(vfs + unsafe.Offsetof(v.FxSetSystemCall))
-	dirCountPrefix = prefix
-	dirOpenOrig = (*(*func(*libc.TLS, uintptr, uintptr) uintptr)(unsafe.Pointer(&struct{ uintptr }{get})))(t, vfs, name)
-	if dirOpenOrig == 0 {
-		return fmt.Errorf("SQLite has no openDirectory system call")
-	}
-	hook := countingOpenDirectory
-	fp := *(*uintptr)(unsafe.Pointer(&struct {
-		f func(*libc.TLS, uintptr, uintptr) int32
-	}{hook}))
-	if rc := (*(*func(*libc.TLS, uintptr, uintptr, uintptr) int32)(unsafe.Pointer(&struct{ uintptr }{set})))(t, vfs, name, fp); rc != sqlite3.SQLITE_OK {
-		return fmt.Errorf("xSetSystemCall: error %d", rc)
+	hookPrefix = prefix
+	for _, h := range []struct {
+		name string
+		orig *uintptr
+		hook func(*libc.TLS, uintptr, uintptr) int32
+	}{{"openDirectory", &origOpenDirectory, countingOpenDirectory}, {"lstat", &origLstat, countingLstat}} {
+		name, err := libc.CString(h.name)
+		if err != nil {
+			return err
+		}
+		defer libc.Xfree(t, name)
+		*h.orig = (*(*func(*libc.TLS, uintptr, uintptr) uintptr)(unsafe.Pointer(&struct{ uintptr }{get})))(t, vfs, name)
+		if *h.orig == 0 {
+			return fmt.Errorf("SQLite has no %s system call", h.name)
+		}
+		fp := *(*uintptr)(unsafe.Pointer(&struct {
+			f func(*libc.TLS, uintptr, uintptr) int32
+		}{h.hook}))
+		if rc := (*(*func(*libc.TLS, uintptr, uintptr, uintptr) int32)(unsafe.Pointer(&struct{ uintptr }{set})))(t, vfs, name, fp); rc != sqlite3.SQLITE_OK {
+			return fmt.Errorf("xSetSystemCall(%s): error %d", h.name, rc)
+		}
 	}
 	return nil
 }
@@ -141,8 +154,9 @@ func countFolderSyncs(prefix string) error {
 // A wake's first commit does not sync the room's folder: its WAL's name
 // has been on disk since the room was made. A WAL that is missing (here
 // removed while the room slept, once it held no frame) is made by SQLite,
-// which syncs its folder, and the room's data is whole. The counting hook
-// changes SQLite for the whole process, so the test runs in a child.
+// which syncs its folder, and the room's data is whole. Nor does a wake
+// look for links along the file's path. The counting hooks change SQLite
+// for the whole process, so the test runs in a child.
 func TestWakeSyncsNoFolder(t *testing.T) {
 	if dir := os.Getenv("DEN_FOLDER_SYNC_DIR"); dir != "" {
 		fmt.Println(folderSyncs(dir))
@@ -158,18 +172,20 @@ func TestWakeSyncsNoFolder(t *testing.T) {
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
-	if got := strings.TrimSpace(string(out)); got != "syncs 0 0 1" {
-		t.Fatalf("child: %q, want folder syncs by SQLite: 0 making the room, 0 at a wake, 1 when the WAL was missing", got)
+	if got := strings.TrimSpace(string(out)); got != "syncs 0 0 1, lstats at a wake 0" {
+		t.Fatalf("child: %q, want folder syncs by SQLite: 0 making the room, 0 at a wake, 1 when the WAL was missing; "+
+			"and no lstat at a wake", got)
 	}
 }
 
 // folderSyncs is TestWakeSyncsNoFolder's child: the folder syncs SQLite
-// made for a new room, a wake, and a wake whose WAL was removed.
+// made for a new room, a wake, and a wake whose WAL was removed, and the
+// lstats of the wake.
 func folderSyncs(dir string) string {
 	if err := TuningError(); err != nil {
 		return "ERR " + err.Error()
 	}
-	if err := countFolderSyncs(dir); err != nil {
+	if err := countSyscalls(dir); err != nil {
 		return "ERR " + err.Error()
 	}
 	s, err := Open(Options{Dir: dir, Synchronous: SyncFull})
@@ -184,6 +200,7 @@ func folderSyncs(dir string) string {
 	}
 	big := make([]byte, 4<<10)
 	var counts []string
+	var wakeLstats int32
 	for i, step := range []func() error{
 		func() error { return r.Put("made", []byte("v")) },
 		func() error {
@@ -216,15 +233,46 @@ func folderSyncs(dir string) string {
 		},
 	} {
 		dirCount.Store(0)
+		lstatCount.Store(0)
 		if err := step(); err != nil {
 			return fmt.Sprintf("ERR step %d: %v", i, err)
 		}
 		counts = append(counts, fmt.Sprint(dirCount.Load()))
+		if i == 1 {
+			wakeLstats = lstatCount.Load()
+		}
 	}
 	for _, k := range []string{"made", "woken", "big39", "remade"} {
 		if _, ok, err := r.Get(k); !ok || err != nil {
 			return fmt.Sprintf("ERR %s: ok %v, err %v", k, ok, err)
 		}
 	}
-	return "syncs " + strings.Join(counts, " ")
+	return fmt.Sprintf("syncs %s, lstats at a wake %d", strings.Join(counts, " "), wakeLstats)
+}
+
+// A store opened on a relative data folder keeps its rooms where it found
+// them when the process's working directory changes: a room that wakes
+// after a chdir reopens its own file, not a new one under the new folder.
+func TestRelativeDataFolderSurvivesChdir(t *testing.T) {
+	base := t.TempDir()
+	t.Chdir(base)
+	s := openStore(t, Options{Dir: "data", Synchronous: SyncFull})
+	const id = "ac04"
+	r := openRoom(t, s, id)
+	if err := r.Put("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sleep(); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	if err := r.Wake(); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := r.Get("k"); err != nil || !ok || string(v) != "v" {
+		t.Fatalf("after a chdir: %q, ok %v, err %v; want the room's value", v, ok, err)
+	}
+	if _, err := os.Stat(filepath.Join(base, "data", "rooms", id[:2], id+".db")); err != nil {
+		t.Fatal(err)
+	}
 }
