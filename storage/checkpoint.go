@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"reflect"
 
-	"golang.org/x/sys/unix"
 	"modernc.org/libc"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -81,16 +80,19 @@ func fileSize(path string) int64 {
 var walZeros [walKeepBytes]byte
 
 // padWAL writes the WAL of the room database at path out to walKeepBytes,
-// with zeros past what it holds, and syncs it, making it if it is not
-// there (and then syncing its folder, which also holds the database's
-// name). With SyncFull each commit syncs the WAL, and a commit that makes
-// the file longer waits for the file system's journal to record its new
-// size and blocks; a commit into blocks written before waits for its own
-// data alone (p90 of the sync 0.47 against 0.87 ms here). SQLite reads a
-// WAL's frames up to the first that is not valid, and zeros are not, so
-// the padding is never taken for data; a checkpoint that truncates the
-// WAL is followed by a pad, so the file stays walKeepBytes long until a
-// room's commits go past it, when the close checkpoints anyway.
+// with zeros past what it holds, making it if it is not there (and then
+// syncing its folder, which also holds the database's name). With
+// SyncFull each commit syncs the WAL, and a commit that makes the file
+// longer waits for the file system's journal to record its new size and
+// blocks; a commit into blocks written before waits for its own data
+// alone (p90 of the sync 0.47 against 0.87 ms here). The zeros are not
+// synced here: the WAL's next sync takes them to disk, which for a new or
+// truncated WAL is SQLite's sync of its header, before any frame. SQLite
+// reads a WAL's frames up to the first that is not valid, and zeros are
+// not, so the padding is never taken for data, whether it reached the
+// disk or not; a checkpoint that truncates the WAL is followed by a pad,
+// so the file stays walKeepBytes long until a room's commits go past it,
+// when the close checkpoints anyway.
 func padWAL(path string) error {
 	name := path + "-wal"
 	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
@@ -108,9 +110,6 @@ func padWAL(path string) error {
 	}
 	if n := st.Size(); n < walKeepBytes {
 		if _, err := f.WriteAt(walZeros[n:], n); err != nil {
-			return fmt.Errorf("storage: padding %s: %w", name, err)
-		}
-		if err := unix.Fdatasync(int(f.Fd())); err != nil {
 			return fmt.Errorf("storage: padding %s: %w", name, err)
 		}
 	}
