@@ -3,7 +3,6 @@ package storage
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -80,30 +79,41 @@ func fileSize(path string) int64 {
 var walZeros [walKeepBytes]byte
 
 // padWAL writes the WAL of the room database at path out to walKeepBytes,
-// with zeros past what it holds, making it if it is not there (and then
-// syncing its folder, which also holds the database's name). With
-// SyncFull each commit syncs the WAL, and a commit that makes the file
-// longer waits for the file system's journal to record its new size and
-// blocks; a commit into blocks written before waits for its own data
-// alone (p90 of the sync 0.47 against 0.87 ms here). The zeros are not
-// synced here: the WAL's next sync takes them to disk, which for a new or
+// with zeros past what it holds, making it if it is not there. It runs
+// under the room file's lock, before SQLite opens the WAL (or after a
+// checkpoint emptied it), so that no other process's frames are padded
+// over. With SyncFull each commit syncs the WAL, and a commit that makes
+// the file longer waits for the file system's journal to record its new
+// size and blocks; a commit into blocks written before waits for its own
+// data alone (p90 of the sync 0.47 against 0.87 ms here).
+//
+// The room VFS opens a WAL that is there without a sync of its folder
+// (registerRoomVFS), so a WAL shorter than walKeepBytes (made here, or by
+// SQLite in an open that never synced, or padded by a try that failed)
+// has its folder synced before the zeros go in, unless nameSynced says
+// the caller knows its name is on disk. The zeros themselves are not
+// synced: the WAL's next sync takes them to disk, which for a new or
 // truncated WAL is SQLite's sync of its header, before any frame. SQLite
 // reads a WAL's frames up to the first that is not valid, and zeros are
 // not, so the padding is never taken for data, whether it reached the
-// disk or not; a checkpoint that truncates the WAL is followed by a pad,
+// disk or not. A checkpoint that truncates the WAL is followed by a pad,
 // so the file stays walKeepBytes long until a room's commits go past it,
 // when the close checkpoints anyway.
-func padWAL(path string) error {
+func padWAL(path string, nameSynced bool) error {
 	name := path + "-wal"
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	made := err == nil
-	if errors.Is(err, fs.ErrExist) {
-		f, err = os.OpenFile(name, os.O_WRONLY, 0)
+	if st, err := os.Stat(name); err == nil && st.Size() >= walKeepBytes {
+		return nil
 	}
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
 	defer f.Close()
+	if !nameSynced {
+		if err := syncFolder(filepath.Dir(path)); err != nil {
+			return err
+		}
+	}
 	st, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("storage: %w", err)
@@ -112,9 +122,6 @@ func padWAL(path string) error {
 		if _, err := f.WriteAt(walZeros[n:], n); err != nil {
 			return fmt.Errorf("storage: padding %s: %w", name, err)
 		}
-	}
-	if made {
-		return syncFolder(filepath.Dir(path))
 	}
 	return nil
 }

@@ -74,7 +74,7 @@ func (s *Store) emptyRoom() ([]byte, error) {
 	path := filepath.Join(s.dir, "rooms", ".empty-room.db")
 	removeDatabase(path)
 	defer removeDatabase(path)
-	db, err := sql.Open("sqlite", "file:"+path)
+	db, err := sql.Open("sqlite", fileURI(path))
 	if err != nil {
 		return nil, err
 	}

@@ -288,13 +288,8 @@ func (r *Room) openFile() error {
 		if err := r.store.makeFile(path); err != nil {
 			return err
 		}
-		if r.store.sync == SyncFull {
-			if err := padWAL(path); err != nil {
-				return err
-			}
-		}
 	}
-	dsn := "file:" + path + "?vfs=" + roomVFS
+	dsn := fileURI(path) + "?vfs=" + roomVFS
 	if woken {
 		// Without create: a file gone since the last open fails here, and
 		// openHandle sets the room up as a new one.
@@ -320,6 +315,13 @@ func (r *Room) openFile() error {
 			// Before anything reads the file: another process may hold it.
 			if err := lockFile(dc, path); err != nil {
 				return err
+			}
+			// Under the lock, before SQLite opens the WAL: another
+			// process's frames are not padded over.
+			if r.store.sync == SyncFull {
+				if err := padWAL(path, false); err != nil {
+					return err
+				}
 			}
 			reg, ok := dc.(sqlite.AuthorizerRegisterer)
 			if !ok {
@@ -405,15 +407,16 @@ func (r *Room) closeHandle() {
 		_, err := r.exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
 		truncated = err == nil
 	}
+	if truncated && r.store.sync == SyncFull {
+		// Best effort too, and before the close lets the file's lock go:
+		// a WAL left short costs its next commits a journal commit each,
+		// not data. Its name is on disk: the open padded it.
+		_ = padWAL(path, true)
+	}
 	r.dropStmts()
 	_ = r.conn.Close()
 	_ = r.db.Close()
 	r.conn, r.db, r.dc = nil, nil, nil
-	if truncated && r.store.sync == SyncFull {
-		// Best effort too: a WAL left short costs its next commits a
-		// journal commit each, not data.
-		_ = padWAL(path)
-	}
 	// Best effort, and only when it changed: a room that sleeps and wakes
 	// without writing must not cost node.db a commit each time.
 	if b := r.store.Bytes(r.id); b != r.recorded {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -212,13 +213,20 @@ func cmpOr[T int | int64](v, def T) T {
 	return def
 }
 
+// uriEscaper escapes what SQLite reads in a "file:" URI's path as
+// something else: an escape, the query and the fragment.
+var uriEscaper = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
+
+// fileURI is the "file:" URI of the file at path.
+func fileURI(path string) string { return "file:" + uriEscaper.Replace(path) }
+
 // dsn is node.db's open string (a room's file sets its pragmas in
 // openFile). Exclusive locking must be set before the first access in WAL
 // mode, so that SQLite keeps the WAL index in memory and never creates the
 // -shm file: one descriptor less. The driver runs _pragma values sorted by
 // name, then _journal_mode; so journal_mode is not a _pragma.
 func (s *Store) dsn(path string) string {
-	return "file:" + path + "?_pragma=locking_mode(EXCLUSIVE)&_journal_mode=WAL" +
+	return fileURI(path) + "?_pragma=locking_mode(EXCLUSIVE)&_journal_mode=WAL" +
 		"&_pragma=synchronous(" + s.sync + ")&_pragma=busy_timeout(5000)"
 }
 

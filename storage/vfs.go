@@ -36,21 +36,25 @@ type (
 )
 
 // registerRoomVFS registers roomVFSName: unix-none, whose open of a WAL
-// that is already there does not ask for it to be created, and which
-// takes an absolute path as the file's full name. SQLite always
-// opens a WAL asking to create it, and the unix layer then syncs the
-// WAL's folder at its first sync, once per open: with --sync full, an
-// open and an fsync of the folder at each wake's first commit, for a file
-// whose name was on disk long before. The folder's sync matters only for a
-// WAL made by that open, and SQLite still makes and syncs one that is
-// missing. A WAL that is there was made either by den (padWAL syncs the
-// folder) or by an open of SQLite's that synced it, or was left by an
-// earlier process: with SyncFull, Open syncs the file system once for
-// those. To find a file's full name the unix layer looks at each folder
-// on its path for a link (an lstat each, five a wake), so that a database
-// reached through a link has its WAL beside the file itself; a room's
-// file is never a link (SQLite opens it with O_NOFOLLOW), so its WAL is
-// beside it by either name.
+// that is already there does not ask for it to be created, and which takes
+// an absolute path as the file's full name. SQLite always opens a WAL
+// asking to create it, and the unix layer then syncs the WAL's folder at
+// its first sync, once per open: with --sync full, an open and an fsync of
+// the folder at each wake's first commit, for a file whose name was on
+// disk long before. The folder's sync matters only for a WAL whose name is
+// not on disk yet: with SyncFull, padWAL makes a WAL that is missing, and
+// syncs the folder of one that is short (which one SQLite made in an open
+// that never synced is), under the file's lock before SQLite opens it, at
+// every open; one an earlier process left is on disk by Open's sync of the
+// file system. With SyncNormal, whose commits may be lost with the power
+// anyway, SQLite makes a missing WAL and syncs its folder at its first
+// sync, as before.
+//
+// To find a file's full name the unix layer looks at each folder on its
+// path for a link (an lstat each, five a wake), so that a database reached
+// through a link has its WAL beside the file itself; a room's file is
+// never a link (SQLite opens it with O_NOFOLLOW), so its WAL is beside it
+// by either name.
 func registerRoomVFS() error {
 	t := libc.NewTLS()
 	defer t.Close()

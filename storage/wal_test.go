@@ -1,18 +1,17 @@
 package storage
 
 import (
+	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
+	"syscall"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
-	"modernc.org/libc"
-	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // walBlocks is the length of the WAL at path and the bytes of disk it has.
@@ -91,123 +90,102 @@ func TestPadKeepsAnOlderWALsFrames(t *testing.T) {
 	}
 }
 
-// The hooks count SQLite's calls of openDirectory (to sync a folder) and
-// lstat for files under hookPrefix, and call SQLite's own.
-var (
-	hookPrefix                   string
-	dirCount, lstatCount         atomic.Int32
-	origOpenDirectory, origLstat uintptr
-)
-
-func countCall(orig uintptr, n *atomic.Int32, t *libc.TLS, name, arg uintptr) int32 {
-	if strings.HasPrefix(libc.GoString(name), hookPrefix) {
-		n.Add(1)
-	}
-	return (*(*func(*libc.TLS, uintptr, uintptr) int32)(unsafe.Pointer(&struct{ uintptr }{orig})))(t, name, arg)
-}
-
-func countingOpenDirectory(t *libc.TLS, name, fd uintptr) int32 {
-	return countCall(origOpenDirectory, &dirCount, t, name, fd)
-}
-
-func countingLstat(t *libc.TLS, name, st uintptr) int32 {
-	return countCall(origLstat, &lstatCount, t, name, st)
-}
-
-// countSyscalls puts the counting hooks in SQLite's table of system
-// calls, which every unix VFS shares, for the rest of the process.
-func countSyscalls(prefix string) error {
-	t := libc.NewTLS()
-	defer t.Close()
-	vfs, err := findVFS(t, "unix")
+// syncTrace runs the test named run as a child under strace, with env
+// naming dir, and splits what it traced at the child's markers (an
+// access of dir/mark-N, see mark): for each step, the syncs of folder
+// and the lstats of paths under dir. It skips without strace.
+func syncTrace(t *testing.T, run, env, dir, folder string) (syncs, lstats []int) {
+	t.Helper()
+	strace, err := exec.LookPath("strace")
 	if err != nil {
-		return err
-	}
-	var v sqlite3.Tsqlite3_vfs
-	get := libc.AtomicLoadPUintptr(vfs + unsafe.Offsetof(v.FxGetSystemCall))
-	set := libc.AtomicLoadPUintptr(vfs + unsafe.Offsetof(v.FxSetSystemCall))
-	hookPrefix = prefix
-	for _, h := range []struct {
-		name string
-		orig *uintptr
-		hook func(*libc.TLS, uintptr, uintptr) int32
-	}{{"openDirectory", &origOpenDirectory, countingOpenDirectory}, {"lstat", &origLstat, countingLstat}} {
-		name, err := libc.CString(h.name)
-		if err != nil {
-			return err
-		}
-		defer libc.Xfree(t, name)
-		*h.orig = (*(*func(*libc.TLS, uintptr, uintptr) uintptr)(unsafe.Pointer(&struct{ uintptr }{get})))(t, vfs, name)
-		if *h.orig == 0 {
-			return fmt.Errorf("SQLite has no %s system call", h.name)
-		}
-		fp := *(*uintptr)(unsafe.Pointer(&struct {
-			f func(*libc.TLS, uintptr, uintptr) int32
-		}{h.hook}))
-		if rc := (*(*func(*libc.TLS, uintptr, uintptr, uintptr) int32)(unsafe.Pointer(&struct{ uintptr }{set})))(t, vfs, name, fp); rc != sqlite3.SQLITE_OK {
-			return fmt.Errorf("xSetSystemCall(%s): error %d", h.name, rc)
-		}
-	}
-	return nil
-}
-
-// A wake's first commit does not sync the room's folder: its WAL's name
-// has been on disk since the room was made. A WAL that is missing (here
-// removed while the room slept, once it held no frame) is made by SQLite,
-// which syncs its folder, and the room's data is whole. Nor does a wake
-// look for links along the file's path. The counting hooks change SQLite
-// for the whole process, so the test runs in a child.
-func TestWakeSyncsNoFolder(t *testing.T) {
-	if dir := os.Getenv("DEN_FOLDER_SYNC_DIR"); dir != "" {
-		fmt.Println(folderSyncs(dir))
-		os.Exit(0)
+		t.Skip("needs strace to see every sync of a folder, SQLite's and den's")
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "-test.run=^TestWakeSyncsNoFolder$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "DEN_FOLDER_SYNC_DIR="+t.TempDir())
+	trace := filepath.Join(t.TempDir(), "trace")
+	cmd := exec.Command(strace, "-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,lstat,access,faccessat,faccessat2", "-o", trace,
+		exe, "-test.run=^"+run+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env+"="+dir)
 	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("child: %v\n%s", err, out)
+	if got := strings.TrimSpace(string(out)); err != nil || got != "ok" {
+		t.Fatalf("child: %v: %s", err, out)
 	}
-	if got := strings.TrimSpace(string(out)); got != "syncs 0 0 1, lstats at a wake 0" {
-		t.Fatalf("child: %q, want folder syncs by SQLite: 0 making the room, 0 at a wake, 1 when the WAL was missing; "+
-			"and no lstat at a wake", got)
+	b, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.Contains(line, "access") && strings.Contains(line, "\""+filepath.Join(dir, "mark-")):
+			syncs, lstats = append(syncs, 0), append(lstats, 0)
+		case len(syncs) == 0:
+		case strings.Contains(line, "sync("):
+			if strings.Contains(line, "<"+folder+">") {
+				syncs[len(syncs)-1]++
+			}
+		case strings.Contains(line, "lstat(\""+dir):
+			lstats[len(lstats)-1]++
+		}
+	}
+	return syncs, lstats
+}
+
+// mark begins step i of a child of syncTrace.
+func mark(dir string, i int) { _ = unix.Access(filepath.Join(dir, fmt.Sprint("mark-", i)), unix.F_OK) }
+
+// With SyncFull, a room's folder (the names of its file and its WAL) is
+// synced when the room is made, and whenever its WAL had to be made again
+// (removed while the room slept; or removed by a backup's connection,
+// then made by SQLite in a wake that only read and never synced), before
+// a commit into it returns. A wake into a WAL that is there syncs no
+// folder, and looks for no link along the file's path.
+func TestWakeSyncsNoFolder(t *testing.T) {
+	const env, id = "DEN_FOLDER_SYNC_DIR", "ac03"
+	if dir := os.Getenv(env); dir != "" {
+		fmt.Println(folderSyncs(dir, id))
+		os.Exit(0)
+	}
+	dir := t.TempDir()
+	syncs, lstats := syncTrace(t, "TestWakeSyncsNoFolder", env, dir, filepath.Join(dir, "rooms", id[:2]))
+	if len(syncs) != 5 {
+		t.Fatalf("%d steps traced, want 5", len(syncs))
+	}
+	// Step 3 is the backup, whose own syncs do not count.
+	if syncs[0] == 0 || syncs[2] == 0 || syncs[4] == 0 {
+		t.Fatalf("folder syncs per step %v: want some in the room's making and where its WAL was made again", syncs)
+	}
+	if syncs[1] != 0 || lstats[1] != 0 {
+		t.Fatalf("a wake synced the folder %d times and made %d lstats, want none", syncs[1], lstats[1])
 	}
 }
 
-// folderSyncs is TestWakeSyncsNoFolder's child: the folder syncs SQLite
-// made for a new room, a wake, and a wake whose WAL was removed, and the
-// lstats of the wake.
-func folderSyncs(dir string) string {
-	if err := TuningError(); err != nil {
-		return "ERR " + err.Error()
-	}
-	if err := countSyscalls(dir); err != nil {
-		return "ERR " + err.Error()
-	}
+// folderSyncs is TestWakeSyncsNoFolder's child.
+func folderSyncs(dir, id string) string {
 	s, err := Open(Options{Dir: dir, Synchronous: SyncFull})
 	if err != nil {
 		return "ERR " + err.Error()
 	}
 	defer s.Close()
-	const id = "ac03"
-	r, err := s.Room(id, "test", "syncs")
-	if err != nil {
-		return "ERR " + err.Error()
-	}
+	var r *Room
+	wal := s.path(id) + "-wal"
 	big := make([]byte, 4<<10)
-	var counts []string
-	var wakeLstats int32
+	sleepWake := func() error {
+		if err := r.Sleep(); err != nil {
+			return err
+		}
+		return r.Wake()
+	}
 	for i, step := range []func() error{
-		func() error { return r.Put("made", []byte("v")) },
-		func() error {
-			if err := r.Sleep(); err != nil {
+		func() (err error) {
+			if r, err = s.Room(id, "test", "syncs"); err != nil {
 				return err
 			}
-			if err := r.Wake(); err != nil {
+			return r.Put("made", []byte("v"))
+		},
+		func() error {
+			if err := sleepWake(); err != nil {
 				return err
 			}
 			return r.Put("woken", []byte("v"))
@@ -223,7 +201,7 @@ func folderSyncs(dir string) string {
 			if err := r.Sleep(); err != nil {
 				return err
 			}
-			if err := os.Remove(s.path(id) + "-wal"); err != nil {
+			if err := os.Remove(wal); err != nil {
 				return err
 			}
 			if err := r.Wake(); err != nil {
@@ -231,23 +209,106 @@ func folderSyncs(dir string) string {
 			}
 			return r.Put("remade", []byte("v"))
 		},
+		func() error {
+			if err := r.Sleep(); err != nil {
+				return err
+			}
+			// A backup of the sleeping room: its connection, the last,
+			// deletes the WAL as it closes.
+			db, err := sql.Open("sqlite", fileURI(s.path(id)))
+			if err != nil {
+				return err
+			}
+			var n int
+			err = db.QueryRow(`SELECT count(*) FROM _den_kv`).Scan(&n)
+			if cerr := db.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+			if _, err := os.Stat(wal); err == nil {
+				return fmt.Errorf("the backup left the WAL")
+			}
+			return nil
+		},
+		func() error {
+			if err := r.Wake(); err != nil {
+				return err
+			}
+			if _, _, err := r.Get("made"); err != nil {
+				return err
+			}
+			if err := sleepWake(); err != nil {
+				return err
+			}
+			return r.Put("after-backup", []byte("v"))
+		},
 	} {
-		dirCount.Store(0)
-		lstatCount.Store(0)
+		mark(dir, i)
 		if err := step(); err != nil {
 			return fmt.Sprintf("ERR step %d: %v", i, err)
 		}
-		counts = append(counts, fmt.Sprint(dirCount.Load()))
-		if i == 1 {
-			wakeLstats = lstatCount.Load()
-		}
 	}
-	for _, k := range []string{"made", "woken", "big39", "remade"} {
+	for _, k := range []string{"made", "woken", "big39", "remade", "after-backup"} {
 		if _, ok, err := r.Get(k); !ok || err != nil {
 			return fmt.Sprintf("ERR %s: ok %v, err %v", k, ok, err)
 		}
 	}
-	return fmt.Sprintf("syncs %s, lstats at a wake %d", strings.Join(counts, " "), wakeLstats)
+	return "ok"
+}
+
+// A room whose first open failed after its WAL was made (the zeros did
+// not fit: a full disk, or here a file size limit) has its folder synced
+// by the open that works, before a commit into it returns.
+func TestPadFailureStillSyncsTheFolder(t *testing.T) {
+	const env, id = "DEN_PAD_FAIL_DIR", "ad03"
+	if dir := os.Getenv(env); dir != "" {
+		fmt.Println(padFailure(dir, id))
+		os.Exit(0)
+	}
+	dir := t.TempDir()
+	syncs, _ := syncTrace(t, "TestPadFailureStillSyncsTheFolder", env, dir, filepath.Join(dir, "rooms", id[:2]))
+	if len(syncs) != 2 || syncs[1] == 0 {
+		t.Fatalf("folder syncs per step %v: want some in the open after the failed one", syncs)
+	}
+}
+
+// padFailure is TestPadFailureStillSyncsTheFolder's child.
+func padFailure(dir, id string) string {
+	s, err := Open(Options{Dir: dir, Synchronous: SyncFull})
+	if err != nil {
+		return "ERR " + err.Error()
+	}
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
+		return "ERR " + err.Error()
+	}
+	lim := old
+	lim.Cur = 64 << 10
+	// SIGXFSZ would end the process where the write should fail.
+	signal.Ignore(syscall.SIGXFSZ)
+	mark(dir, 0)
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &lim); err != nil {
+		return "ERR " + err.Error()
+	}
+	_, first := s.Room(id, "test", "padfail")
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
+		return "ERR " + err.Error()
+	}
+	if first == nil {
+		return "ERR the first open did not fail"
+	}
+	mark(dir, 1)
+	r, err := s.Room(id, "test", "padfail")
+	if err != nil {
+		return "ERR " + err.Error()
+	}
+	if err := r.Put("k", []byte("v")); err != nil {
+		return "ERR " + err.Error()
+	}
+	// The power goes now: no Close.
+	return "ok"
 }
 
 // A store opened on a relative data folder keeps its rooms where it found
