@@ -90,12 +90,19 @@ func TestPadKeepsAnOlderWALsFrames(t *testing.T) {
 	}
 }
 
-// syncTrace runs the test named run as a child under strace, with env
-// naming dir, and splits what it traced at the child's markers (an
-// access of dir/mark-N, see mark): for each step, the syncs of folder
-// and the lstats of paths under dir. It skips without strace.
-func syncTrace(t *testing.T, run, env, dir, folder string) (syncs, lstats []int) {
+// syncTrace runs the calling test as a child under strace, where it runs
+// child on a fresh data folder and prints what child returns ("ok" when
+// all went well). It splits what it traced at the child's markers (an
+// access of dir/mark-N, see mark): for each step, the syncs of room id's
+// folder and the lstats of paths under the data folder. It skips without
+// strace.
+func syncTrace(t *testing.T, id string, child func(dir, id string) string) (syncs, lstats []int) {
 	t.Helper()
+	const env = "DEN_SYNC_TRACE_DIR"
+	if dir := os.Getenv(env); dir != "" {
+		fmt.Println(child(dir, id))
+		os.Exit(0)
+	}
 	strace, err := exec.LookPath("strace")
 	if err != nil {
 		t.Skip("needs strace to see every sync of a folder, SQLite's and den's")
@@ -104,9 +111,11 @@ func syncTrace(t *testing.T, run, env, dir, folder string) (syncs, lstats []int)
 	if err != nil {
 		t.Fatal(err)
 	}
+	dir := t.TempDir()
+	folder := filepath.Join(dir, "rooms", id[:2])
 	trace := filepath.Join(t.TempDir(), "trace")
 	cmd := exec.Command(strace, "-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,lstat,access,faccessat,faccessat2", "-o", trace,
-		exe, "-test.run=^"+run+"$", "-test.count=1")
+		exe, "-test.run=^"+t.Name()+"$", "-test.count=1")
 	cmd.Env = append(os.Environ(), env+"="+dir)
 	out, err := cmd.Output()
 	if got := strings.TrimSpace(string(out)); err != nil || got != "ok" {
@@ -142,13 +151,7 @@ func mark(dir string, i int) { _ = unix.Access(filepath.Join(dir, fmt.Sprint("ma
 // a commit into it returns. A wake into a WAL that is there syncs no
 // folder, and looks for no link along the file's path.
 func TestWakeSyncsNoFolder(t *testing.T) {
-	const env, id = "DEN_FOLDER_SYNC_DIR", "ac03"
-	if dir := os.Getenv(env); dir != "" {
-		fmt.Println(folderSyncs(dir, id))
-		os.Exit(0)
-	}
-	dir := t.TempDir()
-	syncs, lstats := syncTrace(t, "TestWakeSyncsNoFolder", env, dir, filepath.Join(dir, "rooms", id[:2]))
+	syncs, lstats := syncTrace(t, "ac03", folderSyncs)
 	if len(syncs) != 5 {
 		t.Fatalf("%d steps traced, want 5", len(syncs))
 	}
@@ -262,13 +265,7 @@ func folderSyncs(dir, id string) string {
 // not fit: a full disk, or here a file size limit) has its folder synced
 // by the open that works, before a commit into it returns.
 func TestPadFailureStillSyncsTheFolder(t *testing.T) {
-	const env, id = "DEN_PAD_FAIL_DIR", "ad03"
-	if dir := os.Getenv(env); dir != "" {
-		fmt.Println(padFailure(dir, id))
-		os.Exit(0)
-	}
-	dir := t.TempDir()
-	syncs, _ := syncTrace(t, "TestPadFailureStillSyncsTheFolder", env, dir, filepath.Join(dir, "rooms", id[:2]))
+	syncs, _ := syncTrace(t, "ad03", padFailure)
 	if len(syncs) != 2 || syncs[1] == 0 {
 		t.Fatalf("folder syncs per step %v: want some in the open after the failed one", syncs)
 	}
