@@ -3,10 +3,12 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
 
+	"golang.org/x/sys/unix"
 	"modernc.org/libc"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -91,9 +93,11 @@ var walZeros [walKeepBytes]byte
 // (registerRoomVFS), so a WAL shorter than walKeepBytes (made here, or by
 // SQLite in an open that never synced, or padded by a try that failed)
 // has its folder synced before the zeros go in, unless nameSynced says
-// the caller knows its name is on disk. The zeros themselves are not
-// synced: the WAL's next sync takes them to disk, which for a new or
-// truncated WAL is SQLite's sync of its header, before any frame. SQLite
+// the caller knows its name is on disk. The zeros themselves are neither
+// synced nor needed: the WAL's next sync takes them to disk (for a new or
+// truncated WAL that is SQLite's sync of its header, before any frame),
+// and when they do not fit (a full disk) the room opens without them, its
+// commits slower. A WAL made here gets its database's mode. SQLite
 // reads a WAL's frames up to the first that is not valid, and zeros are
 // not, so the padding is never taken for data, whether it reached the
 // disk or not. A checkpoint that truncates the WAL is followed by a pad,
@@ -104,8 +108,16 @@ func padWAL(path string, nameSynced bool) error {
 	if st, err := os.Stat(name); err == nil && st.Size() >= walKeepBytes {
 		return nil
 	}
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		err = likeDatabase(f, path)
+	} else if errors.Is(err, fs.ErrExist) {
+		f, err = os.OpenFile(name, os.O_WRONLY, 0)
+	}
 	if err != nil {
+		if f != nil {
+			f.Close()
+		}
 		return fmt.Errorf("storage: %w", err)
 	}
 	defer f.Close()
@@ -114,14 +126,27 @@ func padWAL(path string, nameSynced bool) error {
 			return err
 		}
 	}
-	st, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("storage: %w", err)
+	// Best effort: the zeros buy speed, not safety, and on a full disk
+	// the room must still open (to be read, or to have data deleted).
+	if st, err := f.Stat(); err == nil && st.Size() < walKeepBytes {
+		_, _ = f.WriteAt(walZeros[st.Size():], st.Size())
 	}
-	if n := st.Size(); n < walKeepBytes {
-		if _, err := f.WriteAt(walZeros[n:], n); err != nil {
-			return fmt.Errorf("storage: padding %s: %w", name, err)
-		}
+	return nil
+}
+
+// likeDatabase gives the WAL f, just made, the mode of the database at
+// path and, when den runs as root, its owner, as SQLite gives the WALs it
+// makes: a room file an operator made private keeps a private WAL.
+func likeDatabase(f *os.File, path string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return err
+	}
+	if err := f.Chmod(fs.FileMode(st.Mode & 0o777)); err != nil {
+		return err
+	}
+	if os.Geteuid() == 0 {
+		return f.Chown(int(st.Uid), int(st.Gid))
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"modernc.org/libc"
 	"modernc.org/sqlite"
@@ -21,28 +22,42 @@ const (
 	lookasideBytes     = lookasideSlotBytes * 10
 )
 
-// tuningErr is why a process-wide SQLite setting den makes did not take.
-// The lookaside pool comes first: SQLite takes its configuration only
-// before its first use, which registering a VFS is, and something in the
-// process may have used it before this package's init. Rooms then run
-// with SQLite's default pool, or with unix-none's open, as before.
-var tuningErr = tune()
+// lookasideErr is why the pool could not be sized: SQLite takes its
+// process-wide configuration only before it is first used, and something
+// in the process used it before this package's init. Rooms then run with
+// SQLite's default pool, as before.
+var lookasideErr = setLookaside(lookasideSlotBytes, lookasideBytes/lookasideSlotBytes)
 
-func tune() error {
-	lookaside := setLookaside(lookasideSlotBytes, lookasideBytes/lookasideSlotBytes)
-	// What SQLite's own build does on Linux, as durable as fsync: a
-	// commit's sync leaves the WAL's timestamps to the file system's next
-	// journal commit, so a commit that overwrites a WAL written out before
-	// (padWAL) waits for its data alone. It cannot fail on Linux.
-	_, _ = sqlite.Fdatasync(true)
-	return errors.Join(lookaside, registerRoomVFS())
+// The process-wide settings the first Store to open makes, once: not at
+// init, as registering a VFS initializes SQLite, after which a program
+// embedding den could no longer configure SQLite itself (modernc.org/
+// sqlite's RegisterPageCache, say).
+var (
+	tuneOnce sync.Once
+	vfsErr   error
+)
+
+// tune makes the settings on the first call.
+func tune() {
+	tuneOnce.Do(func() {
+		// What SQLite's own build does on Linux, as durable as fsync: a
+		// commit's sync leaves the WAL's timestamps to the file system's
+		// next journal commit, so a commit that overwrites a WAL padded
+		// before (padWAL) waits for its data alone. It cannot fail on
+		// Linux.
+		_, _ = sqlite.Fdatasync(true)
+		vfsErr = registerRoomVFS()
+	})
 }
 
 // TuningError says why a process-wide SQLite setting den makes (the
-// smaller lookaside pool, the room VFS) did not take. Rooms work all the
-// same, with more memory to fault in at each wake, or a folder sync at
-// each wake's first commit.
-func TuningError() error { return tuningErr }
+// smaller lookaside pool; the room VFS, registered when the first Store
+// opens) did not take. Rooms work all the same, with more memory to fault
+// in at each wake, or a folder sync at each wake's first commit.
+func TuningError() error {
+	tune()
+	return errors.Join(lookasideErr, vfsErr)
+}
 
 // setLookaside makes size-byte slots, count of them in all, the lookaside
 // pool of every SQLite connection opened from now on.

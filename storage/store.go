@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -110,6 +111,7 @@ func Open(opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("storage: no data folder")
 	}
+	tune()
 	// Absolute, so that rooms' files have their full names as they are
 	// (roomFullPathname) and do not depend on the working directory.
 	dir, err := filepath.Abs(opts.Dir)
@@ -416,17 +418,29 @@ func (s *Store) Close() error {
 	return errors.Join(errs...)
 }
 
-// syncfs flushes the file system holding the data folder to disk.
+// syncfs flushes the file systems holding the data folder and its rooms
+// folder (which may be a link to another disk) to disk.
 func (s *Store) syncfs() error {
-	d, err := os.Open(s.dir)
-	if err != nil {
-		return fmt.Errorf("storage: %w", err)
+	var errs []error
+	var done []uint64
+	for _, dir := range []string{s.dir, filepath.Join(s.dir, "rooms")} {
+		d, err := os.Open(dir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("storage: %w", err))
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(d.Fd()), &st); err == nil && slices.Contains(done, st.Dev) {
+			d.Close()
+			continue
+		}
+		if err := unix.Syncfs(int(d.Fd())); err != nil {
+			errs = append(errs, fmt.Errorf("storage: syncfs %s: %w", dir, err))
+		}
+		done = append(done, st.Dev)
+		d.Close()
 	}
-	defer d.Close()
-	if err := unix.Syncfs(int(d.Fd())); err != nil {
-		return fmt.Errorf("storage: syncfs %s: %w", s.dir, err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // reserve makes room in the pool for r's handle, closing the least

@@ -18,7 +18,8 @@ import (
 // between wakes, cost up to a quarter of a wake's storage time. den never
 // opens a room's file twice (one Room per id), so what the locks still did
 // was keep other processes out; lockFile does that instead. It stays
-// unix-none when the room VFS could not be registered.
+// unix-none when the room VFS could not be registered. Set once, by tune,
+// before a Store opens.
 var roomVFS = "unix-none"
 
 // roomVFSName is the name den registers its room VFS under.
@@ -52,9 +53,11 @@ type (
 //
 // To find a file's full name the unix layer looks at each folder on its
 // path for a link (an lstat each, five a wake), so that a database reached
-// through a link has its WAL beside the file itself; a room's file is
-// never a link (SQLite opens it with O_NOFOLLOW), so its WAL is beside it
-// by either name.
+// through a link has its WAL beside the file itself, and it opens the
+// name it found with O_NOFOLLOW. Only a link in the last place matters to
+// either: a room's file that is one (moved to another disk and linked
+// back) is left to unix-none; for one that is not, the WAL is beside it
+// whatever links its folders are, so one lstat does.
 func registerRoomVFS() error {
 	t := libc.NewTLS()
 	defer t.Close()
@@ -116,11 +119,13 @@ func roomOpen(t *libc.TLS, vfs, name, file uintptr, flags int32, outFlags uintpt
 	return open(t, vfs, name, file, flags, outFlags)
 }
 
-// roomFullPathname is the room VFS's xFullPathname: an absolute path as it
-// is (the store's paths are clean: filepath.Join), anything else as
-// unix-none has it.
+// roomFullPathname is the room VFS's xFullPathname: an absolute path that
+// does not name a link as it is (the store's paths are clean:
+// filepath.Join), anything else as unix-none has it.
 func roomFullPathname(t *libc.TLS, vfs, name uintptr, size int32, out uintptr) int32 {
-	if name != 0 && libc.AtomicLoadPUint8(name) == '/' {
+	var st unix.Stat_t
+	if name != 0 && libc.AtomicLoadPUint8(name) == '/' &&
+		(unix.Lstat(libc.GoString(name), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK) {
 		if n := libc.Xstrlen(t, name); n < libc.Tsize_t(size) {
 			libc.Xmemcpy(t, out, name, n+1)
 			return sqlite3.SQLITE_OK

@@ -149,7 +149,8 @@ func mark(dir string, i int) { _ = unix.Access(filepath.Join(dir, fmt.Sprint("ma
 // (removed while the room slept; or removed by a backup's connection,
 // then made by SQLite in a wake that only read and never synced), before
 // a commit into it returns. A wake into a WAL that is there syncs no
-// folder, and looks for no link along the file's path.
+// folder, and does not look at every folder on the file's path for a
+// link.
 func TestWakeSyncsNoFolder(t *testing.T) {
 	syncs, lstats := syncTrace(t, "ac03", folderSyncs)
 	if len(syncs) != 5 {
@@ -261,13 +262,13 @@ func folderSyncs(dir, id string) string {
 	return "ok"
 }
 
-// A room whose first open failed after its WAL was made (the zeros did
-// not fit: a full disk, or here a file size limit) has its folder synced
-// by the open that works, before a commit into it returns.
+// A new room on a disk too full for its WAL's padding (here a file size
+// limit under it) opens and commits all the same, and its folder (its
+// file's name and its WAL's) is synced before the commit returns.
 func TestPadFailureStillSyncsTheFolder(t *testing.T) {
 	syncs, _ := syncTrace(t, "ad03", padFailure)
-	if len(syncs) != 2 || syncs[1] == 0 {
-		t.Fatalf("folder syncs per step %v: want some in the open after the failed one", syncs)
+	if len(syncs) != 1 || syncs[0] == 0 {
+		t.Fatalf("folder syncs %v: want some before the commit returned", syncs)
 	}
 }
 
@@ -289,23 +290,50 @@ func padFailure(dir, id string) string {
 	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &lim); err != nil {
 		return "ERR " + err.Error()
 	}
-	_, first := s.Room(id, "test", "padfail")
-	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
-		return "ERR " + err.Error()
-	}
-	if first == nil {
-		return "ERR the first open did not fail"
-	}
-	mark(dir, 1)
 	r, err := s.Room(id, "test", "padfail")
+	if err == nil {
+		err = r.Put("k", []byte("v"))
+	}
 	if err != nil {
 		return "ERR " + err.Error()
 	}
-	if err := r.Put("k", []byte("v")); err != nil {
-		return "ERR " + err.Error()
+	if size := fileSize(s.path(id) + "-wal"); size >= walKeepBytes {
+		return fmt.Sprintf("ERR the WAL is %d bytes: the limit did not stop its padding", size)
 	}
 	// The power goes now: no Close.
 	return "ok"
+}
+
+// A WAL den makes has its database's mode: a room file an operator made
+// private does not get a WAL others can read.
+func TestMadeWALHasTheDatabasesMode(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Options{Dir: dir, Synchronous: SyncFull})
+	const id = "ac05"
+	if err := openRoom(t, s, id).Put("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := s.path(id)
+	if err := emptyWAL(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(p + "-wal"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	ckptCheck(t, openStore(t, Options{Dir: dir, Synchronous: SyncFull}), id, map[string][]byte{"k": []byte("v")})
+	st, err := os.Stat(p + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := st.Mode().Perm(); m != 0o640 {
+		t.Fatalf("the WAL den made has mode %o, want the database's 640", m)
+	}
 }
 
 // A store opened on a relative data folder keeps its rooms where it found
