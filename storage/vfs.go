@@ -78,16 +78,21 @@ func registerRoomVFS() error {
 	libc.AtomicStorePUintptr(p+unsafe.Offsetof(v.FpNext), 0)
 	unixNoneOpen = libc.AtomicLoadPUintptr(base + unsafe.Offsetof(v.FxOpen))
 	unixNoneFullPathname = libc.AtomicLoadPUintptr(base + unsafe.Offsetof(v.FxFullPathname))
-	open, fullPathname := roomOpen, roomFullPathname
-	libc.AtomicStorePUintptr(p+unsafe.Offsetof(v.FxOpen), *(*uintptr)(unsafe.Pointer(&struct{ f vfsOpen }{open})))
-	libc.AtomicStorePUintptr(p+unsafe.Offsetof(v.FxFullPathname),
-		*(*uintptr)(unsafe.Pointer(&struct{ f vfsFullPathname }{fullPathname})))
+	libc.AtomicStorePUintptr(p+unsafe.Offsetof(v.FxOpen), cFunc[vfsOpen](roomOpen))
+	libc.AtomicStorePUintptr(p+unsafe.Offsetof(v.FxFullPathname), cFunc[vfsFullPathname](roomFullPathname))
 	if rc := sqlite3.Xsqlite3_vfs_register(t, p, 0); rc != sqlite3.SQLITE_OK {
 		return fmt.Errorf("storage: sqlite3_vfs_register: error %d", rc)
 	}
 	roomVFS = roomVFSName
 	return nil
 }
+
+// cFunc is f as modernc.org/sqlite's C code holds a function: the pointer
+// its Go func value is (go.dev/s/go11func), static for a top-level func.
+func cFunc[F any](f F) uintptr { return *(*uintptr)(unsafe.Pointer(&f)) }
+
+// goFunc is the C function pointer p as the Go func it is.
+func goFunc[F any](p uintptr) F { return *(*F)(unsafe.Pointer(&p)) }
 
 // findVFS is SQLite's VFS of that name.
 func findVFS(t *libc.TLS, name string) (uintptr, error) {
@@ -106,7 +111,7 @@ func findVFS(t *libc.TLS, name string) (uintptr, error) {
 // roomOpen is the room VFS's xOpen: unix-none's, without create for a WAL
 // that is there.
 func roomOpen(t *libc.TLS, vfs, name, file uintptr, flags int32, outFlags uintptr) int32 {
-	open := *(*vfsOpen)(unsafe.Pointer(&struct{ uintptr }{unixNoneOpen}))
+	open := goFunc[vfsOpen](unixNoneOpen)
 	const create = sqlite3.SQLITE_OPEN_CREATE
 	if flags&sqlite3.SQLITE_OPEN_WAL != 0 && flags&create != 0 && name != 0 &&
 		libc.Xaccess(t, name, unix.F_OK) == 0 {
@@ -131,5 +136,5 @@ func roomFullPathname(t *libc.TLS, vfs, name uintptr, size int32, out uintptr) i
 			return sqlite3.SQLITE_OK
 		}
 	}
-	return (*(*vfsFullPathname)(unsafe.Pointer(&struct{ uintptr }{unixNoneFullPathname})))(t, vfs, name, size, out)
+	return goFunc[vfsFullPathname](unixNoneFullPathname)(t, vfs, name, size, out)
 }
