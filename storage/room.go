@@ -399,19 +399,15 @@ func (r *Room) closeHandle() {
 	if r.conn == nil {
 		return
 	}
-	path := r.store.path(r.id)
-	truncated := false
-	if fileSize(path+"-wal") > walKeepBytes {
+	if path := r.store.path(r.id); fileSize(path+"-wal") > walKeepBytes {
 		// Best effort: a failed checkpoint leaves the WAL valid, and the
-		// next close tries again.
-		_, err := r.exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
-		truncated = err == nil
-	}
-	if truncated && r.store.sync == SyncFull {
-		// Best effort too, and before the close lets the file's lock go:
-		// a WAL left short costs its next commits a journal commit each,
-		// not data. Its name is on disk: the open padded it.
-		_ = padWAL(path, true)
+		// next close tries again. So is the pad, before the close lets
+		// the file's lock go: a WAL left short costs its next commits a
+		// journal commit each, not data. Its name is on disk: the open
+		// padded it.
+		if _, err := r.exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err == nil && r.store.sync == SyncFull {
+			_ = padWAL(path, true)
+		}
 	}
 	r.dropStmts()
 	_ = r.conn.Close()
