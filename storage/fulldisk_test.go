@@ -5,12 +5,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strings"
-	"syscall"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // On a full disk a room whose WAL is shorter than walKeepBytes (as every
@@ -73,17 +69,11 @@ func fullDiskChild(dir, id string) string {
 		return "ERR " + err.Error()
 	}
 	defer s.Close()
-	var old unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
+	restore, err := limitFileSize(64 << 10)
+	if err != nil {
 		return "ERR " + err.Error()
 	}
-	lim := old
-	lim.Cur = 64 << 10
-	signal.Ignore(syscall.SIGXFSZ)
-	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &lim); err != nil {
-		return "ERR " + err.Error()
-	}
-	defer unix.Setrlimit(unix.RLIMIT_FSIZE, &old)
+	defer restore()
 	r, err := s.Room(id, "test", "fulldisk")
 	if err != nil {
 		return "ERR open: " + err.Error()

@@ -278,16 +278,8 @@ func padFailure(dir, id string) string {
 	if err != nil {
 		return "ERR " + err.Error()
 	}
-	var old unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
-		return "ERR " + err.Error()
-	}
-	lim := old
-	lim.Cur = 64 << 10
-	// SIGXFSZ would end the process where the write should fail.
-	signal.Ignore(syscall.SIGXFSZ)
 	mark(dir, 0)
-	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &lim); err != nil {
+	if _, err := limitFileSize(64 << 10); err != nil {
 		return "ERR " + err.Error()
 	}
 	r, err := s.Room(id, "test", "padfail")
@@ -302,6 +294,23 @@ func padFailure(dir, id string) string {
 	}
 	// The power goes now: no Close.
 	return "ok"
+}
+
+// limitFileSize makes max bytes the most a file of the process may hold,
+// as a full disk would, until restore. SIGXFSZ is ignored from now on, so
+// that a write past the limit fails rather than ends the process.
+func limitFileSize(max uint64) (restore func() error, err error) {
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
+		return nil, err
+	}
+	signal.Ignore(syscall.SIGXFSZ)
+	lim := old
+	lim.Cur = max
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &lim); err != nil {
+		return nil, err
+	}
+	return func() error { return unix.Setrlimit(unix.RLIMIT_FSIZE, &old) }, nil
 }
 
 // A WAL den makes has its database's mode: a room file an operator made
