@@ -84,6 +84,11 @@ type Store struct {
 	// Room waits for it, so that a room opened meanwhile is not left with
 	// its file but without its record.
 	deleting map[string]chan struct{}
+	// unfinished holds the rooms whose deletion node.db records but whose
+	// files or record could not be removed: Room tries again before it
+	// opens one, so that a deletion never comes back to take a room made
+	// since.
+	unfinished map[string]struct{}
 
 	// Sizes measured as handles close, written to node.db together once
 	// a second: one commit there per room that sleeps would queue every
@@ -122,6 +127,7 @@ func Open(opts Options) (*Store, error) {
 	s := &Store{
 		dir: opts.Dir, sync: opts.Synchronous, cache: opts.CacheKiB, limits: opts.Limits,
 		clock: opts.Clock, maxOpen: opts.MaxOpen, lru: list.New(), rooms: map[string]*Room{}, deleting: map[string]chan struct{}{},
+		unfinished: map[string]struct{}{},
 	}
 	s.cond = sync.NewCond(&s.mu)
 	if s.sync == "" {
@@ -164,11 +170,16 @@ func Open(opts Options) (*Store, error) {
 		created INTEGER NOT NULL, bytes INTEGER NOT NULL DEFAULT 0);
 		CREATE TABLE IF NOT EXISTS alarms (
 		id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, at INTEGER NOT NULL);
-		CREATE INDEX IF NOT EXISTS alarms_at ON alarms (at)`); err != nil {
+		CREATE INDEX IF NOT EXISTS alarms_at ON alarms (at);
+		CREATE TABLE IF NOT EXISTS deletions (id TEXT PRIMARY KEY)`); err != nil {
 		node.Close()
 		return nil, fmt.Errorf("storage: node.db: %w", err)
 	}
 	s.node = node
+	if err := s.finishDeletions(); err != nil {
+		node.Close()
+		return nil, fmt.Errorf("storage: node.db: %w", err)
+	}
 	s.sizes, s.quit, s.flushed = map[string]int64{}, make(chan struct{}), make(chan struct{})
 	go s.flushLoop()
 	return s, nil
@@ -246,7 +257,19 @@ func (s *Store) Room(id, kind, name string) (*Room, error) {
 		return nil, fmt.Errorf("storage: bad room id %q", id)
 	}
 	s.mu.Lock()
-	s.awaitDeletion(id)
+	for s.awaitDeletion(id); ; s.awaitDeletion(id) {
+		if _, ok := s.unfinished[id]; !ok {
+			break
+		}
+		done := s.beginDeletion(id)
+		s.mu.Unlock()
+		err := s.finishDeletion(id)
+		s.endDeletion(id, done)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+	}
 	if s.closed {
 		s.mu.Unlock()
 		return nil, ErrClosed
@@ -338,42 +361,116 @@ func (s *Store) awaitDeletion(id string) {
 	}
 }
 
-// Delete removes room id: its handle, its files and its record.
+// beginDeletion marks id as being deleted, s.mu held: Room and Delete
+// wait for the channel it returns to be closed by endDeletion.
+func (s *Store) beginDeletion(id string) chan struct{} {
+	done := make(chan struct{})
+	s.deleting[id] = done
+	return done
+}
+
+func (s *Store) endDeletion(id string, done chan struct{}) {
+	s.mu.Lock()
+	delete(s.deleting, id)
+	s.mu.Unlock()
+	close(done)
+}
+
+// Delete removes room id: its handle, its files and its record. node.db
+// records the deletion, and drops the room's alarm from its index, in one
+// commit before any file goes: den killed at any moment after it finishes
+// the deletion when it opens the store again (finishDeletions), and
+// never leaves a room half gone for its alarm to make anew.
 func (s *Store) Delete(id string) error {
 	s.mu.Lock()
 	s.awaitDeletion(id)
-	done := make(chan struct{})
-	s.deleting[id] = done
+	done := s.beginDeletion(id)
 	r := s.rooms[id]
 	delete(s.rooms, id)
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.deleting, id)
-		s.mu.Unlock()
-		close(done)
-	}()
+	defer s.endDeletion(id, done)
 	if r != nil {
 		if err := r.Close(); err != nil {
 			return err
 		}
 	}
-	// The database goes first: until then a crash leaves the room whole,
-	// alarm and all. After it, a crash leaves at worst an empty room that
-	// the alarm's index makes anew when it fires, and a WAL that the new
-	// file does not take up (makeFile removes it).
-	p := s.path(id)
-	if err := removeStale(p); err != nil {
-		return fmt.Errorf("storage: %w", err)
+	if err := s.inTx(func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`INSERT OR IGNORE INTO deletions (id) VALUES (?)`, id); err != nil {
+			return err
+		}
+		_, err := tx.Exec(`DELETE FROM alarms WHERE id = ?`, id)
+		return err
+	}); err != nil {
+		return fmt.Errorf("storage: node.db: %w", err)
 	}
-	if _, err := s.node.Exec(`DELETE FROM alarms WHERE id = ?`, id); err != nil {
+	return s.finishDeletion(id)
+}
+
+// finishDeletion removes the files and the record of room id, whose
+// deletion node.db records, and then that record of its deletion. On
+// failure it stays in s.unfinished, for Room to try again.
+func (s *Store) finishDeletion(id string) error {
+	p := s.path(id)
+	// The database first: a WAL left without it is removed by the next
+	// try, or by makeFile if a new room takes the name.
+	err := removeStale(p, p+"-wal", p+"-shm", p+".new")
+	if err == nil {
+		err = s.inTx(func(tx *sql.Tx) error {
+			if _, err := tx.Exec(`DELETE FROM rooms WHERE id = ?`, id); err != nil {
+				return err
+			}
+			_, err := tx.Exec(`DELETE FROM deletions WHERE id = ?`, id)
+			return err
+		})
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.unfinished[id] = struct{}{}
+		return fmt.Errorf("storage: deleting room %s: %w", id, err)
+	}
+	delete(s.unfinished, id)
+	return nil
+}
+
+// finishDeletions finishes the deletions an earlier process recorded and
+// did not finish. One that fails again waits in s.unfinished: the rest
+// of the rooms are served meanwhile.
+func (s *Store) finishDeletions() error {
+	rows, err := s.node.Query(`SELECT id FROM deletions`)
+	if err != nil {
 		return err
 	}
-	if err := removeStale(p+"-wal", p+"-shm", p+".new"); err != nil {
-		return fmt.Errorf("storage: %w", err)
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
 	}
-	_, err := s.node.Exec(`DELETE FROM rooms WHERE id = ?`, id)
-	return err
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		_ = s.finishDeletion(id)
+	}
+	return nil
+}
+
+// inTx runs f in one node.db transaction.
+func (s *Store) inTx(f func(*sql.Tx) error) error {
+	tx, err := s.node.Begin()
+	if err != nil {
+		return err
+	}
+	if err := f(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }
 
 // Bytes is room id's database and WAL on disk.
