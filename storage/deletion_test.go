@@ -130,7 +130,7 @@ func TestUnfinishedDeletionFinishesBeforeTheRoomOpens(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A folder that is not empty cannot be removed as a file.
-	blocker := s.path(deletedID) + ".new"
+	blocker := s.path(deletedID) + "-shm"
 	if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
