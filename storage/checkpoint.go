@@ -122,7 +122,7 @@ func padWAL(path string, nameSynced bool) error {
 	}
 	defer f.Close()
 	if !nameSynced {
-		if err := syncFolder(filepath.Dir(path)); err != nil {
+		if err := syncPath(filepath.Dir(path)); err != nil {
 			return err
 		}
 	}
@@ -151,15 +151,16 @@ func likeDatabase(f *os.File, path string) error {
 	return nil
 }
 
-// syncFolder makes the names in the folder at dir durable.
-func syncFolder(dir string) error {
-	d, err := os.Open(dir)
+// syncPath makes what the file at path holds durable, or, for a folder,
+// the names in it.
+func syncPath(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("storage: syncing %s: %w", dir, err)
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("storage: syncing %s: %w", path, err)
 	}
 	return nil
 }

@@ -1,14 +1,19 @@
 package storage
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const deletedID = "de1e7ed"
@@ -168,5 +173,220 @@ func TestUnfinishedDeletionFinishesBeforeTheRoomOpens(t *testing.T) {
 	}
 	if v, _, err := r.Get("key"); string(v) != "new" || err != nil {
 		t.Fatalf("the room made after the deletion holds %q after a restart (%v), want \"new\"", v, err)
+	}
+}
+
+// A deletion waits in s.unfinished; the store is closed: Room then says
+// so, and does not go on with the deletion after Close.
+func TestRoomOnAClosedStoreLeavesAnUnfinishedDeletion(t *testing.T) {
+	dir := t.TempDir()
+	roomWithAlarm(t, dir)
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocker := s.path(deletedID) + "-shm"
+	if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(deletedID); err == nil {
+		t.Fatal("Delete reported success, but the room's files could not all be removed")
+	}
+	if err := os.RemoveAll(blocker); err != nil {
+		t.Fatal(err)
+	}
+	left := s.path(deletedID) + "-wal"
+	if err := os.WriteFile(left, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := s.Room(deletedID, "k", "n"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Room on a closed store: %v, want ErrClosed", err)
+	}
+	if _, err := os.Stat(left); err != nil {
+		t.Errorf("the closed store went on removing files: %v", err)
+	}
+}
+
+// An id too short to name a room's files is refused before anything is
+// recorded, so that the store still opens after.
+func TestDeleteRefusesABadID(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete("a"); err == nil {
+		t.Error("Delete of a one-byte id reported success")
+	}
+	s.Close()
+	if s, err = Open(Options{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
+
+// TestCloseDeletionChild holds a Delete (strace delays its first unlink
+// of the room's database), closes the store meanwhile, opens it again and
+// makes the room anew: the Delete must not take the new room's file.
+func TestCloseDeletionChild(t *testing.T) {
+	dir := os.Getenv("DEN_CLOSE_DELETION_DIR")
+	if dir == "" {
+		t.Skip("run by TestCloseWaitsForADeletionInFlight")
+	}
+	path := filepath.Join(dir, "rooms", deletedID[:2], deletedID+".db")
+	// strace delays the first unlink of path each thread makes: this
+	// thread makes one that removes nothing (ENOTDIR), so that of the
+	// test's own only the Delete's, on its own thread, is held.
+	runtime.LockOSThread()
+	if err := unix.Unlinkat(unix.AT_FDCWD, path, unix.AT_REMOVEDIR); !errors.Is(err, unix.ENOTDIR) {
+		t.Fatalf("the unlink that spends this thread's delay: %v", err)
+	}
+	s1, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- s1.Delete(deletedID)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); !inUnlinkat(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the Delete never came to its unlink")
+		}
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("the Delete Close waited for failed: %v", err)
+	}
+	s2, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	r, err := s2.Room(deletedID, "k", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Put("key", []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the room made after the store closed lost its file: %v", err)
+	}
+}
+
+// inUnlinkat reports whether a thread of this process is in unlinkat.
+func inUnlinkat() bool {
+	tasks, _ := filepath.Glob("/proc/self/task/*/syscall")
+	for _, f := range tasks {
+		if b, err := os.ReadFile(f); err == nil && strings.HasPrefix(string(b), fmt.Sprint(unix.SYS_UNLINKAT)+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+// Close waits for a deletion in flight: a Delete left running after it
+// would remove the files of the room a new Store made under its id.
+func TestCloseWaitsForADeletionInFlight(t *testing.T) {
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		t.Skip("needs strace to hold the deletion")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	roomWithAlarm(t, dir)
+	path := filepath.Join(dir, "rooms", deletedID[:2], deletedID+".db")
+	cmd := exec.Command(strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=unlinkat",
+		"-e", "inject=unlinkat:delay_enter=1000000:when=1", "-P", path,
+		exe, "-test.run=^TestCloseDeletionChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "DEN_CLOSE_DELETION_DIR="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+// TestDeletionSyncChild deletes room deletedID and exits at once, as den
+// killed or a power cut would leave it.
+func TestDeletionSyncChild(t *testing.T) {
+	dir := os.Getenv("DEN_DELETION_SYNC_DIR")
+	if dir == "" {
+		t.Skip("run by TestDeletionSyncsInOrder")
+	}
+	s, err := Open(Options{Dir: dir, Synchronous: os.Getenv("DEN_DELETION_SYNC")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(deletedID); err != nil {
+		t.Fatal(err)
+	}
+	os.Exit(0)
+}
+
+// In either sync mode a power cut at any point of a deletion leaves the
+// room whole or its deletion recorded: the commit that records it is
+// synced before the room's database is unlinked, and the unlinks are
+// synced before the commit that clears it.
+func TestDeletionSyncsInOrder(t *testing.T) {
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		t.Skip("needs strace to see the syncs")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{SyncNormal, SyncFull} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			roomWithAlarm(t, dir)
+			log := filepath.Join(t.TempDir(), "strace.log")
+			cmd := exec.Command(strace, "-f", "-qq", "-y", "-o", log,
+				"-e", "trace=unlinkat,fsync,fdatasync,pwrite64",
+				exe, "-test.run=^TestDeletionSyncChild$", "-test.count=1")
+			cmd.Env = append(os.Environ(), "DEN_DELETION_SYNC_DIR="+dir, "DEN_DELETION_SYNC="+mode)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			f, err := os.Open(log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			// What happened, in order: w a commit to node.db, s a sync,
+			// u the unlink of a file of the room.
+			var seq strings.Builder
+			sc := bufio.NewScanner(f)
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				switch l := sc.Text(); {
+				case strings.Contains(l, "pwrite64(") && strings.Contains(l, "node.db-wal>"):
+					seq.WriteByte('w')
+				case strings.Contains(l, "sync("):
+					seq.WriteByte('s')
+				case strings.Contains(l, "unlinkat(") && strings.Contains(l, deletedID+".db") && !strings.Contains(l, "ENOENT"):
+					seq.WriteByte('u')
+				}
+			}
+			got := seq.String()
+			first, last := strings.IndexByte(got, 'u'), strings.LastIndexByte(got, 'u')
+			if first < 0 {
+				t.Fatalf("no unlink of the room's files: %q", got)
+			}
+			before, after := got[:first], got[last+1:]
+			if i := strings.LastIndexByte(before, 'w'); i < 0 || !strings.Contains(before[i:], "s") {
+				t.Errorf("the commit recording the deletion is not synced before the first unlink (w commit, s sync, u unlink): %q", got)
+			}
+			if i := strings.IndexByte(after, 'w'); i < 0 || !strings.Contains(after[:i], "s") {
+				t.Errorf("the unlinks are not synced before the commit clearing the deletion (w commit, s sync, u unlink): %q", got)
+			}
+		})
 	}
 }

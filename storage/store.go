@@ -253,11 +253,15 @@ func (s *Store) path(id string) string {
 // IDs), recording kind and name in node.db when the room is new. The same
 // *Room is returned for the same id until it is closed.
 func (s *Store) Room(id, kind, name string) (*Room, error) {
-	if len(id) < 2 {
-		return nil, fmt.Errorf("storage: bad room id %q", id)
+	if err := checkID(id); err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	for s.awaitDeletion(id); ; s.awaitDeletion(id) {
+		if s.closed {
+			s.mu.Unlock()
+			return nil, ErrClosed
+		}
 		if _, ok := s.unfinished[id]; !ok {
 			break
 		}
@@ -269,10 +273,6 @@ func (s *Store) Room(id, kind, name string) (*Room, error) {
 			return nil, err
 		}
 		s.mu.Lock()
-	}
-	if s.closed {
-		s.mu.Unlock()
-		return nil, ErrClosed
 	}
 	if r, ok := s.rooms[id]; ok {
 		s.mu.Unlock()
@@ -382,8 +382,15 @@ func (s *Store) endDeletion(id string, done chan struct{}) {
 // the deletion when it opens the store again (finishDeletions), and
 // never leaves a room half gone for its alarm to make anew.
 func (s *Store) Delete(id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	s.awaitDeletion(id)
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
 	done := s.beginDeletion(id)
 	r := s.rooms[id]
 	delete(s.rooms, id)
@@ -394,13 +401,25 @@ func (s *Store) Delete(id string) error {
 			return err
 		}
 	}
-	if err := s.inTx(func(tx *sql.Tx) error {
+	err := s.inTx(func(tx *sql.Tx) error {
 		if _, err := tx.Exec(`INSERT OR IGNORE INTO deletions (id) VALUES (?)`, id); err != nil {
 			return err
 		}
 		_, err := tx.Exec(`DELETE FROM alarms WHERE id = ?`, id)
 		return err
-	}); err != nil {
+	})
+	if err == nil && s.sync == SyncNormal {
+		// node.db's commits are not synced in this mode: this one is,
+		// before any file goes, or a power cut could keep an unlink and
+		// lose the record of the deletion.
+		err = syncPath(filepath.Join(s.dir, "node.db-wal"))
+	}
+	if err != nil {
+		// The deletion may be recorded all the same: the room is not
+		// opened again before it is finished.
+		s.mu.Lock()
+		s.unfinished[id] = struct{}{}
+		s.mu.Unlock()
 		return fmt.Errorf("storage: node.db: %w", err)
 	}
 	return s.finishDeletion(id)
@@ -414,6 +433,11 @@ func (s *Store) finishDeletion(id string) error {
 	// The database first: a WAL left without it is removed by the next
 	// try, or by makeFile if a new room takes the name.
 	err := removeStale(p, p+"-wal", p+"-shm", p+".new")
+	if err == nil {
+		// The unlinks are on disk before node.db forgets the deletion: a
+		// power cut must not bring the files back with no record of it.
+		err = syncPath(filepath.Dir(p))
+	}
 	if err == nil {
 		err = s.inTx(func(tx *sql.Tx) error {
 			if _, err := tx.Exec(`DELETE FROM rooms WHERE id = ?`, id); err != nil {
@@ -460,6 +484,14 @@ func (s *Store) finishDeletions() error {
 	return nil
 }
 
+// checkID reports an id that cannot name a room's files (path).
+func checkID(id string) error {
+	if len(id) < 2 {
+		return fmt.Errorf("storage: bad room id %q", id)
+	}
+	return nil
+}
+
 // inTx runs f in one node.db transaction.
 func (s *Store) inTx(f func(*sql.Tx) error) error {
 	tx, err := s.node.Begin()
@@ -494,6 +526,15 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.cond.Broadcast()
+	// Deletions in flight finish first: one left running would go on
+	// removing files after a Store opened on the folder since made the
+	// room anew.
+	for len(s.deleting) > 0 {
+		for id := range s.deleting {
+			s.awaitDeletion(id)
+			break
+		}
+	}
 	rooms := make([]*Room, 0, len(s.rooms))
 	for _, r := range s.rooms {
 		rooms = append(rooms, r)
