@@ -124,11 +124,11 @@ func TestCrashedDeletionFinishesAtOpen(t *testing.T) {
 	}
 }
 
-// A deletion whose files cannot all be removed is finished before the
-// room opens again, and then leaves the room made since alone: reopening
-// the store does not delete it.
-func TestUnfinishedDeletionFinishesBeforeTheRoomOpens(t *testing.T) {
-	dir := t.TempDir()
+// unfinishedDeletion opens a store in dir whose deletion of room
+// deletedID failed, and returns it with a func that takes away what made
+// the deletion fail.
+func unfinishedDeletion(t *testing.T, dir string) (*Store, func()) {
+	t.Helper()
 	roomWithAlarm(t, dir)
 	s, err := Open(Options{Dir: dir})
 	if err != nil {
@@ -142,12 +142,23 @@ func TestUnfinishedDeletionFinishesBeforeTheRoomOpens(t *testing.T) {
 	if err := s.Delete(deletedID); err == nil {
 		t.Fatal("Delete reported success, but the room's files could not all be removed")
 	}
+	return s, func() {
+		if err := os.RemoveAll(blocker); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A deletion whose files cannot all be removed is finished before the
+// room opens again, and then leaves the room made since alone: reopening
+// the store does not delete it.
+func TestUnfinishedDeletionFinishesBeforeTheRoomOpens(t *testing.T) {
+	dir := t.TempDir()
+	s, unblock := unfinishedDeletion(t, dir)
 	if _, err := s.Room(deletedID, "k", "n"); err == nil {
 		t.Fatal("the room opened with its deletion unfinished")
 	}
-	if err := os.RemoveAll(blocker); err != nil {
-		t.Fatal(err)
-	}
+	unblock()
 	r, err := s.Room(deletedID, "k", "n")
 	if err != nil {
 		t.Fatal(err)
@@ -179,22 +190,8 @@ func TestUnfinishedDeletionFinishesBeforeTheRoomOpens(t *testing.T) {
 // A deletion waits in s.unfinished; the store is closed: Room then says
 // so, and does not go on with the deletion after Close.
 func TestRoomOnAClosedStoreLeavesAnUnfinishedDeletion(t *testing.T) {
-	dir := t.TempDir()
-	roomWithAlarm(t, dir)
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocker := s.path(deletedID) + "-shm"
-	if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Delete(deletedID); err == nil {
-		t.Fatal("Delete reported success, but the room's files could not all be removed")
-	}
-	if err := os.RemoveAll(blocker); err != nil {
-		t.Fatal(err)
-	}
+	s, unblock := unfinishedDeletion(t, t.TempDir())
+	unblock()
 	left := s.path(deletedID) + "-wal"
 	if err := os.WriteFile(left, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
