@@ -387,3 +387,19 @@ func TestDeletionSyncsInOrder(t *testing.T) {
 		})
 	}
 }
+
+// Deleting a room that never had a file, in a folder never made, is done
+// at once: the room opens after it.
+func TestDeleteOfARoomWithoutFiles(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Delete(deletedID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Room(deletedID, "k", "n"); err != nil {
+		t.Fatal(err)
+	}
+}

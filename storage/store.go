@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -436,7 +437,10 @@ func (s *Store) finishDeletion(id string) error {
 	if err == nil {
 		// The unlinks are on disk before node.db forgets the deletion: a
 		// power cut must not bring the files back with no record of it.
-		err = syncPath(filepath.Dir(p))
+		// Without the folder there were no files.
+		if err = syncPath(filepath.Dir(p)); errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
 	}
 	if err == nil {
 		err = s.inTx(func(tx *sql.Tx) error {
