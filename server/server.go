@@ -101,6 +101,9 @@ func New(cfg Config) (*Server, error) {
 	if err := storage.TuningError(); err != nil {
 		cfg.Logger.Warn("a process-wide SQLite setting of den's did not take; rooms run without it", zap.Error(err))
 	}
+	if err := store.UnfinishedDeletions(); err != nil {
+		cfg.Logger.Warn("room deletions recorded before this start could not be finished; each is tried again before its room opens", zap.Error(err))
+	}
 	kinds := map[string]rooms.Kind{}
 	var order []string
 	for _, k := range append(builtin.Kinds(), cfg.Kinds...) {

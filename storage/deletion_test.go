@@ -403,3 +403,32 @@ func TestDeleteOfARoomWithoutFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A deletion Open cannot finish is reported, for den to log, and is
+// finished once what blocked it is gone.
+func TestOpenReportsAnUnfinishedDeletion(t *testing.T) {
+	dir := t.TempDir()
+	s, unblock := unfinishedDeletion(t, dir)
+	if err := s.UnfinishedDeletions(); err != nil {
+		t.Errorf("a deletion that failed after Open is reported as Open's: %v", err)
+	}
+	s.Close()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.UnfinishedDeletions()
+	s.Close()
+	if err == nil || !strings.Contains(err.Error(), deletedID) {
+		t.Errorf("UnfinishedDeletions: %v, want the deletion of %s", err, deletedID)
+	}
+	unblock()
+	if s, err = Open(Options{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.UnfinishedDeletions(); err != nil {
+		t.Errorf("the deletion was not finished once it could be: %v", err)
+	}
+	checkDeleted(t, s)
+}

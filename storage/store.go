@@ -90,6 +90,9 @@ type Store struct {
 	// opens one, so that a deletion never comes back to take a room made
 	// since.
 	unfinished map[string]struct{}
+	// openDeletions is why deletions recorded before Open could not be
+	// finished by it.
+	openDeletions error
 
 	// Sizes measured as handles close, written to node.db together once
 	// a second: one commit there per room that sleeps would queue every
@@ -482,11 +485,18 @@ func (s *Store) finishDeletions() error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	var errs []error
 	for _, id := range ids {
-		_ = s.finishDeletion(id)
+		errs = append(errs, s.finishDeletion(id))
 	}
+	s.openDeletions = errors.Join(errs...)
 	return nil
 }
+
+// UnfinishedDeletions says why deletions that an earlier process recorded
+// could not be finished as the store opened, or is nil if all were. Each
+// is tried again before its room opens.
+func (s *Store) UnfinishedDeletions() error { return s.openDeletions }
 
 // checkID reports an id that cannot name a room's files (path).
 func checkID(id string) error {
