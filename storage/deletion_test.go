@@ -1,14 +1,15 @@
 package storage
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +78,7 @@ func checkDeleted(t *testing.T, s *Store) {
 func TestDeleteCrashChild(t *testing.T) {
 	dir := os.Getenv("DEN_DELETE_CRASH_DIR")
 	if dir == "" {
-		t.Skip("run by TestCrashedDeletionFinishesAtOpen")
+		t.Skip("run by the crash tests of deletions")
 	}
 	s, err := Open(Options{Dir: dir})
 	if err != nil {
@@ -310,8 +311,8 @@ func TestCloseWaitsForADeletionInFlight(t *testing.T) {
 	}
 }
 
-// TestDeletionSyncChild deletes room deletedID and exits at once, as den
-// killed or a power cut would leave it.
+// TestDeletionSyncChild deletes room deletedID, makes it anew, puts a key
+// in it and exits at once, as den killed or a power cut would leave it.
 func TestDeletionSyncChild(t *testing.T) {
 	dir := os.Getenv("DEN_DELETION_SYNC_DIR")
 	if dir == "" {
@@ -324,14 +325,20 @@ func TestDeletionSyncChild(t *testing.T) {
 	if err := s.Delete(deletedID); err != nil {
 		t.Fatal(err)
 	}
+	r, err := s.Room(deletedID, "k", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Put("key", []byte("new")); err != nil {
+		t.Fatal(err)
+	}
 	os.Exit(0)
 }
 
-// In either sync mode a power cut at any point of a deletion leaves the
-// room whole or its deletion recorded: the commit that records it is
-// synced before the room's database is unlinked, and the unlinks are
-// synced before the commit that clears it.
-func TestDeletionSyncsInOrder(t *testing.T) {
+// traceChild runs the test func child under strace with env, tracing
+// calls with descriptors shown as paths, and returns the trace's lines.
+func traceChild(t *testing.T, child string, env []string, calls ...string) []string {
+	t.Helper()
 	strace, err := exec.LookPath("strace")
 	if err != nil {
 		t.Skip("needs strace to see the syncs")
@@ -340,49 +347,69 @@ func TestDeletionSyncsInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	log := filepath.Join(t.TempDir(), "strace.log")
+	args := append([]string{"-f", "-qq", "-y", "-s", "0", "-o", log}, calls...)
+	cmd := exec.Command(strace, append(args, exe, "-test.run=^"+child+"$", "-test.count=1")...)
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(string(b), "\n")
+}
+
+// In either sync mode a power cut at any point of a deletion leaves the
+// room whole or its deletion recorded, and never takes a room made anew
+// after it: the commit that records the deletion is synced before the
+// room's database is unlinked, the unlinks are synced before the commit
+// that clears the deletion, and that commit is synced before the room's
+// new file is made.
+func TestDeletionSyncsInOrder(t *testing.T) {
 	for _, mode := range []string{SyncNormal, SyncFull} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
 			roomWithAlarm(t, dir)
-			log := filepath.Join(t.TempDir(), "strace.log")
-			cmd := exec.Command(strace, "-f", "-qq", "-y", "-o", log,
-				"-e", "trace=unlinkat,fsync,fdatasync,pwrite64",
-				exe, "-test.run=^TestDeletionSyncChild$", "-test.count=1")
-			cmd.Env = append(os.Environ(), "DEN_DELETION_SYNC_DIR="+dir, "DEN_DELETION_SYNC="+mode)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
-			f, err := os.Open(log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			// What happened, in order: w a commit to node.db, s a sync,
-			// u the unlink of a file of the room.
+			lines := traceChild(t, "TestDeletionSyncChild",
+				[]string{"DEN_DELETION_SYNC_DIR=" + dir, "DEN_DELETION_SYNC=" + mode},
+				"-e", "trace=unlinkat,fsync,fdatasync,pwrite64,rename,renameat,renameat2")
+			folder := filepath.Join(dir, "rooms", deletedID[:2])
+			// What happened, in order: w a commit to node.db, S a sync of
+			// node.db's WAL, F a sync of the room's folder, u the unlink of
+			// a file of the room, m its new file renamed into place.
 			var seq strings.Builder
-			sc := bufio.NewScanner(f)
-			sc.Buffer(nil, 1<<20)
-			for sc.Scan() {
-				switch l := sc.Text(); {
+			for _, l := range lines {
+				switch {
 				case strings.Contains(l, "pwrite64(") && strings.Contains(l, "node.db-wal>"):
 					seq.WriteByte('w')
-				case strings.Contains(l, "sync("):
-					seq.WriteByte('s')
+				case strings.Contains(l, "sync(") && strings.Contains(l, "node.db-wal>"):
+					seq.WriteByte('S')
+				case strings.Contains(l, "sync(") && strings.Contains(l, "<"+folder+">"):
+					seq.WriteByte('F')
 				case strings.Contains(l, "unlinkat(") && strings.Contains(l, deletedID+".db") && !strings.Contains(l, "ENOENT"):
 					seq.WriteByte('u')
+				case strings.Contains(l, "rename") && strings.Contains(l, deletedID+".db.new"):
+					seq.WriteByte('m')
 				}
 			}
 			got := seq.String()
-			first, last := strings.IndexByte(got, 'u'), strings.LastIndexByte(got, 'u')
-			if first < 0 {
-				t.Fatalf("no unlink of the room's files: %q", got)
+			first, last, made := strings.IndexByte(got, 'u'), strings.LastIndexByte(got, 'u'), strings.LastIndexByte(got, 'm')
+			if first < 0 || made < last {
+				t.Fatalf("no unlink of the room's files, or no new file after them: %q", got)
 			}
-			before, after := got[:first], got[last+1:]
-			if i := strings.LastIndexByte(before, 'w'); i < 0 || !strings.Contains(before[i:], "s") {
-				t.Errorf("the commit recording the deletion is not synced before the first unlink (w commit, s sync, u unlink): %q", got)
+			before, after := got[:first], got[last+1:made]
+			const key = "(w commit to node.db, S its sync, F sync of the room's folder, u unlink, m new file)"
+			if i := strings.LastIndexByte(before, 'w'); i < 0 || !strings.Contains(before[i:], "S") {
+				t.Errorf("the commit recording the deletion is not synced before the first unlink %s: %q", key, got)
 			}
-			if i := strings.IndexByte(after, 'w'); i < 0 || !strings.Contains(after[:i], "s") {
-				t.Errorf("the unlinks are not synced before the commit clearing the deletion (w commit, s sync, u unlink): %q", got)
+			clear := strings.IndexByte(after, 'w')
+			if clear < 0 || !strings.Contains(after[:clear], "F") {
+				t.Errorf("the unlinks are not synced before the commit clearing the deletion %s: %q", key, got)
+			}
+			if clear >= 0 && !strings.Contains(after[clear:], "S") {
+				t.Errorf("the commit clearing the deletion is not synced before the room's new file %s: %q", key, got)
 			}
 		})
 	}
@@ -431,4 +458,219 @@ func TestOpenReportsAnUnfinishedDeletion(t *testing.T) {
 		t.Errorf("the deletion was not finished once it could be: %v", err)
 	}
 	checkDeleted(t, s)
+}
+
+// A Delete whose commit recording the deletion fails (a trigger refuses
+// it here, as a full disk or an I/O error would) has removed nothing, and
+// the Room that tries again records the deletion before any file goes:
+// it ends with the room's alarm unindexed, as a deletion does.
+func TestRetriedDeletionIsRecordedFirst(t *testing.T) {
+	dir := t.TempDir()
+	roomWithAlarm(t, dir)
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.node.Exec(`CREATE TRIGGER refuse BEFORE INSERT ON deletions
+		BEGIN SELECT RAISE(ABORT, 'the disk is full'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(deletedID); err == nil {
+		t.Fatal("Delete reported success with its record refused")
+	}
+	if _, err := os.Stat(s.path(deletedID)); err != nil {
+		t.Fatalf("a file went with the deletion not recorded: %v", err)
+	}
+	if _, err := s.node.Exec(`DROP TRIGGER refuse`); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Room(deletedID, "k", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := r.Get("key"); ok || err != nil {
+		t.Errorf("the room opened after its deletion holds %q (%v)", v, err)
+	}
+	if alarms, err := s.Alarms(); len(alarms) > 0 || err != nil {
+		t.Errorf("the deleted room's alarm is still indexed: %v (%v)", alarms, err)
+	}
+}
+
+// TestFailedSyncChild deletes room deletedID with SyncNormal, where strace
+// fails the sync of the deletion's record, then opens the room.
+func TestFailedSyncChild(t *testing.T) {
+	dir := os.Getenv("DEN_FAILED_SYNC_DIR")
+	if dir == "" {
+		t.Skip("run by TestRetriedDeletionSyncsItsRecordFirst")
+	}
+	s, err := Open(Options{Dir: dir, Synchronous: SyncNormal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(deletedID); err == nil {
+		t.Fatal("Delete reported success with the sync of its record failed")
+	}
+	if _, err := s.Room(deletedID, "k", "n"); err != nil {
+		t.Fatal(err)
+	}
+	os.Exit(0)
+}
+
+// With SyncNormal, a Delete whose sync of its record fails unlinks
+// nothing, and the Room that tries again syncs the record before its
+// first unlink.
+func TestRetriedDeletionSyncsItsRecordFirst(t *testing.T) {
+	dir := t.TempDir()
+	roomWithAlarm(t, dir)
+	wal := filepath.Join(dir, "node.db-wal")
+	// fsync, not fdatasync: SQLite's own syncs are fdatasyncs, so the
+	// first fsync of node.db's WAL is the deletion's.
+	lines := traceChild(t, "TestFailedSyncChild", []string{"DEN_FAILED_SYNC_DIR=" + dir},
+		"-e", "trace=fsync,fdatasync,unlinkat", "-e", "inject=fsync:error=EIO:when=1",
+		"-P", wal, "-P", filepath.Join(dir, "rooms", deletedID[:2], deletedID+".db"))
+	// E the failed sync of node.db's WAL, S one that succeeded, u the
+	// unlink of the room's database.
+	var seq strings.Builder
+	for _, l := range lines {
+		switch {
+		case strings.Contains(l, "sync(") && strings.Contains(l, "<"+wal+">") && strings.Contains(l, "EIO"):
+			seq.WriteByte('E')
+		case strings.Contains(l, "sync(") && strings.Contains(l, "<"+wal+">"):
+			seq.WriteByte('S')
+		case strings.Contains(l, "unlinkat(") && !strings.Contains(l, "ENOENT"):
+			seq.WriteByte('u')
+		}
+	}
+	got := seq.String()
+	e, u := strings.IndexByte(got, 'E'), strings.IndexByte(got, 'u')
+	if e < 0 || u < e {
+		t.Fatalf("want the failed sync, then the unlink (E failed sync, S sync, u unlink): %q", got)
+	}
+	if !strings.Contains(got[e:u], "S") {
+		t.Errorf("the room's database was unlinked with the record of its deletion never synced (E failed sync, S sync, u unlink): %q", got)
+	}
+}
+
+// TestRemakeChild deletes room deletedID, makes it anew with a value that
+// takes its WAL past walKeepBytes, and puts it to sleep, which
+// checkpoints and so syncs the new value into its database; then it
+// exits without closing the store.
+func TestRemakeChild(t *testing.T) {
+	dir := os.Getenv("DEN_REMAKE_DIR")
+	if dir == "" {
+		t.Skip("run by TestPowerCutKeepsTheRoomMadeAnew")
+	}
+	s, err := Open(Options{Dir: dir, Synchronous: SyncNormal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(deletedID); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Room(deletedID, "k", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Put("key", append([]byte("new"), make([]byte, 2*walKeepBytes)...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sleep(); err != nil {
+		t.Fatal(err)
+	}
+	os.Exit(0)
+}
+
+var pwriteRE = regexp.MustCompile(`pwrite64\(\d+<([^>]*)>, .*, (\d+), (\d+)\) = (\d+)`)
+
+// A power cut after a room was deleted and made anew, with SyncNormal,
+// loses at most node.db's commits since its last sync, and must not take
+// the new room, whose data its checkpoint synced. The cut is played by
+// cutting node.db's WAL back to what was written of it by its last sync.
+func TestPowerCutKeepsTheRoomMadeAnew(t *testing.T) {
+	dir := t.TempDir()
+	roomWithAlarm(t, dir)
+	lines := traceChild(t, "TestRemakeChild", []string{"DEN_REMAKE_DIR=" + dir},
+		"-e", "trace=fsync,fdatasync,pwrite64")
+	wal := filepath.Join(dir, "node.db-wal")
+	var synced, written int64
+	roomSynced := false
+	for _, l := range lines {
+		if m := pwriteRE.FindStringSubmatch(l); m != nil {
+			if m[1] == filepath.Join(dir, "node.db") {
+				t.Fatal("node.db was checkpointed: cutting its WAL would not play a power cut")
+			}
+			if m[1] == wal {
+				n, _ := strconv.ParseInt(m[2], 10, 64)
+				off, _ := strconv.ParseInt(m[3], 10, 64)
+				written = max(written, off+n)
+			}
+		}
+		if strings.Contains(l, "sync(") && strings.Contains(l, "<"+wal+">") {
+			synced = written
+		}
+		if strings.Contains(l, "sync(") && strings.Contains(l, deletedID+".db>") {
+			roomSynced = true
+		}
+	}
+	if !roomSynced {
+		t.Fatal("the new room's database was never synced, so a power cut could rightly lose it")
+	}
+	if err := os.Truncate(wal, synced); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Options{Dir: dir, Synchronous: SyncNormal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.Room(deletedID, "k", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := r.Get("key"); !ok || err != nil || !strings.HasPrefix(string(v), "new") {
+		t.Fatalf("after the power cut the room made anew holds %.10q (%v, %v), want \"new...\"", v, ok, err)
+	}
+}
+
+// den killed as it records a deletion, before the commit is written,
+// leaves the room whole: its data, its record and its alarm.
+func TestCrashBeforeTheDeletionIsRecordedLeavesTheRoomWhole(t *testing.T) {
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		t.Skip("needs strace to kill den at the commit")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	roomWithAlarm(t, dir)
+	// The child's Open writes nothing to node.db: its first write there is
+	// the deletion's record.
+	cmd := exec.Command(strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=pwrite64",
+		"-e", "inject=pwrite64:signal=SIGKILL", "-P", filepath.Join(dir, "node.db-wal"),
+		exe, "-test.run=^TestDeleteCrashChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "DEN_DELETE_CRASH_DIR="+dir)
+	if out, err := cmd.CombinedOutput(); err == nil || strings.Contains(string(out), "not killed") {
+		t.Fatalf("den was not killed at the commit: %v %s", err, out)
+	}
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, ok, err := s.Record(deletedID); !ok || err != nil {
+		t.Errorf("the room lost its record (%v)", err)
+	}
+	if alarms, err := s.Alarms(); len(alarms) != 1 || err != nil {
+		t.Errorf("the room's alarm: %v (%v), want it indexed", alarms, err)
+	}
+	r, err := s.Room(deletedID, "k", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := r.Get("key"); string(v) != "old" || err != nil {
+		t.Errorf("the room holds %q (%v), want \"old\"", v, err)
+	}
 }

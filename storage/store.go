@@ -382,9 +382,10 @@ func (s *Store) endDeletion(id string, done chan struct{}) {
 
 // Delete removes room id: its handle, its files and its record. node.db
 // records the deletion, and drops the room's alarm from its index, in one
-// commit before any file goes: den killed at any moment after it finishes
-// the deletion when it opens the store again (finishDeletions), and
-// never leaves a room half gone for its alarm to make anew.
+// durable commit before any file goes: den killed, or a power cut, at any
+// moment after it finishes the deletion when it opens the store again
+// (finishDeletions), and never leaves a room half gone for its alarm to
+// make anew.
 func (s *Store) Delete(id string) error {
 	if err := checkID(id); err != nil {
 		return err
@@ -405,38 +406,28 @@ func (s *Store) Delete(id string) error {
 			return err
 		}
 	}
-	err := s.inTx(func(tx *sql.Tx) error {
+	return s.finishDeletion(id)
+}
+
+// finishDeletion deletes room id, whose handle is closed: it records the
+// deletion, removes the files and the record of the room, and then that
+// record of its deletion. A try after a failure or a restart records the
+// deletion again, so that no file goes before it is on disk. On failure
+// the room stays in s.unfinished, for Room to try again.
+func (s *Store) finishDeletion(id string) error {
+	err := s.commitNode(func(tx *sql.Tx) error {
 		if _, err := tx.Exec(`INSERT OR IGNORE INTO deletions (id) VALUES (?)`, id); err != nil {
 			return err
 		}
 		_, err := tx.Exec(`DELETE FROM alarms WHERE id = ?`, id)
 		return err
 	})
-	if err == nil && s.sync == SyncNormal {
-		// node.db's commits are not synced in this mode: this one is,
-		// before any file goes, or a power cut could keep an unlink and
-		// lose the record of the deletion.
-		err = syncPath(filepath.Join(s.dir, "node.db-wal"))
-	}
-	if err != nil {
-		// The deletion may be recorded all the same: the room is not
-		// opened again before it is finished.
-		s.mu.Lock()
-		s.unfinished[id] = struct{}{}
-		s.mu.Unlock()
-		return fmt.Errorf("storage: node.db: %w", err)
-	}
-	return s.finishDeletion(id)
-}
-
-// finishDeletion removes the files and the record of room id, whose
-// deletion node.db records, and then that record of its deletion. On
-// failure it stays in s.unfinished, for Room to try again.
-func (s *Store) finishDeletion(id string) error {
 	p := s.path(id)
-	// The database first: a WAL left without it is removed by the next
-	// try, or by makeFile if a new room takes the name.
-	err := removeStale(p, p+"-wal", p+"-shm", p+".new")
+	if err == nil {
+		// The database first: a WAL left without it is removed by the
+		// next try, or by makeFile if a new room takes the name.
+		err = removeStale(p, p+"-wal", p+"-shm", p+".new")
+	}
 	if err == nil {
 		// The unlinks are on disk before node.db forgets the deletion: a
 		// power cut must not bring the files back with no record of it.
@@ -446,7 +437,9 @@ func (s *Store) finishDeletion(id string) error {
 		}
 	}
 	if err == nil {
-		err = s.inTx(func(tx *sql.Tx) error {
+		// On disk before the room can be made anew: a power cut must not
+		// bring the deletion back to take the new room at the next Open.
+		err = s.commitNode(func(tx *sql.Tx) error {
 			if _, err := tx.Exec(`DELETE FROM rooms WHERE id = ?`, id); err != nil {
 				return err
 			}
@@ -506,8 +499,9 @@ func checkID(id string) error {
 	return nil
 }
 
-// inTx runs f in one node.db transaction.
-func (s *Store) inTx(f func(*sql.Tx) error) error {
+// commitNode runs f in one node.db transaction and makes it durable,
+// which with SyncNormal node.db's commits are not.
+func (s *Store) commitNode(f func(*sql.Tx) error) error {
 	tx, err := s.node.Begin()
 	if err != nil {
 		return err
@@ -516,7 +510,13 @@ func (s *Store) inTx(f func(*sql.Tx) error) error {
 		_ = tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if s.sync == SyncNormal {
+		return syncPath(filepath.Join(s.dir, "node.db-wal"))
+	}
+	return nil
 }
 
 // Bytes is room id's database and WAL on disk.
