@@ -206,16 +206,22 @@ func TestRoomOnAClosedStoreLeavesAnUnfinishedDeletion(t *testing.T) {
 	}
 }
 
-// An id too short to name a room's files is refused before anything is
-// recorded, so that the store still opens after.
+// An id too short to name a room's files, or naming files outside the
+// room's folder, is refused before anything is recorded, so that the
+// store still opens after.
 func TestDeleteRefusesABadID(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Delete("a"); err == nil {
-		t.Error("Delete of a one-byte id reported success")
+	for _, id := range []string{"a", "../../x", "..x", "ab/c"} {
+		if err := s.Delete(id); err == nil {
+			t.Errorf("Delete of id %q reported success", id)
+		}
+		if _, err := s.Room(id, "k", "n"); err == nil {
+			t.Errorf("Room of id %q opened", id)
+		}
 	}
 	s.Close()
 	if s, err = Open(Options{Dir: dir}); err != nil {

@@ -491,9 +491,10 @@ func (s *Store) finishDeletions() error {
 // is tried again before its room opens.
 func (s *Store) UnfinishedDeletions() error { return s.openDeletions }
 
-// checkID reports an id that cannot name a room's files (path).
+// checkID reports an id that cannot name a room's files (path): too
+// short, or naming a file outside the room's folder.
 func checkID(id string) error {
-	if len(id) < 2 {
+	if len(id) < 2 || strings.ContainsRune(id, '/') || id[0] == '.' {
 		return fmt.Errorf("storage: bad room id %q", id)
 	}
 	return nil
