@@ -160,11 +160,18 @@ type sampleRes struct {
 	err error
 }
 
-// sampleTimeout bounds one server sample: an interval, within limits, so
-// a server that answers slowly costs a run little past its --duration.
+// sampleTimeout bounds one periodic server sample: an interval, within
+// limits, so that a server that answers slowly costs the series a point,
+// not the run its pace.
 func (r *runner) sampleTimeout() time.Duration {
-	return min(max(r.cfg.Interval, 200*time.Millisecond), 2*time.Second)
+	return min(max(r.cfg.Interval, 200*time.Millisecond), maxSampleTimeout)
 }
+
+// maxSampleTimeout bounds the samples the result is made of (before the
+// load, as traffic starts, at the hold, at the end): taken once each, they
+// wait this long for a busy server, and a slow one costs a run at most
+// this much each past its --duration.
+const maxSampleTimeout = 2 * time.Second
 
 func (r *runner) run(ctx context.Context) (*Result, error) {
 	r.events = make(chan workerEvent, 16*r.workers)
@@ -179,7 +186,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	}
 	r.progress = progress{out: r.opt.Out, terminal: r.opt.Terminal}
 	if r.probe != nil {
-		sctx, cancel := context.WithTimeout(ctx, r.sampleTimeout())
+		sctx, cancel := context.WithTimeout(ctx, maxSampleTimeout)
 		rss, _, err := r.probe.sample(sctx)
 		cancel()
 		if err != nil {
@@ -329,7 +336,11 @@ func (r *runner) startSampler() {
 			case <-r.quit:
 				return
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), r.sampleTimeout())
+			timeout := maxSampleTimeout
+			if req.kind == samplePeriodic {
+				timeout = r.sampleTimeout()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			rss, cpu, err := r.probe.sample(ctx)
 			cancel()
 			select {

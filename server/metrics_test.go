@@ -113,7 +113,10 @@ func startMetricsNode(t *testing.T, tune ...func(*server.Config)) *metricsNode {
 	cfg := server.Config{
 		Gateway: gateway.Config{
 			Listen: "127.0.0.1:0", AllowedOrigins: []string{"https://ok.example"},
-			Tick: 10 * time.Millisecond, HandshakeTimeout: 200 * time.Millisecond,
+			// Short, for TestMetricsMove's handshake timeout, and long
+			// enough that a join that makes a room file (fsyncs and all)
+			// beside other packages' tests under -race is not timed out.
+			Tick: 10 * time.Millisecond, HandshakeTimeout: 2 * time.Second,
 			WriteQueueBytes: 4096,
 		},
 		Data: t.TempDir(), Kinds: []rooms.Kind{flaky}, Logger: log,
@@ -178,7 +181,9 @@ func upgradeRequest(path string, extra ...string) string {
 // TestMetricsMove checks, through GET /metrics, that each of den's
 // metrics moves when what it counts happens.
 func TestMetricsMove(t *testing.T) {
-	n := startMetricsNode(t)
+	// Gauges of awake rooms are read while the room is awake: long enough
+	// for scrapes to see it on a machine loaded by other tests.
+	n := startMetricsNode(t, func(c *server.Config) { c.HibernateAfter = 2 * time.Second })
 	m := scrape(t, n.base)
 	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "process_open_fds"} {
 		if _, ok := m[name]; !ok {
