@@ -61,25 +61,26 @@ func (rt *Runtime) Info(kind, name string) (RoomInfo, error) {
 
 // Delete closes the room's sockets with 1000 and deletes its storage. It
 // reports false if the room never existed.
-func (rt *Runtime) Delete(kind, name string) (bool, error) {
+func (rt *Runtime) Delete(kind, name string) (existed bool, err error) {
 	id := IDFromName(kind, name)
 	rt.mu.Lock()
-	if wait := rt.gone[id]; wait != nil {
-		// Deleted already, by another call: done when it is.
+	if d := rt.gone[id]; d != nil {
+		// Being deleted by another call: done, and answered, as it is.
 		rt.mu.Unlock()
-		<-wait
-		return true, nil
+		<-d.done
+		return d.existed, d.err
 	}
 	// While it is deleted, the room cannot be woken again.
-	finished := make(chan struct{})
-	rt.gone[id] = finished
+	d := &deletion{done: make(chan struct{})}
+	rt.gone[id] = d
 	r := rt.rooms[id]
 	rt.mu.Unlock()
 	defer func() {
+		d.existed, d.err = existed, err
 		rt.mu.Lock()
 		delete(rt.gone, id)
 		rt.mu.Unlock()
-		close(finished)
+		close(d.done)
 	}()
 	// Last, while the id is still held: an alarm the scheduler has just
 	// taken from its heap is turned away, where after the deletion it
@@ -101,6 +102,14 @@ func (rt *Runtime) Delete(kind, name string) (bool, error) {
 		return r != nil, err
 	}
 	return true, rt.store.Delete(id.String())
+}
+
+// deletion is a Delete in flight: a Delete of the same room that comes
+// meanwhile waits for done and answers with existed and err.
+type deletion struct {
+	done    chan struct{}
+	existed bool
+	err     error
 }
 
 // statelessRooms returns the rooms of stateless kinds in memory, of kind

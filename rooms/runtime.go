@@ -110,8 +110,8 @@ type Runtime struct {
 	broadcast      func(to []Socket, text bool, payload []byte)
 
 	mu     sync.Mutex
-	rooms  map[ID]*room         // every room with sockets, events or an object in memory
-	gone   map[ID]chan struct{} // rooms being deleted; closed when the deletion is done
+	rooms  map[ID]*room     // every room with sockets, events or an object in memory
+	gone   map[ID]*deletion // rooms being deleted
 	closed bool
 	sweep  clock.Ticker
 	quit   chan struct{} // closed by Shutdown: the sweep ends
@@ -149,7 +149,7 @@ func New(cfg Config) (*Runtime, error) {
 		mailbox: cfg.Mailbox, maxBatch: cfg.MaxBatch, maxSockets: cfg.MaxSockets, maxActive: int64(cfg.MaxActive),
 		hibernateAfter: cfg.HibernateAfter, evictAfter: cfg.EvictAfter,
 		clock: cfg.Clock, observe: cfg.Observer,
-		hook: cfg.CommitHook, rooms: map[ID]*room{}, gone: map[ID]chan struct{}{}, watched: map[*room]struct{}{},
+		hook: cfg.CommitHook, rooms: map[ID]*room{}, gone: map[ID]*deletion{}, watched: map[*room]struct{}{},
 		broadcast: cfg.Broadcast, quit: make(chan struct{}),
 	}
 	if rt.broadcast == nil {
