@@ -31,7 +31,13 @@ func (h *holder) Request(w http.ResponseWriter, req *http.Request) error {
 // waitingDeletes is how many goroutines wait on a channel inside Delete.
 func waitingDeletes() int {
 	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
+	for n := runtime.Stack(buf, true); ; n = runtime.Stack(buf, true) {
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 	n := 0
 	for _, g := range bytes.Split(buf, []byte("\n\n")) {
 		if bytes.Contains(g, []byte("[chan receive")) && bytes.Contains(g, []byte("rooms.(*Runtime).Delete(")) {
