@@ -285,6 +285,10 @@ func (s *Store) Room(id, kind, name string) (*Room, error) {
 	// In the map before it opens: a second caller gets this Room, and its
 	// first call waits on the Room's lock instead of opening the file twice.
 	r := &Room{store: s, id: id, kind: kind, name: name}
+	// Locked until its record is in node.db: a Delete that takes r from
+	// the map meanwhile closes it only after, so that the deletion removes
+	// the record too, and no record is left without its room.
+	r.mu.Lock()
 	s.rooms[id] = r
 	s.mu.Unlock()
 	fail := func(err error) (*Room, error) {
@@ -302,18 +306,16 @@ func (s *Store) Room(id, kind, name string) (*Room, error) {
 	// A room that wakes again is known: reading its record costs node.db
 	// no commit, and the size it holds saves rewriting an unchanged one.
 	var recorded int64
-	switch err := s.node.QueryRow(`SELECT bytes FROM rooms WHERE id = ?`, id).Scan(&recorded); {
-	case errors.Is(err, sql.ErrNoRows):
-		if _, err := s.node.Exec(`INSERT OR IGNORE INTO rooms (id, kind, name, created) VALUES (?, ?, ?, ?)`,
-			id, kind, name, s.clock.Now().UnixMilli()); err != nil {
-			return fail(fmt.Errorf("storage: node.db: %w", err))
-		}
-	case err != nil:
-		return fail(fmt.Errorf("storage: node.db: %w", err))
+	err := s.node.QueryRow(`SELECT bytes FROM rooms WHERE id = ?`, id).Scan(&recorded)
+	if errors.Is(err, sql.ErrNoRows) {
+		_, err = s.node.Exec(`INSERT OR IGNORE INTO rooms (id, kind, name, created) VALUES (?, ?, ?, ?)`,
+			id, kind, name, s.clock.Now().UnixMilli())
 	}
-	r.mu.Lock()
 	r.setUp = r.setUp || recorded > 0
 	r.mu.Unlock()
+	if err != nil {
+		return fail(fmt.Errorf("storage: node.db: %w", err))
+	}
 	if err := r.acquire(); err != nil {
 		return fail(err)
 	}
