@@ -131,12 +131,7 @@ func TestUncheckpointedWALSurvivesCrash(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^TestUncheckpointedWALSurvivesCrash$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "DEN_CKPT_CRASH_DIR="+dir)
+	cmd := testChild(t, "TestUncheckpointedWALSurvivesCrash", "DEN_CKPT_CRASH_DIR="+dir)
 	out, err := cmd.Output()
 	// Only a child that got as far as killing itself tested anything.
 	var ee *exec.ExitError

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -61,12 +60,10 @@ func TestCrashChild(t *testing.T) {
 // handles close and reopen (the WAL persists between them) at a random
 // moment, four times a round: every commit it reported is there after.
 func TestCommitsSurviveSIGKILL(t *testing.T) {
-	exe, _ := os.Executable()
 	for round := range 4 {
 		dir := t.TempDir()
 		for kill := range 4 {
-			cmd := exec.Command(exe, "-test.run=^TestCrashChild$", "-test.count=1")
-			cmd.Env = append(os.Environ(), "DEN_CRASH_DIR="+dir, fmt.Sprintf("DEN_CRASH_PREFIX=p%d-", kill))
+			cmd := testChild(t, "TestCrashChild", "DEN_CRASH_DIR="+dir, fmt.Sprintf("DEN_CRASH_PREFIX=p%d-", kill))
 			out, _ := cmd.StdoutPipe()
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -92,23 +91,13 @@ func TestDeleteCrashChild(t *testing.T) {
 // the database gone and the WAL left, finishes the deletion when it opens
 // the store again: nothing of the room is left for its alarm to wake.
 func TestCrashedDeletionFinishesAtOpen(t *testing.T) {
-	strace, err := exec.LookPath("strace")
-	if err != nil {
-		t.Skip("needs strace to kill den at an unlink")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, at := range []string{"", "-wal"} {
 		t.Run("at the unlink of .db"+at, func(t *testing.T) {
 			dir := t.TempDir()
 			roomWithAlarm(t, dir)
 			path := filepath.Join(dir, "rooms", deletedID[:2], deletedID+".db"+at)
-			cmd := exec.Command(strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=unlinkat",
-				"-e", "inject=unlinkat:signal=SIGKILL", "-P", path,
-				exe, "-test.run=^TestDeleteCrashChild$", "-test.count=1")
-			cmd.Env = append(os.Environ(), "DEN_DELETE_CRASH_DIR="+dir)
+			cmd := straceChild(t, "TestDeleteCrashChild", []string{"DEN_DELETE_CRASH_DIR=" + dir},
+				"-o", "/dev/null", "-e", "trace=unlinkat", "-e", "inject=unlinkat:signal=SIGKILL", "-P", path)
 			if out, err := cmd.CombinedOutput(); err == nil || strings.Contains(string(out), "not killed") {
 				t.Fatalf("den was not killed at the unlink: %v %s", err, out)
 			}
@@ -297,21 +286,11 @@ func inUnlinkat() bool {
 // Close waits for a deletion in flight: a Delete left running after it
 // would remove the files of the room a new Store made under its id.
 func TestCloseWaitsForADeletionInFlight(t *testing.T) {
-	strace, err := exec.LookPath("strace")
-	if err != nil {
-		t.Skip("needs strace to hold the deletion")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	roomWithAlarm(t, dir)
 	path := filepath.Join(dir, "rooms", deletedID[:2], deletedID+".db")
-	cmd := exec.Command(strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=unlinkat",
-		"-e", "inject=unlinkat:delay_enter=1000000:when=1", "-P", path,
-		exe, "-test.run=^TestCloseDeletionChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "DEN_CLOSE_DELETION_DIR="+dir)
+	cmd := straceChild(t, "TestCloseDeletionChild", []string{"DEN_CLOSE_DELETION_DIR=" + dir},
+		"-o", "/dev/null", "-e", "trace=unlinkat", "-e", "inject=unlinkat:delay_enter=1000000:when=1", "-P", path)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -345,18 +324,8 @@ func TestDeletionSyncChild(t *testing.T) {
 // calls with descriptors shown as paths, and returns the trace's lines.
 func traceChild(t *testing.T, child string, env []string, calls ...string) []string {
 	t.Helper()
-	strace, err := exec.LookPath("strace")
-	if err != nil {
-		t.Skip("needs strace to see the syncs")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := filepath.Join(t.TempDir(), "strace.log")
-	args := append([]string{"-f", "-qq", "-y", "-s", "0", "-o", log}, calls...)
-	cmd := exec.Command(strace, append(args, exe, "-test.run=^"+child+"$", "-test.count=1")...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd := straceChild(t, child, env, append([]string{"-y", "-s", "0", "-o", log}, calls...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -645,22 +614,12 @@ func TestPowerCutKeepsTheRoomMadeAnew(t *testing.T) {
 // den killed as it records a deletion, before the commit is written,
 // leaves the room whole: its data, its record and its alarm.
 func TestCrashBeforeTheDeletionIsRecordedLeavesTheRoomWhole(t *testing.T) {
-	strace, err := exec.LookPath("strace")
-	if err != nil {
-		t.Skip("needs strace to kill den at the commit")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	roomWithAlarm(t, dir)
 	// The child's Open writes nothing to node.db: its first write there is
 	// the deletion's record.
-	cmd := exec.Command(strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=pwrite64",
-		"-e", "inject=pwrite64:signal=SIGKILL", "-P", filepath.Join(dir, "node.db-wal"),
-		exe, "-test.run=^TestDeleteCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "DEN_DELETE_CRASH_DIR="+dir)
+	cmd := straceChild(t, "TestDeleteCrashChild", []string{"DEN_DELETE_CRASH_DIR=" + dir},
+		"-o", "/dev/null", "-e", "trace=pwrite64", "-e", "inject=pwrite64:signal=SIGKILL", "-P", filepath.Join(dir, "node.db-wal"))
 	if out, err := cmd.CombinedOutput(); err == nil || strings.Contains(string(out), "not killed") {
 		t.Fatalf("den was not killed at the commit: %v %s", err, out)
 	}

@@ -4,7 +4,6 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 )
@@ -33,12 +32,7 @@ func TestFullDiskStillReads(t *testing.T) {
 	if err := emptyWAL(s.path(id)); err != nil {
 		t.Fatal(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^TestFullDiskStillReads$", "-test.count=1")
-	cmd.Env = append(os.Environ(), env+"="+dir)
+	cmd := testChild(t, "TestFullDiskStillReads", env+"="+dir)
 	out, _ := cmd.Output()
 	if got := strings.TrimSpace(string(out)); got != "ok" {
 		t.Fatalf("reading a room with its WAL short on a full disk: %s", got)

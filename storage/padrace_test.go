@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -40,12 +39,7 @@ func TestPadLeavesAnotherWritersFramesAlone(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^TestPadLeavesAnotherWritersFramesAlone$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "DEN_PAD_WRITER_DB="+s.path(id))
+	cmd := testChild(t, "TestPadLeavesAnotherWritersFramesAlone", "DEN_PAD_WRITER_DB="+s.path(id))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -26,12 +25,7 @@ func TestImportLeavesSQLiteUninitialized(t *testing.T) {
 		fmt.Println(sqlite.RegisterPageCache(noPageCache{}))
 		os.Exit(0)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^TestImportLeavesSQLiteUninitialized$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "DEN_PAGE_CACHE_CHILD=1")
+	cmd := testChild(t, "TestImportLeavesSQLiteUninitialized", "DEN_PAGE_CACHE_CHILD=1")
 	out, err := cmd.Output()
 	if got := strings.TrimSpace(string(out)); err != nil || got != "<nil>" {
 		t.Fatalf("RegisterPageCache in main of a program importing storage: %v %s", err, got)

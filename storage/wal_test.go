@@ -4,7 +4,6 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -103,20 +102,11 @@ func syncTrace(t *testing.T, id string, child func(dir, id string) string) (sync
 		fmt.Println(child(dir, id))
 		os.Exit(0)
 	}
-	strace, err := exec.LookPath("strace")
-	if err != nil {
-		t.Skip("needs strace to see every sync of a folder, SQLite's and den's")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	folder := filepath.Join(dir, "rooms", id[:2])
 	trace := filepath.Join(t.TempDir(), "trace")
-	cmd := exec.Command(strace, "-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,lstat,access,faccessat,faccessat2", "-o", trace,
-		exe, "-test.run=^"+t.Name()+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(), env+"="+dir)
+	cmd := straceChild(t, t.Name(), []string{env + "=" + dir},
+		"-y", "-e", "trace=fsync,fdatasync,lstat,access,faccessat,faccessat2", "-o", trace)
 	out, err := cmd.Output()
 	if got := strings.TrimSpace(string(out)); err != nil || got != "ok" {
 		t.Fatalf("child: %v: %s", err, out)
