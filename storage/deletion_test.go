@@ -54,6 +54,21 @@ func checkDeleted(t *testing.T, s *Store) {
 	if _, ok, err := s.Record(deletedID); ok || err != nil {
 		t.Errorf("the room's record is still there (%v)", err)
 	}
+	reopenDeleted(t, s)
+}
+
+// reopenDeleted opens room deletedID of s again, which finishes its
+// deletion if it is unfinished, and fails t unless it starts empty and
+// its alarm is gone from the index.
+func reopenDeleted(t *testing.T, s *Store) *Room {
+	t.Helper()
+	r, err := s.Room(deletedID, "k", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := r.Get("key"); ok || err != nil {
+		t.Errorf("a room made under the deleted one's id holds %q (%v)", v, err)
+	}
 	alarms, err := s.Alarms()
 	if err != nil {
 		t.Fatal(err)
@@ -63,13 +78,7 @@ func checkDeleted(t *testing.T, s *Store) {
 			t.Errorf("the room's alarm is still indexed for %v", a.At)
 		}
 	}
-	r, err := s.Room(deletedID, "k", "n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, ok, err := r.Get("key"); ok || err != nil {
-		t.Errorf("a room made under the deleted one's id holds %q (%v)", v, err)
-	}
+	return r
 }
 
 // TestDeleteCrashChild is den deleting room deletedID, killed by strace
@@ -149,23 +158,15 @@ func TestUnfinishedDeletionFinishesBeforeTheRoomOpens(t *testing.T) {
 		t.Fatal("the room opened with its deletion unfinished")
 	}
 	unblock()
-	r, err := s.Room(deletedID, "k", "n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, ok, err := r.Get("key"); ok || err != nil {
-		t.Fatalf("the room opened after its deletion holds %q (%v)", v, err)
-	}
-	if alarms, err := s.Alarms(); len(alarms) > 0 || err != nil {
-		t.Fatalf("the deleted room's alarm is still indexed: %v (%v)", alarms, err)
-	}
+	r := reopenDeleted(t, s)
 	if err := r.Put("key", []byte("new")); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if s, err = Open(Options{Dir: dir}); err != nil {
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
@@ -296,30 +297,6 @@ func TestCloseWaitsForADeletionInFlight(t *testing.T) {
 	}
 }
 
-// TestDeletionSyncChild deletes room deletedID, makes it anew, puts a key
-// in it and exits at once, as den killed or a power cut would leave it.
-func TestDeletionSyncChild(t *testing.T) {
-	dir := os.Getenv("DEN_DELETION_SYNC_DIR")
-	if dir == "" {
-		t.Skip("run by TestDeletionSyncsInOrder")
-	}
-	s, err := Open(Options{Dir: dir, Synchronous: os.Getenv("DEN_DELETION_SYNC")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Delete(deletedID); err != nil {
-		t.Fatal(err)
-	}
-	r, err := s.Room(deletedID, "k", "n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Put("key", []byte("new")); err != nil {
-		t.Fatal(err)
-	}
-	os.Exit(0)
-}
-
 // traceChild runs the test func child under strace with env, tracing
 // calls with descriptors shown as paths, and returns the trace's lines.
 func traceChild(t *testing.T, child string, env []string, calls ...string) []string {
@@ -347,8 +324,8 @@ func TestDeletionSyncsInOrder(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
 			roomWithAlarm(t, dir)
-			lines := traceChild(t, "TestDeletionSyncChild",
-				[]string{"DEN_DELETION_SYNC_DIR=" + dir, "DEN_DELETION_SYNC=" + mode},
+			lines := traceChild(t, "TestRemakeChild",
+				[]string{"DEN_REMAKE_DIR=" + dir, "DEN_REMAKE_SYNC=" + mode},
 				"-e", "trace=unlinkat,fsync,fdatasync,pwrite64,rename,renameat,renameat2")
 			folder := filepath.Join(dir, "rooms", deletedID[:2])
 			// What happened, in order: w a commit to node.db, S a sync of
@@ -460,16 +437,7 @@ func TestRetriedDeletionIsRecordedFirst(t *testing.T) {
 	if _, err := s.node.Exec(`DROP TRIGGER refuse`); err != nil {
 		t.Fatal(err)
 	}
-	r, err := s.Room(deletedID, "k", "n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, ok, err := r.Get("key"); ok || err != nil {
-		t.Errorf("the room opened after its deletion holds %q (%v)", v, err)
-	}
-	if alarms, err := s.Alarms(); len(alarms) > 0 || err != nil {
-		t.Errorf("the deleted room's alarm is still indexed: %v (%v)", alarms, err)
-	}
+	reopenDeleted(t, s)
 }
 
 // TestFailedSyncChild deletes room deletedID with SyncNormal, where strace
@@ -530,16 +498,17 @@ func TestRetriedDeletionSyncsItsRecordFirst(t *testing.T) {
 	}
 }
 
-// TestRemakeChild deletes room deletedID, makes it anew with a value that
-// takes its WAL past walKeepBytes, and puts it to sleep, which
-// checkpoints and so syncs the new value into its database; then it
-// exits without closing the store.
+// TestRemakeChild deletes room deletedID, in the sync mode
+// DEN_REMAKE_SYNC says, makes it anew with a value that takes its WAL past
+// walKeepBytes, and puts it to sleep, which checkpoints and so syncs the
+// new value into its database; then it exits without closing the store,
+// as den killed or a power cut would leave it.
 func TestRemakeChild(t *testing.T) {
 	dir := os.Getenv("DEN_REMAKE_DIR")
 	if dir == "" {
-		t.Skip("run by TestPowerCutKeepsTheRoomMadeAnew")
+		t.Skip("run by TestDeletionSyncsInOrder and TestPowerCutKeepsTheRoomMadeAnew")
 	}
-	s, err := Open(Options{Dir: dir, Synchronous: SyncNormal})
+	s, err := Open(Options{Dir: dir, Synchronous: os.Getenv("DEN_REMAKE_SYNC")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -568,7 +537,7 @@ var pwriteRE = regexp.MustCompile(`pwrite64\(\d+<([^>]*)>, .*, (\d+), (\d+)\) = 
 func TestPowerCutKeepsTheRoomMadeAnew(t *testing.T) {
 	dir := t.TempDir()
 	roomWithAlarm(t, dir)
-	lines := traceChild(t, "TestRemakeChild", []string{"DEN_REMAKE_DIR=" + dir},
+	lines := traceChild(t, "TestRemakeChild", []string{"DEN_REMAKE_DIR=" + dir, "DEN_REMAKE_SYNC=" + SyncNormal},
 		"-e", "trace=fsync,fdatasync,pwrite64")
 	wal := filepath.Join(dir, "node.db-wal")
 	var synced, written int64
