@@ -269,11 +269,8 @@ func (s *Store) Room(id, kind, name string) (*Room, error) {
 		if _, ok := s.unfinished[id]; !ok {
 			break
 		}
-		done := s.beginDeletion(id)
 		s.mu.Unlock()
-		err := s.finishDeletion(id)
-		s.endDeletion(id, done)
-		if err != nil {
+		if err := s.Delete(id); err != nil {
 			return nil, err
 		}
 		s.mu.Lock()
@@ -367,21 +364,6 @@ func (s *Store) awaitDeletion(id string) {
 	}
 }
 
-// beginDeletion marks id as being deleted, s.mu held: Room and Delete
-// wait for the channel it returns to be closed by endDeletion.
-func (s *Store) beginDeletion(id string) chan struct{} {
-	done := make(chan struct{})
-	s.deleting[id] = done
-	return done
-}
-
-func (s *Store) endDeletion(id string, done chan struct{}) {
-	s.mu.Lock()
-	delete(s.deleting, id)
-	s.mu.Unlock()
-	close(done)
-}
-
 // Delete removes room id: its handle, its files and its record. node.db
 // records the deletion, and drops the room's alarm from its index, in one
 // durable commit before any file goes: den killed, or a power cut, at any
@@ -398,11 +380,17 @@ func (s *Store) Delete(id string) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	done := s.beginDeletion(id)
+	done := make(chan struct{})
+	s.deleting[id] = done
 	r := s.rooms[id]
 	delete(s.rooms, id)
 	s.mu.Unlock()
-	defer s.endDeletion(id, done)
+	defer func() {
+		s.mu.Lock()
+		delete(s.deleting, id)
+		s.mu.Unlock()
+		close(done)
+	}()
 	if r != nil {
 		if err := r.Close(); err != nil {
 			return err
