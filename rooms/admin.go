@@ -15,7 +15,7 @@ type RoomInfo struct {
 	ID           string `json:"id"`
 	Kind         string `json:"kind"`
 	Name         string `json:"name"`
-	State        string `json:"state"` // active, hibernated (asleep, sockets open), evicted (on disk only) or absent
+	State        string `json:"state"` // active, hibernated (asleep, sockets open), evicted (on disk only), deleting or absent
 	Sockets      int    `json:"sockets"`
 	Alarm        *int64 `json:"alarm"` // the pending alarm, epoch milliseconds; null if none (or while it fires)
 	StorageBytes int64  `json:"storage_bytes"`
@@ -27,6 +27,7 @@ func (rt *Runtime) Info(kind, name string) (RoomInfo, error) {
 	info := RoomInfo{ID: id.String(), Kind: kind, Name: name, State: "absent"}
 	rt.mu.Lock()
 	r := rt.rooms[id]
+	gone := rt.gone[id] != nil
 	rt.mu.Unlock()
 	if r != nil {
 		r.mu.Lock()
@@ -45,7 +46,7 @@ func (rt *Runtime) Info(kind, name string) (RoomInfo, error) {
 		ms := at.UnixMilli()
 		info.Alarm = &ms
 	}
-	rec, ok, err := rt.store.Record(info.ID)
+	_, ok, err := rt.store.Record(info.ID)
 	if err != nil {
 		return info, err
 	}
@@ -54,7 +55,11 @@ func (rt *Runtime) Info(kind, name string) (RoomInfo, error) {
 	}
 	if ok {
 		info.StorageBytes = rt.store.Bytes(info.ID)
-		_ = rec
+	}
+	// A deletion that failed is tried again before the room next opens;
+	// until then the room is neither in use nor gone.
+	if gone || rt.store.Deleting(info.ID) {
+		info.State = "deleting"
 	}
 	return info, nil
 }

@@ -84,10 +84,18 @@ func TestSecondDeleteAnswersAsTheFirst(t *testing.T) {
 			t.Fatal("the two Deletes never both waited")
 		}
 	}
+	if info, err := rt.Info("b", "x"); err != nil || info.State != "deleting" {
+		t.Errorf("while Delete waits, Info says %q (%v), want deleting", info.State, err)
+	}
 	close(h.release)
 	for range 2 {
 		if err := <-errs; err == nil {
 			t.Error("a Delete reported success, but the room's files could not all be removed")
 		}
+	}
+	// Failed, the deletion waits to be tried again: the room is not
+	// shown as merely evicted.
+	if info, err := rt.Info("b", "x"); err != nil || info.State != "deleting" {
+		t.Errorf("after a failed Delete, Info says %q (%v), want deleting", info.State, err)
 	}
 }

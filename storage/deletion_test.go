@@ -157,8 +157,14 @@ func TestUnfinishedDeletionFinishesBeforeTheRoomOpens(t *testing.T) {
 	if _, err := s.Room(deletedID, "k", "n"); err == nil {
 		t.Fatal("the room opened with its deletion unfinished")
 	}
+	if !s.Deleting(deletedID) {
+		t.Error("Deleting is false for a room whose deletion failed")
+	}
 	unblock()
 	r := reopenDeleted(t, s)
+	if s.Deleting(deletedID) {
+		t.Error("Deleting is still true after the deletion finished")
+	}
 	if err := r.Put("key", []byte("new")); err != nil {
 		t.Fatal(err)
 	}

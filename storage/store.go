@@ -476,6 +476,15 @@ func (s *Store) finishDeletions() error {
 	return nil
 }
 
+// Deleting reports whether room id is being deleted, or its deletion
+// failed and is tried again before the room next opens.
+func (s *Store) Deleting(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, unfinished := s.unfinished[id]
+	return unfinished || s.deleting[id] != nil
+}
+
 // UnfinishedDeletions says why deletions that an earlier process recorded
 // could not be finished as the store opened, or is nil if all were. Each
 // is tried again before its room opens.
