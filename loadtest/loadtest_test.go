@@ -184,6 +184,31 @@ func TestWakeTimesFirstReply(t *testing.T) {
 	if res.Counters.Opened != 20 || res.Counters.Sent != 20 || res.Counters.Received != 20 || res.Latency.Count != 20 {
 		t.Fatalf("counters %+v latency n=%d: want 20 rooms woken once each", res.Counters, res.Latency.Count)
 	}
+	// The traffic phase, over 100 ms, was timed for steadiness.
+	if st := res.Steadiness; st == nil || st.Samples < 3 || st.P50 <= 0 || st.P99 < st.P50 || st.SlowFraction < 0 || st.SlowFraction > 1 {
+		t.Fatalf("steadiness %+v: want samples of the traffic phase", st)
+	}
+}
+
+// Steadiness counts as slow the samples over twice the median.
+func TestSteadinessOfKnownTimes(t *testing.T) {
+	h := newHist()
+	for range 90 {
+		record(h, 20_000)
+	}
+	for range 7 {
+		record(h, 100_000)
+	}
+	for range 3 {
+		record(h, 39_000) // under twice the median: not slow
+	}
+	st := steadinessOf(h)
+	if st.Samples != 100 || st.P50 != 20 || st.Max != 100 || st.SlowFraction != 0.07 {
+		t.Fatalf("steadiness %+v: want 100 samples, p50 20 µs, max 100 µs, 7%% slow", st)
+	}
+	if steadinessOf(newHist()) != nil {
+		t.Fatal("steadiness of no samples is not nil")
+	}
 }
 
 func TestChurnReplacesConnections(t *testing.T) {
@@ -322,7 +347,7 @@ func TestConfigErrors(t *testing.T) {
 
 func TestThresholds(t *testing.T) {
 	r := &Result{Latency: Percentiles{P99: 42}, Counters: Counters{Failed: 1}, Client: ClientMemory{BytesPerConn: 1500},
-		Server: &ServerSample{NanosPerMessage: 500}}
+		Server: &ServerSample{NanosPerMessage: 500}, Steadiness: &Steadiness{SlowFraction: 0.02}}
 	cases := []struct {
 		expr string
 		pass bool
@@ -331,6 +356,7 @@ func TestThresholds(t *testing.T) {
 		{"failed>0", false}, {"failed==1", false}, {"failed<=1", false}, {"failed!=1", true},
 		{"client_bytes_per_conn>2KiB", true}, {"client_bytes_per_conn>1KiB", false},
 		{"server_cpu_ns_per_message>2us", true}, {"server_cpu_ns_per_message>400", false},
+		{"steadiness_slow_fraction>0.01", false}, {"steadiness_slow_fraction>0.05", true},
 	}
 	for _, tc := range cases {
 		th, err := ParseThreshold(tc.expr)

@@ -177,6 +177,10 @@ func (r *Result) WriteSummary(w io.Writer) {
 			row("server cpu", fmt.Sprintf("%.2fs in traffic, %.3f µs per message received", s.CPUSeconds, s.NanosPerMessage/1000))
 		}
 	}
+	if st := r.Steadiness; st != nil {
+		row("steadiness", fmt.Sprintf("a fixed CPU task every %s took p50 %.0f µs, p99 %.0f µs, max %.0f µs; %.1f%% of %s over twice the median",
+			steadyEvery, st.P50, st.P99, st.Max, 100*st.SlowFraction, group(st.Samples)))
+	}
 	for _, t := range r.Thresholds {
 		verdict := "pass"
 		if !t.Pass {

@@ -113,6 +113,12 @@ func reportMetrics(r *Result) []reportMetric {
 			m = append(m, reportFloat("server_cpu_ns_per_message", "Server CPU per message", s.NanosPerMessage, reportNum(s.NanosPerMessage)+" ns"))
 		}
 	}
+	if st := r.Steadiness; st != nil {
+		m = append(m,
+			reportFloat("steadiness_p99_us", "Fixed CPU task p99 (steadiness)", st.P99, reportNum(st.P99)+" µs"),
+			reportFloat("steadiness_slow_fraction", "Fixed CPU task over twice its median", st.SlowFraction, reportNum(100*st.SlowFraction)+" %"),
+		)
+	}
 	return m
 }
 

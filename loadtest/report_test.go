@@ -47,6 +47,7 @@ func sampleReportResult() *Result {
 			Source: "pid 1234", BaseRSS: 10 << 20, HoldRSS: 90 << 20, PeakRSS: 95 << 20,
 			OpenAtHold: 9991, BytesPerConn: 8396.1, CPUSeconds: 3.5, NanosPerMessage: 283.6,
 		},
+		Steadiness: &Steadiness{Samples: 3000, P50: 21, P99: 88, Max: 130, SlowFraction: 0.0125},
 		Series: []Point{
 			{T: 1, Open: 4000, Failed: 0, ConnectRate: 4000, P50: 0.3, P99: 2, Max: 5, ServerRSS: 40 << 20},
 			{T: 2, Open: 9991, Failed: 9, ConnectRate: 5991, SendRate: 100, RecvRate: 1e6, P50: 0.4, P99: 7, Max: 150, ServerRSS: 90 << 20},
@@ -73,6 +74,8 @@ func TestWriteReport(t *testing.T) {
 		"server_bytes_per_conn":     r.Server.BytesPerConn,
 		"server_hold_rss":           float64(r.Server.HoldRSS),
 		"server_cpu_ns_per_message": r.Server.NanosPerMessage,
+		"steadiness_p99_us":         r.Steadiness.P99,
+		"steadiness_slow_fraction":  r.Steadiness.SlowFraction,
 	}
 	got := reportAttrs(t, doc, "data-metric")
 	checkReportMetrics(t, got, want)
@@ -128,7 +131,7 @@ func TestWriteReportEmpty(t *testing.T) {
 				}
 			}
 			got := reportAttrs(t, doc, "data-metric")
-			for _, absent := range []string{"expected", "server_bytes_per_conn", "server_hold_rss", "server_cpu_ns_per_message"} {
+			for _, absent := range []string{"expected", "server_bytes_per_conn", "server_hold_rss", "server_cpu_ns_per_message", "steadiness_p99_us"} {
 				if _, ok := got[absent]; ok {
 					t.Errorf("metric %s shown for a zero result", absent)
 				}

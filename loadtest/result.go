@@ -48,6 +48,8 @@ type Result struct {
 
 	Client ClientMemory  `json:"client"`
 	Server *ServerSample `json:"server,omitempty"`
+	// Steadiness is how steadily the client's machine ran during traffic.
+	Steadiness *Steadiness `json:"steadiness,omitempty"`
 
 	Series     []Point           `json:"series"`
 	Thresholds []ThresholdResult `json:"thresholds,omitempty"`

@@ -124,6 +124,7 @@ type runner struct {
 	holdPending    bool // the hold sample is asked for and not yet in: keep the connections open
 
 	latency, connect, interval *hdr.Histogram
+	steady                     *steadyProbe // running while traffic does
 	res                        *Result
 	progress                   progress
 
@@ -270,6 +271,7 @@ func (r *runner) advance(now time.Time) {
 		totals := r.totals()
 		r.recvAtStart, r.sentAtStart, r.rampOpened = totals.Received, totals.Sent, totals.Opened
 		r.requestSample(sampleReq{kind: sampleTrafficStart})
+		r.steady = startSteady()
 		r.setPhase(phaseTraffic)
 	case phaseTraffic:
 		// With nothing open or opening after the first wave, there is
@@ -306,6 +308,7 @@ func (r *runner) endTraffic(now time.Time, early bool) {
 		return
 	}
 	r.trafficEnded = true
+	r.stopSteady()
 	totals := r.totals()
 	if early {
 		r.clientMemory()
@@ -637,8 +640,17 @@ func (r *runner) point(now time.Time) {
 }
 
 // finish completes the Result.
+// stopSteady ends the steadiness probe, if it runs, and keeps its result.
+func (r *runner) stopSteady() {
+	if r.steady != nil {
+		r.res.Steadiness = r.steady.finish()
+		r.steady = nil
+	}
+}
+
 func (r *runner) finish(now time.Time) *Result {
 	res := r.res
+	r.stopSteady()
 	r.clientMemory()
 	res.Seconds = now.Sub(r.start).Seconds()
 	res.Counters = r.totals()

@@ -60,6 +60,14 @@ var thresholdMetrics = map[string]metric{
 	"server_cpu_ns_per_message": {unitNanos, func(r *Result) float64 {
 		return r.serverField(func(s *ServerSample) float64 { return s.NanosPerMessage })
 	}},
+	// A run on a host that took its CPU away now and then can be failed:
+	// --fail-on 'steadiness_slow_fraction>0.01'.
+	"steadiness_slow_fraction": {unitCount, func(r *Result) float64 {
+		if r.Steadiness == nil {
+			return 0
+		}
+		return r.Steadiness.SlowFraction
+	}},
 }
 
 func (r *Result) serverField(f func(*ServerSample) float64) float64 {
