@@ -68,8 +68,9 @@ type Config struct {
 	// MaxBodyBytes caps a plain HTTP request body; over it the answer is 413.
 	MaxBodyBytes int64
 	// HandshakeTimeout bounds the time from accept to a complete request
-	// head and a room's answer to a join; past it the answer is 408 (or a
-	// plain close if nothing arrived).
+	// head and a room's answer to a join, and from a request's first byte
+	// to its last; past it the answer is 408 (or a plain close if nothing
+	// of a request arrived).
 	HandshakeTimeout time.Duration
 	// WriteQueueBytes bounds the bytes waiting to be written to one socket;
 	// over it the socket is closed with 1008 as a slow consumer. One frame

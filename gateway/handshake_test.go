@@ -194,3 +194,22 @@ func TestHandshakeTimeout(t *testing.T) {
 	}
 	silent.expectEOF()
 }
+
+// A request whose body stalls gets 408 too, though den has taken what
+// came of the body out of the connection's buffer.
+func TestStalledBodyGets408(t *testing.T) {
+	fake := clock.NewFake(time.Unix(0, 0))
+	srv := startServer(t, Config{Clock: fake, Tick: time.Second})
+	for _, body := range []string{
+		"Content-Length: 100\r\n\r\n0123456789",
+		"Transfer-Encoding: chunked\r\n\r\n64\r\n0123456789",
+	} {
+		c := dialRaw(t, srv)
+		c.send([]byte("POST /livez HTTP/1.1\r\nHost: den\r\n" + body))
+		waitFor(t, "connection accepted", func() bool { return srv.Stats().Conns == 1 })
+		advanceUntil(t, fake, time.Second, "timeout", func() bool { return srv.Stats().Conns == 0 })
+		if resp := c.response(); resp.StatusCode != http.StatusRequestTimeout {
+			t.Errorf("%q: %d, want 408", body, resp.StatusCode)
+		}
+	}
+}

@@ -640,15 +640,18 @@ func (l *loop) due(s *Socket) {
 			l.resumeHTTP(s)
 			return
 		}
+		// Part of a request has come: its head, unparsed, in gnet's
+		// buffer, or a body readBody has been taking out of it.
+		started := s.conn.InboundBuffered() > 0 || l.bodies[s] != nil
 		limit := t.handshake
-		if s.flags.has(flagServed) && s.conn.InboundBuffered() == 0 {
+		if s.flags.has(flagServed) && !started {
 			limit = t.idle
 		}
 		if now-s.since < limit {
 			l.wheel.file(s, s.since+limit)
 			return
 		}
-		if s.conn.InboundBuffered() == 0 {
+		if !started {
 			l.closeConn(s)
 			return
 		}
