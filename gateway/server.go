@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -177,7 +178,7 @@ func (srv *Server) loopOf(el gnet.EventLoop) *loop {
 	l := find()
 	if l == nil {
 		l = &loop{srv: srv, el: el, requests: make(map[*Socket]context.CancelFunc), bodies: make(map[*Socket]*pendingBody),
-			reasons: make(map[*Socket]string), draining: make(map[*Socket]drainState)}
+			halfClosed: make(map[*Socket]net.Conn), reasons: make(map[*Socket]string), draining: make(map[*Socket]drainState)}
 		l.hs = newHandshaker(l)
 		l.pacer = time.AfterFunc(time.Hour, l.execFlush)
 		l.pacer.Stop()
@@ -230,14 +231,25 @@ func (e *events) OnTraffic(c gnet.Conn) (action gnet.Action) {
 	return action
 }
 
-func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
+func (e *events) OnClose(c gnet.Conn, err error) gnet.Action {
 	s, ok := c.Context().(*Socket)
 	if !ok {
 		return gnet.None
 	}
 	l := s.loop
+	if s.state == stateHTTPBusy && errors.Is(err, io.EOF) {
+		// The end of the client's input, not of the connection: the
+		// request goes on, and its answer is written on a duplicate of
+		// the descriptor, which keeps the connection open and counted
+		// until then (answerHalfClosed).
+		if nc := dupConn(c); nc != nil {
+			l.halfClosed[s] = nc
+		}
+	}
 	l.wheel.remove(s)
-	e.srv.stats.conns.Add(-1)
+	if l.halfClosed[s] == nil {
+		e.srv.stats.conns.Add(-1)
+	}
 	if e.srv.ips != nil {
 		e.srv.ips.release(addrIP(c.RemoteAddr()), e.srv.monotonic())
 	}
@@ -254,7 +266,7 @@ func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
 		decoders.Put(s.dec)
 		s.dec = nil
 	}
-	if cancel := l.requests[s]; cancel != nil {
+	if cancel := l.requests[s]; cancel != nil && l.halfClosed[s] == nil {
 		cancel() // the handler's request context ends with its connection
 		delete(l.requests, s)
 	}

@@ -136,3 +136,28 @@ func TestRegressFailedNewStopsItsRuntime(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A client that closes its side after a request to a room, as `nc -N`
+// does, gets the room's answer, and the room ran the request once.
+func TestHalfClosedClientGetsTheRoomsAnswer(t *testing.T) {
+	srv := start(t)
+	c, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "POST /rooms/counter/half/increment HTTP/1.1\r\nHost: den\r\nContent-Length: 0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(c)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 200") || !strings.HasSuffix(string(b), `{"value":1}`+"\n") {
+		t.Fatalf("after a half-close: %q (%v), want 200 with value 1", b, err)
+	}
+	if code, _, body := get(t, "http://"+srv.Addr().String()+"/rooms/counter/half"); code != 200 || !strings.Contains(body, `"value":1`) {
+		t.Fatalf("GET the counter: %d %s, want value 1", code, body)
+	}
+}
