@@ -1,9 +1,14 @@
 package rooms
 
 import (
+	"errors"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/den-rooms/den/internal/clock"
+	"github.com/den-rooms/den/storage"
 )
 
 // flaky's constructor panics while fail is set; its handler records closes.
@@ -120,5 +125,65 @@ func TestRegressWakesWithoutSleeps(t *testing.T) {
 	st := rt.Stats()
 	if st.Wakes != st.Hibernations+st.Evictions+int64(st.Rooms) {
 		t.Fatalf("asleep: %d wakes, but %d hibernations + %d evictions + %d awake", st.Wakes, st.Hibernations, st.Evictions, st.Rooms)
+	}
+}
+
+// ctorDeferKind's constructor defers one piece of work each time it runs.
+type ctorDeferKind struct {
+	built, ran atomic.Int32
+}
+
+func (k *ctorDeferKind) kind() Kind {
+	return Kind{Name: "dk", New: func(st *State) Handler {
+		k.built.Add(1)
+		st.Defer(func() error { k.ran.Add(1); return nil })
+		return Base{}
+	}}
+}
+
+// A wake whose first batch fails to commit rebuilds the object, and the
+// work its constructor defers runs before the room leaves memory: no
+// room sleeps with deferred work, however it was built.
+func TestConstructorDeferRunsAfterAFailedCommit(t *testing.T) {
+	store, err := storage.Open(storage.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fail atomic.Bool
+	k := &ctorDeferKind{}
+	fake := clock.NewFake(time.Now())
+	rt, err := New(Config{Store: store, Kinds: []Kind{k.kind()}, Clock: fake,
+		HibernateAfter: 10 * time.Second, EvictAfter: time.Minute,
+		CommitHook: func(ID) error {
+			if fail.CompareAndSwap(true, false) {
+				return errors.New("injected disk failure")
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Shutdown(t.Context()); store.Close() })
+	// An HTTP request, so that no socket's close starts a later batch.
+	req := func() int {
+		w := httptestRecorder()
+		rt.ServeHTTP(w, httptestRequest(), "dk", "a")
+		return w.Code
+	}
+	evicted := func() bool {
+		fake.Advance(time.Minute + time.Second)
+		return rt.entry("dk", "a") == nil
+	}
+	req()
+	waitUntil(t, "the first object's deferred work", func() bool { return k.ran.Load() == 1 })
+	waitUntil(t, "the room evicted", evicted)
+	fail.Store(true)
+	if code := req(); code != http.StatusServiceUnavailable {
+		t.Fatalf("the request whose batch failed to commit: %d, want 503", code)
+	}
+	waitUntil(t, "the rebuild after the failed commit", func() bool { return k.built.Load() == 3 })
+	waitUntil(t, "the room evicted again", evicted)
+	if got := k.ran.Load(); got != 2 {
+		t.Fatalf("objects built %d, deferred work run %d times: want 2, the rebuilt object's before the room left", k.built.Load(), got)
 	}
 }

@@ -883,14 +883,16 @@ func (r *room) failBatch(batch []*event, err error) {
 	r.observeEvents(batch)
 	r.resyncAlarm()
 	r.tellError(nil, fmt.Errorf("%w: %w", errStorageFailed, err))
-	// Its sockets are closed: only what Error deferred is left to do.
-	r.out = nil
-	r.queueDeferred()
 	if h, cerr := r.construct(); cerr == nil {
 		r.h = h
 	} else {
 		r.log.Error("the room could not be rebuilt", zap.Error(cerr))
 	}
+	// Its sockets are closed: only what Error and the rebuilt object's
+	// constructor deferred is left to do. Queued now, as a wake's first
+	// batch queues what its constructor deferred: no release follows to.
+	r.out = nil
+	r.queueDeferred()
 }
 
 // tellError hands an error to the handler's Error; a panic there is
