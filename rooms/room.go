@@ -463,6 +463,7 @@ func (r *room) failWake(err error) {
 		case evMessage:
 			ended = append(ended, ev)
 			if s := r.sockOf(ev.sock); s != nil && s.s != nil {
+				s.refused.Store(true)
 				s.s.Close(1011, "room unavailable")
 			}
 		case evClose, evDeferred, evAlarm:

@@ -363,7 +363,7 @@ func (rt *Runtime) Join(kind, name string, j JoinRequest) {
 // without waking the room.
 func (rt *Runtime) Message(s Socket, text bool, payload []byte) {
 	sk, _ := s.Value().(*Sock)
-	if sk == nil {
+	if sk == nil || sk.refused.Load() {
 		return
 	}
 	r := sk.r
@@ -377,8 +377,10 @@ func (rt *Runtime) Message(s Socket, text bool, payload []byte) {
 	switch err := r.enqueue(&event{kind: evMessage, sock: s, text: text, data: bytes.Clone(payload)}); {
 	case errors.Is(err, errMailboxFull):
 		rt.refused.Add(1)
+		sk.refused.Store(true)
 		s.Close(1013, "room busy")
 	case errors.Is(err, errNodeFull):
+		sk.refused.Store(true)
 		s.Close(1013, "server at its room limit")
 	}
 }

@@ -210,7 +210,12 @@ type Sock struct {
 	attach []byte       // until s is set
 	closed bool         // its close event has been handled
 	gone   bool         // the client left before it was accepted
-	autoAt atomic.Int64 // unix ns of the last auto-response, set off the room's goroutine
+	// refused is set, off the room's goroutine too, once a message of its
+	// was turned away and the socket told to close: messages the gateway
+	// read behind that one are dropped, so that none reaches the room
+	// with an earlier one missing. In what would be padding.
+	refused atomic.Bool
+	autoAt  atomic.Int64 // unix ns of the last auto-response, set off the room's goroutine
 }
 
 // live reports whether frames may go to s: accepted, and not left before.
