@@ -207,9 +207,9 @@ type Sock struct {
 	s      Socket // nil until the handshake is answered
 	r      *room
 	tags   []string
-	attach []byte       // until s is set
-	closed bool         // its close event has been handled
-	gone   bool         // the client left before it was accepted
+	attach []byte // until s is set
+	closed bool   // its close event has been handled
+	gone   bool   // the client left before it was accepted
 	// refused is set, off the room's goroutine too, once a message of its
 	// was turned away and the socket told to close: messages the gateway
 	// read behind that one are dropped, so that none reaches the room
