@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -213,20 +212,4 @@ func TestStalledBodyGets408(t *testing.T) {
 			t.Errorf("%q: %d, want 408", body, resp.StatusCode)
 		}
 	}
-}
-
-// A client that closes its side after its request, as `nc -N` does, still
-// gets the answer, which its handler makes after den has read the end of
-// the client's input.
-func TestHalfClosedClientGetsItsAnswer(t *testing.T) {
-	srv := startServer(t, Config{})
-	c := dialRaw(t, srv)
-	c.send(request("/livez"))
-	if err := c.conn.(*net.TCPConn).CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	if resp := c.response(); resp.StatusCode != http.StatusOK {
-		t.Errorf("/livez after a half-close: %d, want 200", resp.StatusCode)
-	}
-	c.expectEOF()
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"runtime/debug"
 	"sort"
 	"strconv"
@@ -21,7 +20,6 @@ import (
 	"github.com/gobwas/ws/wsflate"
 	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 )
 
 // readHTTP parses requests on a connection that speaks HTTP: a WebSocket
@@ -235,6 +233,7 @@ func (srv *Server) serveHTTP(s *Socket, r *http.Request, keepAlive bool) {
 	}))
 	if err != nil {
 		srv.log.Debug("response dropped: event loop stopped", zap.Error(err))
+		srv.answerHalfClosed(s, resp)
 	}
 }
 
@@ -246,13 +245,10 @@ func (l *loop) finishHTTP(s *Socket, resp []byte, keepAlive bool) {
 		cancel()
 		delete(l.requests, s)
 	}
-	if nc := l.halfClosed[s]; nc != nil {
-		delete(l.halfClosed, s)
-		go l.srv.answerHalfClosed(nc, resp)
-		return
-	}
 	if s.state != stateHTTPBusy {
-		return // the client went away
+		// The client went away, or only closed its side (halfclose.go).
+		l.srv.answerHalfClosed(s, resp)
+		return
 	}
 	l.holdFlush()
 	defer l.flush()
@@ -274,36 +270,6 @@ func (l *loop) finishHTTP(s *Socket, resp []byte, keepAlive bool) {
 	s.since = l.wheel.now
 	l.wheel.file(s, s.since+l.srv.ticks.idle)
 	l.resumeHTTP(s)
-}
-
-// answerHalfClosed writes resp to a client that closed its side after
-// its request, within the handshake timeout, and closes the connection:
-// nothing more can come from it. A nil resp, an aborted answer, just
-// closes it.
-func (srv *Server) answerHalfClosed(nc net.Conn, resp []byte) {
-	defer srv.stats.conns.Add(-1)
-	defer nc.Close()
-	if resp != nil {
-		_ = nc.SetWriteDeadline(time.Now().Add(srv.cfg.HandshakeTimeout))
-		_, _ = nc.Write(resp)
-	}
-}
-
-// dupConn returns a connection on a duplicate of c's descriptor, which
-// stays open when gnet closes c; nil if the process has no descriptor
-// to spare.
-func dupConn(c gnet.Conn) net.Conn {
-	fd, err := unix.Dup(c.Fd())
-	if err != nil {
-		return nil
-	}
-	f := os.NewFile(uintptr(fd), "")
-	defer f.Close()
-	nc, err := net.FileConn(f)
-	if err != nil {
-		return nil
-	}
-	return nc
 }
 
 // resumeHTTP reads the next pipelined request, unless the client has not

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"runtime/debug"
 	"sync"
@@ -46,18 +45,13 @@ type loop struct {
 	hs       *handshaker
 	requests map[*Socket]context.CancelFunc // HTTP requests being handled
 	bodies   map[*Socket]*pendingBody       // request bodies still arriving
-	// Sockets whose client closed its side while its request was being
-	// handled, each with a duplicate of its descriptor to answer on:
-	// gnet closes a connection at the end of its input, but a client that
-	// half-closes after its request still waits for the answer.
-	halfClosed map[*Socket]net.Conn
-	wheel      wheel
-	dec        wsframe.Decoder // for sockets without a partial frame of their own
-	work       []work
-	drained    []*outQueue // queues written out, back to qFree at the next flush
-	spare      []*Socket   // the other half of the dirty list's double buffer
-	drain      []*Socket   // sockets a shutdown batch closes
-	inflate    []byte
+	wheel    wheel
+	dec      wsframe.Decoder // for sockets without a partial frame of their own
+	work     []work
+	drained  []*outQueue // queues written out, back to qFree at the next flush
+	spare    []*Socket   // the other half of the dirty list's double buffer
+	drain    []*Socket   // sockets a shutdown batch closes
+	inflate  []byte
 	// Peers' close reasons, from the close frame until OnClose reports
 	// them: rare and short-lived, so not a field of every socket.
 	reasons map[*Socket]string

@@ -48,6 +48,8 @@ type Server struct {
 	// at the sustained rate (0: no limit), and the burst's credit.
 	msgInterval, msgSlack uint32
 
+	half halfClosedConns
+
 	nextID    atomic.Uint64
 	draining  atomic.Bool
 	spreading atomic.Bool // a Shutdown is closing the sockets
@@ -178,7 +180,7 @@ func (srv *Server) loopOf(el gnet.EventLoop) *loop {
 	l := find()
 	if l == nil {
 		l = &loop{srv: srv, el: el, requests: make(map[*Socket]context.CancelFunc), bodies: make(map[*Socket]*pendingBody),
-			halfClosed: make(map[*Socket]net.Conn), reasons: make(map[*Socket]string), draining: make(map[*Socket]drainState)}
+			reasons: make(map[*Socket]string), draining: make(map[*Socket]drainState)}
 		l.hs = newHandshaker(l)
 		l.pacer = time.AfterFunc(time.Hour, l.execFlush)
 		l.pacer.Stop()
@@ -237,21 +239,12 @@ func (e *events) OnClose(c gnet.Conn, err error) gnet.Action {
 		return gnet.None
 	}
 	l := s.loop
-	if s.state == stateHTTPBusy && errors.Is(err, io.EOF) {
-		// The end of the client's input, not of the connection: the
-		// request goes on, and its answer is written on a duplicate of
-		// the descriptor, which keeps the connection open and counted
-		// until then (answerHalfClosed).
-		if nc := dupConn(c); nc != nil {
-			l.halfClosed[s] = nc
-		}
-	}
+	// The end of the client's input, not of the connection: a client
+	// that half-closes after its request still waits for the answer.
+	kept := s.state == stateHTTPBusy && errors.Is(err, io.EOF) && e.srv.keepHalfClosed(s, c, l.requests[s])
 	l.wheel.remove(s)
-	if l.halfClosed[s] == nil {
-		e.srv.stats.conns.Add(-1)
-	}
-	if e.srv.ips != nil {
-		e.srv.ips.release(addrIP(c.RemoteAddr()), e.srv.monotonic())
+	if !kept {
+		e.srv.forget(c.RemoteAddr())
 	}
 	owed := s.flags.has(flagOpened)
 	if s.state == stateJoining && !s.join.abandon() && s.join.state.Load() == joinTaken {
@@ -266,8 +259,10 @@ func (e *events) OnClose(c gnet.Conn, err error) gnet.Action {
 		decoders.Put(s.dec)
 		s.dec = nil
 	}
-	if cancel := l.requests[s]; cancel != nil && l.halfClosed[s] == nil {
-		cancel() // the handler's request context ends with its connection
+	if cancel := l.requests[s]; cancel != nil {
+		if !kept {
+			cancel() // the handler's request context ends with its connection
+		}
 		delete(l.requests, s)
 	}
 	delete(l.bodies, s)
@@ -326,6 +321,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		if e := srv.cli.Stop(); e != nil && !errors.Is(e, context.Canceled) {
 			srv.log.Debug("stopping event loops", zap.Error(e))
 		}
+		srv.closeHalfClosed()
 	})
 	return err
 }

@@ -190,6 +190,30 @@ func TestWakeTimesFirstReply(t *testing.T) {
 	}
 }
 
+// Two runs at once in one process, as a program embedding the load
+// generator may make, each time their own steadiness (under -race: with
+// nothing shared between them).
+func TestConcurrentRunsEachMeasureSteadiness(t *testing.T) {
+	addr := startDen(t, gateway.Config{})
+	cfg := Config{Scenario: Echo, URLs: []string{"ws://" + addr + "/rooms/echo/{room}"}, Count: 5, Messages: 50, MsgRate: 100,
+		Duration: 30 * time.Second, Interval: 100 * time.Millisecond, Loops: 1}
+	results := make([]*Result, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() { results[i], errs[i] = Run(context.Background(), cfg, Options{}) })
+	}
+	wg.Wait()
+	for i, res := range results {
+		if errs[i] != nil {
+			t.Fatalf("run %d: %v", i, errs[i])
+		}
+		if res.Steadiness == nil || res.Steadiness.Samples == 0 {
+			t.Fatalf("run %d: steadiness %+v, want samples", i, res.Steadiness)
+		}
+	}
+}
+
 // Steadiness counts as slow the samples over twice the median.
 func TestSteadinessOfKnownTimes(t *testing.T) {
 	h := newHist()

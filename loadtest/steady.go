@@ -28,13 +28,11 @@ const (
 	steadyEvery = 10 * time.Millisecond
 )
 
-// steadySink keeps the compiler from dropping the work.
-var steadySink uint64
-
 // steadyProbe times the work on its own goroutine until stopped.
 type steadyProbe struct {
 	stop chan struct{}
 	done chan *hdr.Histogram
+	sink uint64 // the work's result, kept so the compiler keeps the work
 }
 
 func startSteady() *steadyProbe {
@@ -60,7 +58,7 @@ func (p *steadyProbe) run() {
 				x ^= x >> 7
 				x ^= x << 17
 			}
-			steadySink = x
+			p.sink = x
 			record(h, time.Since(start).Nanoseconds())
 		}
 	}
