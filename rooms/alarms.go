@@ -67,17 +67,36 @@ func (st *State) DeleteAlarm() error {
 }
 
 // setAlarmNow sets the alarm outside a batch (in the constructor, or in
-// Error), where no commit follows to index and schedule it: indexed
-// first, as a batch does, then written, then scheduled.
+// Error), where no commit follows to index and schedule it, and the write
+// is durable as it returns. As a batch does, a new or earlier alarm is
+// indexed before it is written, so that a crash between the two leaves
+// the index ahead of the room; a later one after, so that the room's
+// earlier alarm stays indexed until the room no longer has it. Then it is
+// scheduled.
 func (r *room) setAlarmNow(at time.Time) error {
-	if err := r.rt.store.IndexAlarm(r.id.String(), r.kind.Name, r.name, at); err != nil {
+	if err := storage.CheckTime(at); err != nil {
 		return err
 	}
-	err := r.store.SetAlarm(at, 0)
+	cur, _, had, err := r.store.Alarm()
+	if err != nil {
+		return err
+	}
+	later := had && at.After(cur)
+	if !later {
+		if err := r.rt.store.IndexAlarm(r.id.String(), r.kind.Name, r.name, at); err != nil {
+			return err
+		}
+	}
+	err = r.store.SetAlarm(at, 0)
 	r.alarmWrites = r.store.AlarmWrites()
 	if err != nil {
-		// The index is ahead of the room, which a fire puts right.
+		// Any index written is ahead of the room, which a fire puts right.
 		return err
+	}
+	if later {
+		if err := r.rt.store.IndexAlarm(r.id.String(), r.kind.Name, r.name, at); err != nil {
+			r.log.Error("alarm index not updated", zap.Error(err))
+		}
 	}
 	r.syncAlarm(at, true)
 	return nil
@@ -198,12 +217,19 @@ func (s *scheduler) remove(id ID) {
 
 // get returns id's scheduled alarm.
 func (s *scheduler) get(id ID) (time.Time, bool) {
+	at, ok, _ := s.lookup(id)
+	return at, ok
+}
+
+// lookup returns id's scheduled alarm, and whether one of id's alarms is
+// taken from the heap and not yet delivered.
+func (s *scheduler) lookup(id ID) (at time.Time, ok, firing bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if it := s.byID[id]; it != nil {
-		return it.at, true
+		at, ok = it.at, true
 	}
-	return time.Time{}, false
+	return at, ok, s.firing[id] > 0
 }
 
 func (s *scheduler) pending() int {
@@ -420,9 +446,32 @@ func later(a, b time.Time) time.Time {
 }
 
 // loadAlarm learns, at a wake, the alarm the scheduler holds for the room.
+// One the scheduler has let go of to fire (on its way to the room, or in
+// its mailbox, held or queued) is still in the room's file until that
+// event runs: the room wakes as if it had run, so that an event before it
+// that moves the alarm later indexes the later time only once its commit
+// is durable, and a crash meanwhile finds the due alarm indexed.
 func (r *room) loadAlarm() {
-	r.alarmAt, r.alarmKnown = r.rt.alarms.get(r.id)
+	var firing bool
+	r.alarmAt, r.alarmKnown, firing = r.rt.alarms.lookup(r.id)
+	// The scheduler first: an alarm it delivers is in the mailbox before
+	// it stops counting it as firing.
+	r.alarmPopped = !r.alarmKnown && (firing || r.alarmQueued())
 	if r.store != nil {
 		r.alarmWrites = r.store.AlarmWrites()
 	}
+}
+
+// alarmQueued reports whether an alarm event waits in the room's mailbox.
+func (r *room) alarmQueued() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, evs := range [][]*event{r.queue, r.held} {
+		for _, ev := range evs {
+			if ev.kind == evAlarm {
+				return true
+			}
+		}
+	}
+	return false
 }

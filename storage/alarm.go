@@ -39,7 +39,9 @@ var ErrTimeRange = errors.New("storage: time outside 1970..9999")
 
 var maxTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 
-func checkTime(at time.Time) error {
+// CheckTime reports a time an alarm or a scheduled event cannot have
+// (ErrTimeRange).
+func CheckTime(at time.Time) error {
 	if at.Before(time.Unix(0, 0)) || at.After(maxTime) {
 		return ErrTimeRange
 	}
@@ -55,7 +57,7 @@ func (r *Room) AlarmWrites() uint64 { return r.alarmWrites.Load() }
 // any, with its retry count. Like every write it joins the open
 // transaction: a rolled-back event leaves the alarm as it was.
 func (r *Room) SetAlarm(at time.Time, retry int) error {
-	if err := checkTime(at); err != nil {
+	if err := CheckTime(at); err != nil {
 		return err
 	}
 	r.alarmWrites.Add(1)
@@ -132,7 +134,7 @@ type ScheduledEntry struct {
 // first use), apart from the author's keys and tables. No AUTOINCREMENT:
 // its counter would sit in sqlite_sequence, which author SQL can write.
 func (r *Room) Schedule(at time.Time, payload []byte) error {
-	if err := checkTime(at); err != nil {
+	if err := CheckTime(at); err != nil {
 		return err
 	}
 	if int64(len(payload)) > r.store.limits.MaxValueBytes {
