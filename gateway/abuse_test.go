@@ -129,6 +129,17 @@ func TestMessageRate(t *testing.T) {
 	if f := other.mustRead(); string(f.payload) != "fine" {
 		t.Fatalf("another socket: %v %q", f.op, f.payload)
 	}
+	// Pings count too: each costs den a write of its pong.
+	pinger := dialRaw(t, srv)
+	pinger.upgrade("/rooms/echo/z")
+	for i := range 5 {
+		pinger.frame(true, 0, wsframe.OpPing, []byte("p"))
+		if f := pinger.mustRead(); f.op != wsframe.OpPong {
+			t.Fatalf("pong %d: %v %q", i, f.op, f.payload)
+		}
+	}
+	pinger.frame(true, 0, wsframe.OpPing, []byte("one too many"))
+	pinger.expectClose(wsframe.ClosePolicyViolation)
 }
 
 // TestAbuseLeavesHonestClientsAlone: 200 connections from one address

@@ -122,9 +122,10 @@ type Config struct {
 	// means no limit.
 	HandshakesPerIP float64
 	HandshakeBurst  int
-	// MessageRate bounds the data messages one socket may send a second,
-	// with bursts of MessageBurst (default: the rate, rounded up); a
-	// socket over it is closed with 1008. 0 means no limit.
+	// MessageRate bounds the data messages and pings (each of which costs
+	// den a pong) one socket may send a second, with bursts of
+	// MessageBurst (default: the rate, rounded up); a socket over it is
+	// closed with 1008. 0 means no limit.
 	MessageRate  float64
 	MessageBurst int
 	// Subprotocol picks one of the subprotocols a client offers for a room

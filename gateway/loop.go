@@ -577,12 +577,7 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 			return gnet.None // after den's close frame, data is dropped
 		}
 		l.msgsIn.Add(1)
-		if l.srv.msgInterval > 0 && !l.srv.allowMessage(s) {
-			l.srv.stats.hit(limitMessageRate)
-			if ce := l.srv.log.Check(debugLevel, "message rate exceeded"); ce != nil {
-				ce.Write(socketField(s))
-			}
-			l.startClose(s, wsframe.ClosePolicyViolation, "message rate exceeded")
+		if l.overRate(s) {
 			return gnet.None
 		}
 		payload := m.Payload
@@ -602,8 +597,11 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 		}
 		return l.message(s, m.Op == wsframe.OpText, payload)
 	case wsframe.OpPing:
+		// Each ping costs a write of its pong: pings count against the
+		// message rate, so that a flood of them cannot hold the loop.
 		switch {
 		case s.state != stateOpen:
+		case l.overRate(s):
 		case l.overLimit(s):
 			// Pings from a client that does not read its pongs.
 			l.slowConsumer(s)
@@ -627,6 +625,20 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 		}
 	}
 	return gnet.None
+}
+
+// overRate applies the message rate limit to one message or ping from s,
+// and closes s with 1008 if it is over.
+func (l *loop) overRate(s *Socket) bool {
+	if l.srv.msgInterval == 0 || l.srv.allowMessage(s) {
+		return false
+	}
+	l.srv.stats.hit(limitMessageRate)
+	if ce := l.srv.log.Check(debugLevel, "message rate exceeded"); ce != nil {
+		ce.Write(socketField(s))
+	}
+	l.startClose(s, wsframe.ClosePolicyViolation, "message rate exceeded")
+	return true
 }
 
 // due handles a socket whose wheel slot came round: it acts on a deadline

@@ -72,7 +72,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.DurationVar(&c.evictAfter, "evict-after", rooms.DefaultEvictAfter, "how long a room without sockets and nothing to do stays in memory")
 	fs.IntVar(&c.gateway.MaxConnsPerIP, "max-conns-per-ip", 0, "connections one client address may hold; more are answered 429 (0: no limit; leave it off behind a proxy)")
 	fs.Float64Var(&c.gateway.HandshakesPerIP, "handshakes-per-ip", 0, "new connections one client address may open a second, in bursts as large as the rate; more are answered 429 (0: no limit)")
-	fs.Float64Var(&c.gateway.MessageRate, "message-rate", 0, "WebSocket messages one socket may send a second; a socket over it is closed with 1008 (0: no limit)")
+	fs.Float64Var(&c.gateway.MessageRate, "message-rate", 0, "WebSocket messages and pings one socket may send a second; a socket over it is closed with 1008 (0: no limit)")
 	fs.IntVar(&c.gateway.MessageBurst, "message-burst", 0, "messages a socket may send at once within --message-rate (0: the rate)")
 	fs.IntVar(&c.maxRoomSockets, "max-room-sockets", rooms.DefaultMaxSocket, "sockets one room may hold; more joins are answered 503")
 	fs.IntVar(&c.maxOpenDBs, "max-open-databases", storage.DefaultMaxOpen, "room databases kept open at once, two descriptors each; past it the least recently used awake room's file closes until its next call")
