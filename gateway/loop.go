@@ -584,6 +584,10 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 		if m.Compressed {
 			var err error
 			l.inflate, err = wsframe.Inflate(l.inflate[:0], payload, l.srv.cfg.MaxMessageBytes)
+			if cap(l.inflate) > 64<<10 {
+				// Not pinned, a bomb's failed inflate included.
+				defer func() { l.inflate = nil }()
+			}
 			if err != nil {
 				return l.fail(s, err.(*wsframe.CloseError))
 			}
@@ -591,9 +595,6 @@ func (l *loop) handle(s *Socket, m wsframe.Message) gnet.Action {
 				return l.fail(s, wsframe.ErrUTF8)
 			}
 			payload = l.inflate
-			if cap(l.inflate) > 64<<10 {
-				defer func() { l.inflate = nil }() // do not pin a large buffer
-			}
 		}
 		return l.message(s, m.Op == wsframe.OpText, payload)
 	case wsframe.OpPing:

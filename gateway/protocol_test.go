@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"testing"
+
+	"github.com/panjf2000/gnet/v2"
 
 	"github.com/den-rooms/den/internal/wsframe"
 )
@@ -157,6 +160,26 @@ func TestCompressedFrames(t *testing.T) {
 	}
 	c.frame(true, wsframe.Rsv1, wsframe.OpBinary, bomb)
 	c.expectClose(wsframe.CloseMessageTooBig)
+}
+
+// A bomb refused with 1009 does not leave its loop holding the megabyte
+// it inflated to before the limit stopped it.
+func TestCompressedBombBufferNotKept(t *testing.T) {
+	srv := startServer(t, Config{MaxMessageBytes: 1 << 20, EventLoops: 1})
+	c := dialRaw(t, srv)
+	c.upgrade("/rooms/echo/b", "Sec-WebSocket-Extensions: permessage-deflate")
+	c.frame(true, wsframe.Rsv1, wsframe.OpBinary, wsframe.Deflate(nil, make([]byte, 2<<20)))
+	c.expectClose(wsframe.CloseMessageTooBig)
+	for _, l := range *srv.loopSet.Load() {
+		held := make(chan int, 1)
+		task := gnet.RunnableFunc(func(context.Context) error { held <- cap(l.inflate); return nil })
+		if err := l.el.Execute(context.Background(), task); err != nil {
+			t.Fatal(err)
+		}
+		if n := <-held; n > 64<<10 {
+			t.Errorf("the loop keeps a %d-byte inflate buffer after the bomb", n)
+		}
+	}
 }
 
 func TestCompressedInvalidUTF8(t *testing.T) {
