@@ -143,7 +143,29 @@ func (v *Verifier) Verify(token string) (*Identity, error) {
 	if err != nil {
 		return nil, invalid(v.reason(t, claims, err))
 	}
+	if reason := timesOutOfRange(claims); reason != "" {
+		return nil, invalid(reason)
+	}
 	return identityOf(claims)
+}
+
+// maxSeconds is the end of the year 9999, in seconds since 1970.
+const maxSeconds = 253402300799
+
+// timesOutOfRange refuses what the jwt library lets through: an "exp" of
+// 0 or less, which it takes for no expiry, and an "nbf" or "iat" past any
+// date, which it converts to a time long past.
+func timesOutOfRange(claims jwt.MapClaims) string {
+	if exp, ok := claims["exp"].(float64); ok && exp <= 0 {
+		return ReasonExpired
+	}
+	if nbf, ok := claims["nbf"].(float64); ok && nbf > maxSeconds {
+		return ReasonNotYetValid
+	}
+	if iat, ok := claims["iat"].(float64); ok && iat > maxSeconds {
+		return ReasonIssuedLater
+	}
+	return ""
 }
 
 // keyFor picks the keys a parsed (not yet verified) token may be checked

@@ -491,3 +491,42 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	}
 }
+
+// "exp":0 is 1970-01-01, long past: the token is refused as expired, not
+// taken for one that never expires.
+func TestExpZeroIsExpired(t *testing.T) {
+	k := fixture(t)
+	v, err := NewVerifier(pemConfig(t, k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, exp := range []float64{0, -1} {
+		id, err := v.Verify(sign(t, "HS256", claims("exp", exp), nil, k.secret))
+		var te *TokenError
+		if !errors.As(err, &te) || te.Reason != ReasonExpired {
+			t.Errorf("exp %g: %v (Expires %v), want %q", exp, err, id, ReasonExpired)
+		}
+	}
+}
+
+// An nbf or iat past what int64 seconds hold is in the far future: it does
+// not wrap round into the past and pass.
+func TestHugeTimesNotWrapped(t *testing.T) {
+	k := fixture(t)
+	v, err := NewVerifier(pemConfig(t, k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		claim string
+		want  string
+	}{{"nbf", ReasonNotYetValid}, {"iat", ReasonIssuedLater}} {
+		for _, val := range []float64{1e19, 1e300} {
+			_, err := v.Verify(sign(t, "HS256", claims(c.claim, val), nil, k.secret))
+			var te *TokenError
+			if !errors.As(err, &te) || te.Reason != c.want {
+				t.Errorf("%s %g: %v, want %q", c.claim, val, err, c.want)
+			}
+		}
+	}
+}

@@ -334,9 +334,13 @@ func clipReason(s string) string {
 		return r
 	}, strings.ToValidUTF8(s, " "))
 	s = strings.TrimSpace(s)
-	for len(s) > MaxReasonBytes {
-		_, size := utf8.DecodeLastRuneInString(s[:MaxReasonBytes+1])
-		s = s[:MaxReasonBytes+1-size]
+	if len(s) > MaxReasonBytes {
+		// Back to the start of the character the limit falls in or after.
+		n := MaxReasonBytes
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n]
 	}
 	return s
 }

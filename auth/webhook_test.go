@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // backend is a real HTTP server standing in for an operator's auth
@@ -448,5 +449,17 @@ func TestNewWebhookRefuses(t *testing.T) {
 	w = newWebhook(t, WebhookConfig{URL: "https://auth.example/check", CacheTTL: time.Second})
 	if w.cache == nil || w.cache.size != DefaultWebhookCacheSize {
 		t.Errorf("default cache size not applied")
+	}
+}
+
+// A reason cut to MaxReasonBytes stays valid UTF-8, whichever byte of a
+// character the limit falls on.
+func TestClipReasonKeepsUTF8(t *testing.T) {
+	for pad := MaxReasonBytes - 3; pad <= MaxReasonBytes; pad++ {
+		in := strings.Repeat("a", pad) + "€€"
+		got := clipReason(in)
+		if len(got) > MaxReasonBytes || !utf8.ValidString(got) {
+			t.Errorf("pad %d: clipReason gave %d bytes, valid UTF-8 %v, tail %q", pad, len(got), utf8.ValidString(got), got[len(got)-3:])
+		}
 	}
 }
