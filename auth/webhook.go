@@ -160,6 +160,9 @@ type webhookRequest struct {
 	ClientAddr string            `json:"client_addr"`
 	Headers    map[string]string `json:"headers"`
 	Query      map[string]string `json:"query"`
+	// Method and Path are set for an HTTP request to a room, not a join.
+	Method string `json:"method,omitempty"`
+	Path   string `json:"path,omitempty"`
 }
 
 // webhookAnswer is the backend's JSON reply.
@@ -227,6 +230,12 @@ func (w *Webhook) request(kind, name string, r *http.Request) webhookRequest {
 		}
 		if len(vals) > 0 {
 			req.Headers[h] = strings.Join(vals, ", ")
+		}
+	}
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		req.Method = r.Method
+		if r.URL != nil {
+			req.Path = r.URL.Path
 		}
 	}
 	if r.URL != nil {

@@ -15,10 +15,11 @@ import (
 	"github.com/den-rooms/den/rooms"
 )
 
-// guard is the gateway's Rooms with who-may-connect in front: a join
-// reaches its room only with a valid token (when tokens are configured)
-// and the connect webhook's consent (when it is), and the room sees who
-// the client is. Everything else passes straight through.
+// guard is the gateway's Rooms with who-may-connect in front: a join, or
+// an HTTP request to a room, reaches its room only with a valid token
+// (when tokens are configured) and the connect webhook's consent (when it
+// is), and a joining socket's room sees who the client is. Messages and
+// closes of sockets already in pass straight through.
 type guard struct {
 	gateway.Rooms
 	verifier *auth.Verifier // nil: tokens are not checked
@@ -27,6 +28,14 @@ type guard struct {
 	inflight chan struct{}  // bounds the webhook calls at once
 	baseCtx  context.Context
 	log      *zap.Logger
+}
+
+// refusal is den's answer to a client that may not in.
+type refusal struct {
+	why    gateway.Refusal
+	status int
+	reason string
+	header http.Header
 }
 
 // Join checks the token on the event loop (a signature check is
@@ -38,8 +47,13 @@ func (g *guard) Join(j *gateway.Join) {
 		j.RefuseFor(gateway.RefusedAuth, http.StatusBadRequest, "bad request", nil)
 		return
 	}
-	id, ok := g.checkToken(j, req)
-	if !ok {
+	refuse := func(r *refusal) {
+		g.logRefusal("join refused", j.Kind, j.Name, r)
+		j.RefuseFor(r.why, r.status, r.reason, r.header)
+	}
+	id, r := g.checkToken(req, j.Kind, j.Name)
+	if r != nil {
+		refuse(r)
 		return
 	}
 	if g.webhook == nil {
@@ -49,42 +63,16 @@ func (g *guard) Join(j *gateway.Join) {
 		g.Rooms.Join(j)
 		return
 	}
-	select {
-	case g.inflight <- struct{}{}:
-	default:
-		// Joins with ever new query strings defeat the webhook's cache and
-		// its sharing of identical calls; they must not defeat the node.
-		j.RefuseFor(gateway.RefusedWebhook, http.StatusServiceUnavailable, "auth backend busy", nil)
+	if !g.claimWebhook() {
+		refuse(backendBusy)
 		return
 	}
 	go func() {
-		defer func() { <-g.inflight }()
-		d := g.webhook.Check(g.baseCtx, j.Kind, j.Name, req)
-		if d.Err != nil {
-			g.log.Warn("connect webhook failed", zap.String("kind", j.Kind), zap.String("room", j.Name), zap.Bool("allowed", d.Allow), zap.Error(d.Err))
-		}
-		if !d.Allow {
-			j.RefuseFor(gateway.RefusedWebhook, d.Status, d.Reason, nil)
+		defer g.releaseWebhook()
+		id, r := g.askWebhook(g.baseCtx, req, j.Kind, j.Name, id)
+		if r != nil {
+			refuse(r)
 			return
-		}
-		if err := checkTags(d.Tags); err != nil {
-			g.log.Warn("connect webhook answered tags den cannot keep", zap.String("kind", j.Kind), zap.String("room", j.Name), zap.Error(err))
-			j.RefuseFor(gateway.RefusedWebhook, http.StatusServiceUnavailable, auth.ReasonBackendUnavailable, nil)
-			return
-		}
-		if len(d.Claims) > 0 || len(d.Tags) > 0 {
-			if id == nil {
-				id = &rooms.Identity{}
-			}
-			id.Claims = mergeClaims(id.Claims, d.Claims)
-			id.Tags = slices.Clone(d.Tags)
-			// The webhook's word wins over the token's.
-			if name, _ := d.Claims["name"].(string); name != "" {
-				id.Name = name
-			}
-			if sub, _ := d.Claims["sub"].(string); sub != "" {
-				id.Subject = sub
-			}
 		}
 		if id != nil {
 			j.SetIdentity(id)
@@ -93,38 +81,121 @@ func (g *guard) Join(j *gateway.Join) {
 	}()
 }
 
-// checkToken verifies the join's token, if tokens are configured. It
-// refuses the join itself and reports false when the client may not in:
-// 401 for a missing (when required) or invalid token, 403 for a token not
-// good for this room.
-func (g *guard) checkToken(j *gateway.Join, req *http.Request) (*rooms.Identity, bool) {
+// ServeHTTP lets an HTTP request to a room through the same checks as a
+// join: its room's data is no less the room's for being read over HTTP.
+// It runs on a goroutine of its own, so the webhook is asked in line.
+func (g *guard) ServeHTTP(w http.ResponseWriter, req *http.Request, kind, name string) {
+	refuse := func(r *refusal) {
+		g.logRefusal("request refused", kind, name, r)
+		for k, v := range r.header {
+			w.Header()[k] = v
+		}
+		http.Error(w, r.reason, r.status)
+	}
+	id, r := g.checkToken(req, kind, name)
+	if r != nil {
+		refuse(r)
+		return
+	}
+	if g.webhook != nil {
+		if !g.claimWebhook() {
+			refuse(backendBusy)
+			return
+		}
+		_, r = g.askWebhook(req.Context(), req, kind, name, id)
+		g.releaseWebhook()
+		if r != nil {
+			refuse(r)
+			return
+		}
+	}
+	g.Rooms.ServeHTTP(w, req, kind, name)
+}
+
+// backendBusy refuses a client while the webhook calls at once are at
+// their bound: clients with ever new query strings defeat the webhook's
+// cache and its sharing of identical calls; they must not defeat the node.
+var backendBusy = &refusal{why: gateway.RefusedWebhook, status: http.StatusServiceUnavailable, reason: "auth backend busy"}
+
+func (g *guard) claimWebhook() bool {
+	select {
+	case g.inflight <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (g *guard) releaseWebhook() { <-g.inflight }
+
+// askWebhook asks the connect webhook about req, and returns the identity
+// id becomes with the backend's claims and tags, or why the client may
+// not in.
+func (g *guard) askWebhook(ctx context.Context, req *http.Request, kind, name string, id *rooms.Identity) (*rooms.Identity, *refusal) {
+	d := g.webhook.Check(ctx, kind, name, req)
+	if d.Err != nil {
+		g.log.Warn("connect webhook failed", zap.String("kind", kind), zap.String("room", name), zap.Bool("allowed", d.Allow), zap.Error(d.Err))
+	}
+	if !d.Allow {
+		var challenge http.Header
+		if d.Status == http.StatusUnauthorized {
+			challenge = bearerChallenge // RFC 9110 §15.5.2: a 401 names a scheme
+		}
+		return nil, &refusal{why: gateway.RefusedWebhook, status: d.Status, reason: d.Reason, header: challenge}
+	}
+	if err := checkTags(d.Tags); err != nil {
+		g.log.Warn("connect webhook answered tags den cannot keep", zap.String("kind", kind), zap.String("room", name), zap.Error(err))
+		return nil, &refusal{why: gateway.RefusedWebhook, status: http.StatusServiceUnavailable, reason: auth.ReasonBackendUnavailable}
+	}
+	if len(d.Claims) > 0 || len(d.Tags) > 0 {
+		if id == nil {
+			id = &rooms.Identity{}
+		}
+		id.Claims = mergeClaims(id.Claims, d.Claims)
+		id.Tags = slices.Clone(d.Tags)
+		// The webhook's word wins over the token's.
+		if name, _ := d.Claims["name"].(string); name != "" {
+			id.Name = name
+		}
+		if sub, _ := d.Claims["sub"].(string); sub != "" {
+			id.Subject = sub
+		}
+	}
+	return id, nil
+}
+
+// checkToken verifies the request's token, if tokens are configured, and
+// returns who it speaks for, or why the client may not in: 401 for a
+// missing (when required) or invalid token, 403 for a token not good for
+// this room.
+func (g *guard) checkToken(req *http.Request, kind, name string) (*rooms.Identity, *refusal) {
 	if g.verifier == nil {
-		return nil, true
+		return nil, nil
 	}
 	token, _ := auth.TokenFrom(req)
 	ident, err := g.verifier.Verify(token)
 	switch {
 	case errors.Is(err, auth.ErrNoToken) && !g.required:
-		return nil, true
+		return nil, nil
 	case errors.Is(err, auth.ErrNoToken):
-		j.RefuseFor(gateway.RefusedAuth, http.StatusUnauthorized, "a token is required", bearerChallenge)
-		return nil, false
+		return nil, &refusal{why: gateway.RefusedAuth, status: http.StatusUnauthorized, reason: "a token is required", header: bearerChallenge}
 	case err != nil:
 		reason := "invalid token"
 		var te *auth.TokenError
 		if errors.As(err, &te) {
 			reason = "invalid token: " + te.Reason
 		}
-		if ce := g.log.Check(zap.DebugLevel, "join refused"); ce != nil {
-			ce.Write(zap.String("kind", j.Kind), zap.String("room", j.Name), zap.String("reason", reason))
-		}
-		j.RefuseFor(gateway.RefusedAuth, http.StatusUnauthorized, reason, invalidTokenChallenge)
-		return nil, false
-	case !ident.MayJoin(j.Kind, j.Name):
-		j.RefuseFor(gateway.RefusedAuth, http.StatusForbidden, "the token does not allow this room", nil)
-		return nil, false
+		return nil, &refusal{why: gateway.RefusedAuth, status: http.StatusUnauthorized, reason: reason, header: invalidTokenChallenge}
+	case !ident.MayJoin(kind, name):
+		return nil, &refusal{why: gateway.RefusedAuth, status: http.StatusForbidden, reason: "the token does not allow this room"}
 	}
-	return &rooms.Identity{Subject: ident.Subject, Name: ident.Name, Claims: ident.Claims}, true
+	return &rooms.Identity{Subject: ident.Subject, Name: ident.Name, Claims: ident.Claims}, nil
+}
+
+// logRefusal logs a refused join or request (sampled, as all of den's
+// logs are, so a flood of them cannot flood the log). Never the token.
+func (g *guard) logRefusal(msg, kind, name string, r *refusal) {
+	g.log.Info(msg, zap.String("kind", kind), zap.String("room", name), zap.Int("status", r.status), zap.String("reason", r.reason))
 }
 
 // maxWebhookCalls bounds the joins waiting on the connect webhook at once;

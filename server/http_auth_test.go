@@ -1,0 +1,112 @@
+package server_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/den-rooms/den/auth"
+	"github.com/den-rooms/den/server"
+)
+
+// roomRequest sends an HTTP request to a room, with a bearer token if
+// token is not empty, and returns its status, WWW-Authenticate and body.
+func roomRequest(t *testing.T, method, url, token, body string) (int, string, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), string(b)
+}
+
+// A room's HTTP requests pass the same token checks as its joins: with
+// --token-required, none gets through without a token, a token for other
+// rooms gets 403, a good one gets through; and each refusal is logged.
+func TestRoomHTTPNeedsATokenAsJoinsDo(t *testing.T) {
+	v, err := auth.NewVerifier(auth.Config{Secret: []byte(testSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startMetricsNode(t, func(c *server.Config) { c.Tokens, c.TokenRequired = v, true })
+	url := n.base + "/rooms/chat/lobby/messages"
+	post := `{"user":"Ann","text":"hi"}`
+	if code, challenge, _ := roomRequest(t, http.MethodPost, url, "", post); code != http.StatusUnauthorized || !strings.HasPrefix(challenge, "Bearer") {
+		t.Errorf("POST without a token: %d %q, want 401 with a Bearer challenge", code, challenge)
+	}
+	if code, _, body := roomRequest(t, http.MethodGet, url, "", ""); code != http.StatusUnauthorized {
+		t.Errorf("GET without a token: %d %s, want 401", code, body)
+	}
+	other := hs256(t, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(time.Hour).Unix(), "rooms": []string{"chat/team-*"}})
+	if code, _, _ := roomRequest(t, http.MethodGet, url, other, ""); code != http.StatusForbidden {
+		t.Errorf("GET with a token for other rooms: %d, want 403", code)
+	}
+	good := hs256(t, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(time.Hour).Unix(), "rooms": []string{"chat/lobby"}})
+	if code, _, body := roomRequest(t, http.MethodPost, url, good, post); code != http.StatusCreated {
+		t.Errorf("POST with a good token: %d %s, want 201", code, body)
+	}
+	if code, _, body := roomRequest(t, http.MethodGet, url, good, ""); code != http.StatusOK || !strings.Contains(body, `"text":"hi"`) {
+		t.Errorf("GET with a good token: %d %s, want the message", code, body)
+	}
+	log := n.log.String()
+	if strings.Count(log, `"msg":"request refused"`) != 3 || !strings.Contains(log, `"room":"lobby"`) {
+		t.Errorf("want three refusals logged with their room; log:\n%s", log)
+	}
+	if strings.Contains(log, other) || strings.Contains(log, good) {
+		t.Error("a token is in the log")
+	}
+}
+
+// The connect webhook decides a room's HTTP requests too, told their
+// method and path; a 401 it answers names the Bearer scheme.
+func TestRoomHTTPAsksTheWebhook(t *testing.T) {
+	var mu sync.Mutex
+	var seen []map[string]any
+	n := webhookNode(t, func(w http.ResponseWriter, r *http.Request) {
+		var req map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		mu.Lock()
+		seen = append(seen, req)
+		mu.Unlock()
+		if req["name"] == "closed" {
+			_, _ = w.Write([]byte(`{"allow":false,"status":401,"reason":"log in first"}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"allow":true}`))
+	}, 5*time.Second)
+	if code, challenge, _ := roomRequest(t, http.MethodPost, n.base+"/rooms/counter/closed/increment", "", ""); code != http.StatusUnauthorized || !strings.HasPrefix(challenge, "Bearer") {
+		t.Errorf("refused by the webhook: %d %q, want 401 with a Bearer challenge", code, challenge)
+	}
+	if code, _, body := roomRequest(t, http.MethodPost, n.base+"/rooms/counter/open/increment", "", ""); code != http.StatusOK || body != `{"value":1}`+"\n" {
+		t.Errorf("allowed by the webhook: %d %q", code, body)
+	}
+	if _, resp := handshake(t, n.addr, "/rooms/counter/closed", nil); resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
+		t.Errorf("a join the webhook answers 401: %d %v", resp.StatusCode, resp.Header)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 3 || seen[1]["method"] != "POST" || seen[1]["path"] != "/rooms/counter/open/increment" {
+		t.Fatalf("the webhook saw %v, want the requests' method and path", seen)
+	}
+	if _, ok := seen[2]["method"]; ok {
+		t.Errorf("a join was sent to the webhook with a method: %v", seen[2])
+	}
+	if log := n.log.String(); !strings.Contains(log, `"msg":"join refused"`) || !strings.Contains(log, `"msg":"request refused"`) {
+		t.Errorf("the refusals are not logged; log:\n%s", log)
+	}
+}
