@@ -1,6 +1,8 @@
 package rooms_test
 
 import (
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -53,4 +55,46 @@ func TestRegressChatDelayTypes(t *testing.T) {
 		t.Logf("delay_ms %s -> %s", in, got)
 	}
 	_ = time.Second
+}
+
+// However long its messages, a chat room stays joinable: a joiner gets
+// the newest of the last 100 that fit a bounded history frame, then its
+// join, and is not closed as a slow consumer for a frame den made.
+func TestChatHistoryOfLongMessagesStaysJoinable(t *testing.T) {
+	n := startNode(t, t.TempDir(), rooms.Config{})
+	for _, c := range []struct {
+		room, text string
+		all        bool // all 100 fit
+	}{
+		{"angle", strings.Repeat("<", 4096), true},    // plain in den's JSON
+		{"ctrl", strings.Repeat("\x01", 4096), false}, // \u0001: six bytes each
+	} {
+		body, _ := json.Marshal(map[string]string{"user": "u", "text": c.text})
+		for i := range 100 {
+			if code, b := httpDo(t, http.MethodPost, n.url("/rooms/chat/"+c.room+"/messages"), string(body)); code != http.StatusCreated {
+				t.Fatalf("%s: POST %d: %d %.80s", c.room, i, code, b)
+			}
+		}
+		ws := n.dial(t, "/rooms/chat/"+c.room+"?user=joiner")
+		var h struct {
+			Type     string
+			Messages []struct {
+				ID   int64
+				Text string
+			}
+		}
+		got := read(t, ws)
+		if err := json.Unmarshal([]byte(got), &h); err != nil || h.Type != "history" || len(h.Messages) == 0 {
+			t.Fatalf("%s: history frame of %d bytes: %v", c.room, len(got), err)
+		}
+		if last := h.Messages[len(h.Messages)-1]; last.ID != 100 || last.Text != c.text {
+			t.Errorf("%s: the history ends with message %d, want the newest, 100", c.room, last.ID)
+		}
+		if all := len(h.Messages) == 100; all != c.all || len(got) > 512<<10 {
+			t.Errorf("%s: %d messages in %d bytes", c.room, len(h.Messages), len(got))
+		}
+		if got := read(t, ws); !strings.Contains(got, `"type":"join"`) {
+			t.Fatalf("%s: after the history: %.80s", c.room, got)
+		}
+	}
 }

@@ -4,6 +4,7 @@
 package builtin
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -31,12 +32,17 @@ func subpath(st *rooms.State, r *http.Request) string {
 }
 
 func marshal(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
+	// Without Go's HTML escaping, which writes each <, > and & as six
+	// bytes: a frame is read by a client's JSON parser, not pasted into
+	// a page.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		// Only den's own types are marshalled here.
 		panic(err)
 	}
-	return b
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -18,11 +18,16 @@ import (
 var Chat = rooms.Kind{Name: "chat", New: newChat}
 
 const (
-	chatHistory  = 100
-	chatMaxText  = 4096
-	chatMaxUser  = 64
-	chatMaxLimit = 1000
-	chatMaxDelay = 365 * 24 * time.Hour
+	chatHistory = 100
+	// chatHistoryBytes bounds the history frame a joiner gets: 100 long
+	// messages of escaped characters would pass a socket's write queue
+	// (1 MiB by default) and close the joiner as a slow consumer before it
+	// read anything. The newest messages that fit are sent.
+	chatHistoryBytes = 512 << 10
+	chatMaxText      = 4096
+	chatMaxUser      = 64
+	chatMaxLimit     = 1000
+	chatMaxDelay     = 365 * 24 * time.Hour
 )
 
 type chat struct {
@@ -95,6 +100,7 @@ func (c *chat) Connect(conn *rooms.Connect) error {
 	if err != nil {
 		return err
 	}
+	history = newestWithin(history, chatHistoryBytes)
 	s := conn.Accept()
 	if err := s.SetAttachment([]byte(user)); err != nil {
 		return err
@@ -102,6 +108,17 @@ func (c *chat) Connect(conn *rooms.Connect) error {
 	s.Send(true, marshal(map[string]any{"type": "history", "messages": history}))
 	c.st.Broadcast(true, c.presence("join", user))
 	return nil
+}
+
+// newestWithin returns the newest of msgs, oldest first, whose frames
+// together take at most budget bytes.
+func newestWithin(msgs []message, budget int) []message {
+	for i := len(msgs) - 1; i >= 0; i-- {
+		if budget -= len(marshal(msgs[i])) + 1; budget < 0 {
+			return msgs[i+1:]
+		}
+	}
+	return msgs
 }
 
 // nextAnon numbers anonymous users, durably, so two never share a name.
