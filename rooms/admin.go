@@ -192,9 +192,10 @@ func (rt *Runtime) Admin(token string) http.Handler {
 		}
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The scheme's case does not matter (RFC 9110 §11.1); the token's does.
-		scheme, given, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		if token == "" || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(given), []byte(token)) != 1 {
+		// The scheme's case does not matter (RFC 9110 §11.1), nor how many
+		// spaces or tabs follow it (RFC 6750 §2.1); the token's case does.
+		f := strings.Fields(r.Header.Get("Authorization"))
+		if token == "" || len(f) != 2 || !strings.EqualFold(f[0], "Bearer") || subtle.ConstantTimeCompare([]byte(f[1]), []byte(token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="den admin"`)
 			http.Error(w, "admin token required", http.StatusUnauthorized)
 			return

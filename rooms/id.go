@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -30,13 +31,16 @@ func ValidKind(k string) bool {
 }
 
 // ValidName reports whether n can name a room: 1 to MaxNameLen bytes of
-// UTF-8 without control characters.
+// UTF-8 without control characters (C0, DEL or C1), and not "." or "..",
+// which an HTTP path cannot carry as a segment: HTTP clients and routers
+// resolve them away, so such a room could be joined but not reached by
+// its HTTP routes or the admin API.
 func ValidName(n string) bool {
-	if len(n) == 0 || len(n) > MaxNameLen || !utf8.ValidString(n) {
+	if len(n) == 0 || len(n) > MaxNameLen || !utf8.ValidString(n) || n == "." || n == ".." {
 		return false
 	}
 	for _, r := range n {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) {
 			return false
 		}
 	}

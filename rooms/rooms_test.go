@@ -48,6 +48,28 @@ func TestIDs(t *testing.T) {
 	}
 }
 
+// A name is any UTF-8 without control characters, but for "." and "..",
+// which HTTP resolves away, so such a room's HTTP routes could not reach
+// it; the refusal reaches a join as 404.
+func TestValidName(t *testing.T) {
+	for _, good := range []string{"a", "a.b", "...", ".x", "ä b", strings.Repeat("n", rooms.MaxNameLen)} {
+		if !rooms.ValidName(good) {
+			t.Errorf("ValidName(%q) = false", good)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "a\x00", "a\x7f", "a\u0085", "\xff", strings.Repeat("n", rooms.MaxNameLen+1)} {
+		if rooms.ValidName(bad) {
+			t.Errorf("ValidName(%q) = true", bad)
+		}
+	}
+	n := startNode(t, t.TempDir(), rooms.Config{})
+	for _, path := range []string{"/rooms/counter/..", "/rooms/counter/%2E", "/rooms/counter/%C2%85"} {
+		if _, resp, err := websocket.DefaultDialer.Dial("ws://"+n.addr+path, nil); err == nil || resp == nil || resp.StatusCode != http.StatusNotFound {
+			t.Errorf("join %s: %v, want 404", path, err)
+		}
+	}
+}
+
 // serial is a kind that checks, inside its handler, that no two of its
 // events ever overlap, and records each socket's messages in order.
 type serial struct {
@@ -366,8 +388,11 @@ func TestAdminAPI(t *testing.T) {
 	defer admin.Close()
 	get := func(path, token string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, admin.URL+path, nil)
+		if token != "" && !strings.HasPrefix(token, "bearer") {
+			token = "Bearer " + token
+		}
 		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
+			req.Header.Set("Authorization", token)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -382,6 +407,15 @@ func TestAdminAPI(t *testing.T) {
 	}
 	if code, _ := get("/admin/rooms", "wrong"); code != http.StatusUnauthorized {
 		t.Fatalf("wrong token: %d", code)
+	}
+	// RFC 6750: the scheme in any case, then one or more spaces or tabs.
+	for _, h := range []string{"bearer s3cret", "bearer  s3cret", "bearer\ts3cret"} {
+		if code, body := get("/admin/rooms", h); code != http.StatusOK {
+			t.Errorf("Authorization %q: %d %s", h, code, body)
+		}
+	}
+	if code, _ := get("/admin/rooms", "bearer s3cret x"); code != http.StatusUnauthorized {
+		t.Errorf("a token followed by more: %d, want 401", code)
 	}
 	c := n.dial(t, "/rooms/counter/a")
 	_ = read(t, c)
