@@ -21,6 +21,10 @@ var (
 	// ErrReserved is SQL that touches den's own tables (names starting
 	// with _den_), TEMP objects, or the file's raw pages (sqlite_dbpage).
 	ErrReserved = errors.New("storage: tables named _den_* are den's own, and TEMP objects and sqlite_dbpage are refused")
+	// ErrRenameTable is ALTER TABLE ... RENAME TO: the authorizer cannot
+	// see the new name, which could be one of den's. Columns may be
+	// renamed, added and dropped; to rename a table, copy it.
+	ErrRenameTable = errors.New("storage: ALTER TABLE ... RENAME TO is refused (columns may be renamed, added and dropped)")
 	// errBroken is a transaction SQLite rolled back on its own (a full
 	// database, an I/O error): everything in it is gone, and it can only be
 	// rolled back.
@@ -84,7 +88,8 @@ func (r *Room) mapError(err error) error {
 		return fmt.Errorf("%w (%v)", &LimitError{Limit: "row size", Max: r.store.limits.MaxValueBytes}, err)
 	case sqlite3.SQLITE_FULL:
 		return fmt.Errorf("%w (%v)", &LimitError{Limit: "database size", Max: r.store.limits.MaxDatabaseBytes}, err)
-	case sqlite3.SQLITE_AUTH:
+	case sqlite3.SQLITE_AUTH, sqlite3.SQLITE_ERROR:
+		// A denied function fails its statement with SQLITE_ERROR.
 		if r.denied != nil {
 			d := r.denied
 			r.denied = nil

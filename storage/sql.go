@@ -175,9 +175,23 @@ func (r *Room) authorize(action sqlite.AuthorizerActionCode, arg1, arg2, dbName,
 		return sqlite.AuthorizerOK
 	}
 	// Only the main database: TEMP objects would escape the size limit and
-	// could shadow den's tables.
+	// could shadow den's tables. ALTER TABLE gives the database as arg1,
+	// and (DROP COLUMN) a column's name where others give the database.
+	// Renaming or dropping a column reads and updates the TEMP catalogue
+	// for objects that name it, and there are none (no TEMP object can be
+	// made); SQLite refuses any other write of a catalogue.
+	switch {
+	case action == sqlite.AuthAlterTable:
+		dbName = arg1
+	case (action == sqlite.AuthRead || action == sqlite.AuthUpdate) && dbName == "temp" && strings.EqualFold(arg1, "sqlite_temp_master"):
+		dbName = ""
+	}
 	if dbName != "" && dbName != "main" {
 		r.denied = ErrReserved
+		return sqlite.AuthorizerDeny
+	}
+	if action == sqlite.AuthFunction && strings.EqualFold(arg2, "sqlite_rename_table") {
+		r.denied = ErrRenameTable
 		return sqlite.AuthorizerDeny
 	}
 	switch action {
