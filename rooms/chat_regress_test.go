@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/den-rooms/den/rooms"
 	"github.com/den-rooms/den/storage"
@@ -44,17 +43,24 @@ func TestRegressChatOldTable(t *testing.T) {
 	}
 }
 
+// A schedule whose delay_ms is not a whole number of milliseconds in
+// range gets an error frame that names delay_ms, and schedules nothing;
+// so does a text of the wrong type, naming text.
 func TestRegressChatDelayTypes(t *testing.T) {
 	n := startNode(t, t.TempDir(), rooms.Config{})
 	c := n.dial(t, "/rooms/chat/d?user=a")
 	read(t, c)
 	read(t, c)
-	for _, in := range []string{`1.5`, `"100"`, `1e3`, `31536000001`, `9223372036854775807`, `true`} {
+	for _, in := range []string{`1.5`, `"100"`, `1e3`, `31536000001`, `9223372036854775807`, `-1`, `true`} {
 		send(t, c, `{"type":"schedule","delay_ms":`+in+`,"text":"x"}`)
-		got := read(t, c)
-		t.Logf("delay_ms %s -> %s", in, got)
+		if got := read(t, c); !strings.Contains(got, `"type":"error"`) || !strings.Contains(got, "delay_ms") {
+			t.Errorf("delay_ms %s: %s, want an error naming delay_ms", in, got)
+		}
 	}
-	_ = time.Second
+	send(t, c, `{"type":"message","text":5}`)
+	if got := read(t, c); !strings.Contains(got, `"type":"error"`) || !strings.Contains(got, "text") {
+		t.Errorf("a number for text: %s, want an error naming text", got)
+	}
 }
 
 // However long its messages, a chat room stays joinable: a joiner gets

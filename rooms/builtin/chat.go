@@ -2,6 +2,7 @@ package builtin
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -194,7 +195,12 @@ func (c *chat) Message(s *rooms.Sock, text bool, data []byte) error {
 		return nil
 	}
 	if err := json.Unmarshal(data, &in); err != nil {
-		s.Send(true, errorFrame("not JSON"))
+		reason := "not JSON"
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			reason = te.Field + " has the wrong type" // "text": 5, "delay_ms": 1.5
+		}
+		s.Send(true, errorFrame(reason))
 		return nil
 	}
 	switch in.Type {
