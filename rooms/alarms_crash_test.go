@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -64,11 +63,6 @@ func (c *crashAlarms) Error(_ *rooms.Sock, err error) {
 	_ = c.st.SetAlarm(c.st.Now().Add(300 * time.Millisecond))
 }
 
-func killSelf() {
-	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-	time.Sleep(time.Hour)
-}
-
 // TestAlarmCrashChild is den, killed where DEN_ALARM_CRASH says.
 func TestAlarmCrashChild(t *testing.T) {
 	dir, mode := os.Getenv("DEN_ALARM_CRASH_DIR"), os.Getenv("DEN_ALARM_CRASH")
@@ -87,13 +81,13 @@ func TestAlarmCrashChild(t *testing.T) {
 		cfg.Kinds = []rooms.Kind{crashAlarmsKind(&fired, false, nil)}
 		cfg.CommitHook = func(rooms.ID) error {
 			if fired.Load() > 0 {
-				killSelf()
+				rooms.KillSelf()
 			}
 			return nil
 		}
 	case "after-constructor":
 		// Killed once the constructor has set the alarm.
-		cfg.Kinds = []rooms.Kind{crashAlarmsKind(&fired, true, killSelf)}
+		cfg.Kinds = []rooms.Kind{crashAlarmsKind(&fired, true, rooms.KillSelf)}
 	case "delete":
 		// Killed by strace as it deletes the room's database.
 		cfg.Kinds = []rooms.Kind{crashAlarmsKind(&fired, false, nil)}
@@ -119,16 +113,7 @@ func TestAlarmCrashChild(t *testing.T) {
 func crashThenRestart(t *testing.T, mode string) bool {
 	t.Helper()
 	dir := t.TempDir()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^TestAlarmCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "DEN_ALARM_CRASH_DIR="+dir, "DEN_ALARM_CRASH="+mode)
-	out, _ := cmd.CombinedOutput()
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("den was not killed: %s", out)
-	}
+	rooms.RunKilledChild(t, "TestAlarmCrashChild", "DEN_ALARM_CRASH_DIR="+dir, "DEN_ALARM_CRASH="+mode)
 	store, err := storage.Open(storage.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)

@@ -3,9 +3,7 @@ package rooms
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,11 +12,6 @@ import (
 )
 
 const indexTestStart = 1_700_000_000_000 // ms: where the tests' fake clocks start
-
-func killSelf() {
-	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-	time.Sleep(time.Hour)
-}
 
 // roomAlarm reads room id's alarm from its own file, with the room out of
 // memory.
@@ -51,7 +44,7 @@ func TestWakeDuringFireChild(t *testing.T) {
 	var crash atomic.Bool
 	rt := revRuntime(t, store, k, func(ID) error {
 		if crash.Load() {
-			killSelf()
+			KillSelf()
 		}
 		return nil
 	})
@@ -78,16 +71,7 @@ func TestWakeDuringFireChild(t *testing.T) {
 // indexed, and it fires at the restart.
 func TestWakeDuringFireCrashKeepsTheDueAlarmIndexed(t *testing.T) {
 	dir := t.TempDir()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^TestWakeDuringFireChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "DEN_WAKE_FIRE_CRASH_DIR="+dir)
-	out, _ := cmd.CombinedOutput()
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("den was not killed: %s", out)
-	}
+	RunKilledChild(t, "TestWakeDuringFireChild", "DEN_WAKE_FIRE_CRASH_DIR="+dir)
 	store, err := storage.Open(storage.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,13 @@ func startNode(tb testing.TB, dir string, cfg rooms.Config) *node {
 // startNodeSync is startNode with storage's synchronous mode.
 func startNodeSync(tb testing.TB, dir, sync string, cfg rooms.Config) *node {
 	tb.Helper()
+	return startNodeWrapped(tb, dir, sync, cfg, nil)
+}
+
+// startNodeWrapped is startNodeSync with the gateway's Rooms wrapped by
+// wrap, if it is not nil.
+func startNodeWrapped(tb testing.TB, dir, sync string, cfg rooms.Config, wrap func(gateway.Rooms) gateway.Rooms) *node {
+	tb.Helper()
 	store, err := storage.Open(storage.Options{Dir: dir, Synchronous: sync})
 	if err != nil {
 		tb.Fatal(err)
@@ -50,7 +57,11 @@ func startNodeSync(tb testing.TB, dir, sync string, cfg rooms.Config) *node {
 	// The clients here read only when a test expects a frame, so they
 	// answer no ping: keepalive would close the sockets a slow run (the
 	// race detector on a busy machine) leaves idle for a minute.
-	srv, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Rooms: gateway.Runtime(rt), Logger: zap.NewNop(),
+	var rr gateway.Rooms = gateway.Runtime(rt)
+	if wrap != nil {
+		rr = wrap(rr)
+	}
+	srv, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Rooms: rr, Logger: zap.NewNop(),
 		CloseTimeout: 500 * time.Millisecond, PingInterval: time.Hour})
 	if err != nil {
 		tb.Fatal(err)

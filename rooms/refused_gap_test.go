@@ -1,7 +1,6 @@
 package rooms_test
 
 import (
-	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -9,7 +8,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"go.uber.org/zap"
 
 	"github.com/den-rooms/den/gateway"
 	"github.com/den-rooms/den/internal/clock"
@@ -77,19 +75,11 @@ func maskedText(p string) []byte {
 // --max-active-rooms closes the socket with 1013; a later message of the
 // same socket must not reach the room (the room would see 2 without 1).
 func TestRefusedMessageLeavesNoGap(t *testing.T) {
-	store, err := storage.Open(storage.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
 	k := &seqKind{seen: map[string][]string{}}
 	fake := clock.NewFake(time.Now())
-	rt, err := rooms.New(rooms.Config{Store: store, Kinds: []rooms.Kind{k.kind()}, Clock: fake, MaxActive: 1,
-		HibernateAfter: 10 * time.Second, EvictAfter: time.Minute, Broadcast: gateway.RoomsBroadcast})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var n *node
 	roomState := func(name string) string {
-		info, err := rt.Info("seq", name)
+		info, err := n.rt.Info("seq", name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,29 +99,9 @@ func TestRefusedMessageLeavesNoGap(t *testing.T) {
 			armed.Do(func() { sleep("b") })
 		}
 	}
-	srv, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Rooms: hookRooms{gateway.Runtime(rt), after},
-		Logger: zap.NewNop(), CloseTimeout: 500 * time.Millisecond, PingInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		_ = rt.Shutdown(ctx)
-		_ = store.Close()
-	})
-	dial := func(path string) *websocket.Conn {
-		c, _, err := websocket.DefaultDialer.Dial("ws://"+srv.Addr().String()+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	n = startNodeWrapped(t, t.TempDir(), storage.SyncFull, rooms.Config{Kinds: []rooms.Kind{k.kind()}, Clock: fake, MaxActive: 1,
+		HibernateAfter: 10 * time.Second, EvictAfter: time.Minute}, func(r gateway.Rooms) gateway.Rooms { return hookRooms{r, after} })
+	dial := func(path string) *websocket.Conn { return n.dial(t, path) }
 	a := dial("/rooms/seq/a?user=alice")
 	sleep("a")
 	dial("/rooms/seq/b?user=bob") // the one room awake
@@ -147,8 +117,12 @@ func TestRefusedMessageLeavesNoGap(t *testing.T) {
 	}
 	_ = a.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var ce *websocket.CloseError
-	for !errors.As(err, &ce) {
-		if _, _, err = a.ReadMessage(); err != nil && !errors.As(err, &ce) {
+	for {
+		_, _, err := a.ReadMessage()
+		if errors.As(err, &ce) {
+			break
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -157,7 +131,7 @@ func TestRefusedMessageLeavesNoGap(t *testing.T) {
 	}
 	// The socket's close event is the last thing the room hears of it.
 	waitFor(t, "alice's close handled", func() bool {
-		info, _ := rt.Info("seq", "a")
+		info, _ := n.rt.Info("seq", "a")
 		return info.Sockets == 0
 	})
 	if got := k.get("alice"); len(got) > 0 {
