@@ -216,8 +216,8 @@ func (c *Config) Validate() error {
 		return errors.New("event loops must not be negative")
 	case c.CompressThreshold < 0:
 		return errors.New("compress threshold must not be negative")
-	case c.MaxConnsPerIP < 0:
-		return fmt.Errorf("max connections per IP %d: must not be negative", c.MaxConnsPerIP)
+	case c.MaxConnsPerIP < 0 || c.MaxConnsPerIP > math.MaxInt32:
+		return fmt.Errorf("max connections per IP %d: must be between 0 (no limit) and %d", c.MaxConnsPerIP, math.MaxInt32)
 	case c.HandshakesPerIP != 0 && !(c.HandshakesPerIP >= MinRate && c.HandshakesPerIP <= MaxHandshakesPerIP):
 		return fmt.Errorf("handshakes per IP %v: must be 0 (no limit) or between %v and %d a second", c.HandshakesPerIP, MinRate, MaxHandshakesPerIP)
 	case c.MessageRate != 0 && !(c.MessageRate >= MinRate && c.MessageRate <= MaxMessageRate):

@@ -450,13 +450,16 @@ func (t *drainTask) Run(context.Context) error {
 	return nil
 }
 
-// closeIdleTask closes HTTP connections that wait for a next request.
+// closeIdleTask closes HTTP connections that wait for a next request,
+// none of which has come: one whose head or body is arriving is let finish
+// (the handshake timeout bounds it), and closes after its answer, as
+// draining answers say Connection: close.
 type closeIdleTask loop
 
 func (t *closeIdleTask) Run(context.Context) error {
 	l := (*loop)(t)
 	l.wheel.each(func(s *Socket) {
-		if s.state == stateHTTP {
+		if s.state == stateHTTP && !s.flags.has(flagReading) && l.bodies[s] == nil && s.conn.InboundBuffered() == 0 {
 			l.drain = append(l.drain, s)
 		}
 	})

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -71,5 +72,41 @@ func TestShutdownSpread(t *testing.T) {
 	}
 	if err := <-res; err != nil {
 		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+// A request whose body is still arriving when Shutdown starts is let
+// finish and answered, where an idle kept-alive connection is closed.
+func TestShutdownLetsARequestArriving(t *testing.T) {
+	srv, err := New(Config{Listen: "127.0.0.1:0", EventLoops: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	idle := dialRaw(t, srv)
+	idle.send(request("/livez"))
+	if resp := idle.response(); resp.StatusCode != http.StatusOK {
+		t.Fatalf("idle's first request: %d", resp.StatusCode)
+	}
+	busy := dialRaw(t, srv)
+	busy.send([]byte("POST /livez HTTP/1.1\r\nHost: den\r\nContent-Length: 10\r\n\r\n01234"))
+	waitFor(t, "both connections", func() bool { return srv.Stats().Conns == 2 })
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		res <- srv.Shutdown(ctx)
+	}()
+	idle.expectEOF()
+	busy.send([]byte("56789"))
+	resp := busy.response()
+	if resp.StatusCode >= 500 || !resp.Close {
+		t.Errorf("the request arriving at Shutdown: %d, close %v; want its answer, with Connection: close", resp.StatusCode, resp.Close)
+	}
+	busy.expectEOF()
+	if err := <-res; err != nil {
+		t.Errorf("Shutdown: %v", err)
 	}
 }

@@ -83,6 +83,17 @@ type Server struct {
 	cancelAuth  context.CancelFunc // ends webhook calls at shutdown; nil without a guard
 }
 
+// DataError is a data folder the node cannot keep its storage in: not a
+// folder, not writable, or held by another den.
+type DataError struct {
+	Dir string
+	Err error
+}
+
+func (e *DataError) Error() string { return fmt.Sprintf("data folder %s: %v", e.Dir, e.Err) }
+
+func (e *DataError) Unwrap() error { return e.Err }
+
 // New opens the node's storage and builds its runtime and gateway.
 func New(cfg Config) (*Server, error) {
 	if cfg.Data == "" {
@@ -96,7 +107,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	store, err := storage.Open(storage.Options{Dir: cfg.Data, Synchronous: cfg.Synchronous, MaxOpen: cfg.MaxOpenDatabases})
 	if err != nil {
-		return nil, err
+		return nil, &DataError{Dir: cfg.Data, Err: err}
 	}
 	if err := storage.TuningError(); err != nil {
 		cfg.Logger.Warn("a process-wide SQLite setting of den's did not take; rooms run without it", zap.Error(err))

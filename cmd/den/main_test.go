@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -41,6 +43,7 @@ func TestConfigErrors(t *testing.T) {
 		{nil, map[string]string{"DEN_EVICT_AFTER": "later"}, `DEN_EVICT_AFTER="later" (--evict-after): want a duration`},
 		{[]string{"--no-such-flag"}, nil, "no-such-flag"},
 		{[]string{"--max-conns-per-ip", "-1"}, nil, "--max-conns-per-ip"},
+		{[]string{"--max-conns-per-ip", "4294967297"}, nil, "--max-conns-per-ip"},
 		{[]string{"--handshakes-per-ip", "NaN"}, nil, "--handshakes-per-ip"},
 		{[]string{"--message-rate", "-3"}, nil, "--message-rate"},
 		{[]string{"--message-burst", "-3"}, nil, "--message-burst"},
@@ -289,5 +292,45 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("den still shutting down a minute after a second SIGTERM")
+	}
+}
+
+// A data folder den cannot use, or a listen address in use, stops den at
+// start-up with a message naming the setting.
+func TestStartupErrorsNameTheSetting(t *testing.T) {
+	bin := buildDen(t)
+	file := filepath.Join(t.TempDir(), "not-a-folder")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--listen", "127.0.0.1:0", "--data", file}, "--data " + file},
+		{[]string{"serve", "--listen", busy.Addr().String(), "--data", t.TempDir()}, "--listen " + busy.Addr().String()},
+	} {
+		var stderr bytes.Buffer
+		cmd := exec.Command(bin, tc.args...)
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err = <-done:
+		case <-time.After(time.Minute):
+			_ = cmd.Process.Kill()
+			t.Fatalf("%v: still running a minute later", tc.args)
+		}
+		if code := exitCode(err); code != 1 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 and a message naming %s", tc.args, code, strings.TrimSpace(stderr.String()), tc.want)
+		}
 	}
 }

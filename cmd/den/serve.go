@@ -6,6 +6,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
+	"net"
 	"io"
 	"os"
 	"strings"
@@ -189,8 +191,8 @@ func (c *serveConfig) validate() error {
 		return fmt.Errorf("--shutdown-spread %v: must not be negative", c.gateway.ShutdownSpread)
 	}
 	switch g := &c.gateway; {
-	case g.MaxConnsPerIP < 0:
-		return fmt.Errorf("--max-conns-per-ip %d: must not be negative (0 is no limit)", g.MaxConnsPerIP)
+	case g.MaxConnsPerIP < 0 || g.MaxConnsPerIP > math.MaxInt32:
+		return fmt.Errorf("--max-conns-per-ip %d: want 0 (no limit) to %d", g.MaxConnsPerIP, math.MaxInt32)
 	case g.HandshakesPerIP != 0 && !(g.HandshakesPerIP >= gateway.MinRate && g.HandshakesPerIP <= gateway.MaxHandshakesPerIP):
 		return fmt.Errorf("--handshakes-per-ip %v: want 0 (no limit) or %v to %d", g.HandshakesPerIP, gateway.MinRate, gateway.MaxHandshakesPerIP)
 	case g.MessageRate != 0 && !(g.MessageRate >= gateway.MinRate && g.MessageRate <= gateway.MaxMessageRate):
@@ -325,10 +327,16 @@ func serve(ctx context.Context, stopSignals func(), args []string, stderr io.Wri
 		MaxRoomSockets: c.maxRoomSockets, MaxActiveRooms: c.maxActiveRooms, MaxOpenDatabases: c.maxOpenDBs,
 		Tokens: c.tokens, TokenRequired: c.tokenRequired, Webhook: c.webhook,
 	})
+	if de := (*server.DataError)(nil); errors.As(err, &de) {
+		return fmt.Errorf("--data %s: %w", c.data, de.Err)
+	}
 	if err != nil {
 		return err
 	}
 	if err := srv.Start(); err != nil {
+		if oe := (*net.OpError)(nil); errors.As(err, &oe) && oe.Op == "listen" {
+			return fmt.Errorf("--listen %s: %w", c.gateway.Listen, oe.Err)
+		}
 		return err
 	}
 	<-ctx.Done()
