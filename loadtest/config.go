@@ -45,6 +45,10 @@ const (
 	MaxSize               = 16 << 20 // the largest Size
 	minInterval           = 10 * time.Millisecond
 	maxMembers            = 1 << 20
+	// MaxCount bounds the connections of one run: far past what a client
+	// machine's ports and memory hold, and well inside what the worker
+	// arithmetic can count.
+	MaxCount = 100_000_000
 )
 
 // Config describes one run. The zero value of every field but URLs and the
@@ -226,6 +230,9 @@ func (c *Config) validate() ([]target, error) {
 		if c.Senders < 1 || c.Senders > c.Members {
 			return nil, configErr("--senders must be 1..--members")
 		}
+		if c.Rooms > MaxCount/c.Members {
+			return nil, configErr("--rooms × --members must be at most %d", MaxCount)
+		}
 	case Wake:
 		if c.Rooms < 1 {
 			return nil, configErr("--rooms must be at least 1")
@@ -234,6 +241,9 @@ func (c *Config) validate() ([]target, error) {
 		if c.Count < 1 {
 			return nil, configErr("--count must be at least 1")
 		}
+	}
+	if c.Count > MaxCount {
+		return nil, configErr("--count (or --rooms for wake) must be at most %d", MaxCount)
 	}
 	if c.Rooms < 1 || c.Rooms > c.Count && c.Scenario != Broadcast {
 		return nil, configErr("--rooms must be 1..--count")

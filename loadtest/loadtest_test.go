@@ -360,6 +360,10 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Scenario: Idle, URLs: u, Count: 1, Interval: time.Nanosecond}, "--interval"},
 		{Config{Scenario: Idle, URLs: u, Count: 1, Duration: time.Second, Drain: time.Second}, "--drain"},
 		{Config{Scenario: Echo, URLs: u, Count: 1, PingEvery: time.Second}, "--ping-every"},
+		{Config{Scenario: Broadcast, URLs: u, Members: 3, Rooms: 1 << 62}, "--rooms × --members"},
+		{Config{Scenario: Idle, URLs: u, Count: MaxCount + 1}, "--count"},
+		{Config{Scenario: Wake, URLs: u, Rooms: MaxCount + 1}, "--rooms for wake"},
+		{Config{Scenario: Idle, URLs: u, Count: 10, Workers: 200, Loops: 2}, "--concurrency 256 is below the client's 400 event loops"},
 	}
 	for _, tc := range cases {
 		_, err := Run(context.Background(), tc.cfg, Options{})

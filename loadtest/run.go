@@ -93,6 +93,12 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Result, error) {
 			workers = 1
 		}
 	}
+	if cfg.Concurrency < workers*cfg.Loops {
+		// Checked here, not only in each worker: the run would start
+		// every worker to have each refuse the same.
+		return nil, configErr("--concurrency %d is below the client's %d event loops (%d workers × --loops %d), each of which connects at least one at a time: raise it or lower --loops or --workers",
+			cfg.Concurrency, workers*cfg.Loops, workers, cfg.Loops)
+	}
 	if workers > 1 && opt.WorkerCommand == nil {
 		// A test or an embedding program that cannot re-execute itself.
 		return nil, configErr("--workers %d needs worker processes, and this build cannot start them", workers)
