@@ -33,14 +33,17 @@ func (rt *Runtime) Info(kind, name string) (RoomInfo, error) {
 		r.mu.Lock()
 		awake, dead := r.running, r.dead
 		r.mu.Unlock()
+		info.Sockets = int(r.nsocks.Load())
+		// Asleep without sockets, a room in memory only holds a close or
+		// an alarm for a wake (past --max-active-rooms, or after a failed
+		// one): it is reported as evicted, as it is once that is done.
 		switch {
 		case dead:
 		case awake:
 			info.State = "active"
-		default:
+		case info.Sockets > 0:
 			info.State = "hibernated"
 		}
-		info.Sockets = int(r.nsocks.Load())
 	}
 	if at, ok := rt.alarms.get(id); ok {
 		ms := at.UnixMilli()

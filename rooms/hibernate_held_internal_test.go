@@ -9,6 +9,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/den-rooms/den/internal/clock"
+	"github.com/den-rooms/den/storage"
 )
 
 // ordKind logs, in order, the events its handlers saw. Its constructor
@@ -242,5 +245,95 @@ func TestRegressDeferredLostAtShutdown(t *testing.T) {
 	}
 	if !k.ran.Load() {
 		t.Fatal("the deferred work of a committed event never ran: Shutdown returned without it")
+	}
+}
+
+// alarmSetter sets an alarm two minutes ahead at each request.
+type alarmSetter struct {
+	Base
+	st *State
+}
+
+func (a *alarmSetter) Request(w http.ResponseWriter, r *http.Request) error {
+	return a.st.SetAlarm(a.st.Now().Add(2 * time.Minute))
+}
+
+// A room that cannot wake (its constructor panics on its data) with an
+// alarm to deliver is retried after waits that double, not every second
+// for ever: over two minutes, a handful of times.
+func TestFailedWakesBackOff(t *testing.T) {
+	var fail atomic.Bool
+	var tries atomic.Int64
+	store, err := storage.Open(storage.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := clock.NewFake(time.Now())
+	rt, err := New(Config{Store: store, Clock: fake, HibernateAfter: time.Hour, EvictAfter: time.Minute,
+		Kinds: []Kind{{Name: "k", New: func(st *State) Handler {
+			if fail.Load() {
+				tries.Add(1)
+				panic("broken room")
+			}
+			return &alarmSetter{st: st}
+		}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Shutdown(t.Context()); store.Close() })
+	rt.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/rooms/k/c", nil), "k", "c")
+	waitUntil(t, "c evicted", func() bool { fake.Advance(time.Second); return rt.entry("k", "c") == nil })
+	fail.Store(true)
+	fake.Advance(2 * time.Minute) // the alarm fires, the wake fails, the alarm is held
+	waitUntil(t, "the first failed wake", func() bool { return tries.Load() >= 1 })
+	r := rt.entry("k", "c")
+	asleep := func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return !r.running
+	}
+	for range 120 { // two minutes, a second at a time, each the sweep's chance to retry
+		fake.Advance(time.Second)
+		r.offerSleep(fake.Now())
+		waitUntil(t, "the retry over", asleep)
+	}
+	if n := tries.Load(); n < 4 || n > 10 {
+		t.Fatalf("a room that cannot wake was tried %d times in two minutes; want a few, waits doubling", n)
+	}
+	if got := wakeWait(100); got != maxWakeWait {
+		t.Errorf("the wait after 100 failed wakes is %v, want at most %v", got, maxWakeWait)
+	}
+}
+
+// A room evicted, whose alarm comes due while the node is at its room
+// limit, holds the alarm without sockets: the admin API calls it evicted,
+// not hibernated (asleep with its sockets open).
+func TestRoomHoldingOnlyAnAlarmIsNotHibernated(t *testing.T) {
+	store, err := storage.Open(storage.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := clock.NewFake(time.Now())
+	rt, err := New(Config{Store: store, Clock: fake, MaxActive: 1, HibernateAfter: time.Hour, EvictAfter: time.Minute,
+		Kinds: []Kind{{Name: "k", New: func(st *State) Handler { return &alarmSetter{st: st} }}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Shutdown(t.Context()); store.Close() })
+	rt.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/rooms/k/c", nil), "k", "c")
+	waitUntil(t, "c evicted", func() bool { fake.Advance(time.Second); return rt.entry("k", "c") == nil })
+	join(t, rt, "k", "a") // the one slot: a stays awake
+	fake.Advance(2 * time.Minute)
+	waitUntil(t, "c's alarm held", func() bool {
+		r := rt.entry("k", "c")
+		if r == nil {
+			return false
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.held) == 1
+	})
+	if info, err := rt.Info("k", "c"); err != nil || info.State != "evicted" {
+		t.Fatalf("a room holding only its alarm: %+v (%v), want evicted", info, err)
 	}
 }

@@ -88,8 +88,9 @@ type room struct {
 	last      time.Time     // when the last batch ended, or the room woke
 	// held are closes and deferred work a failed wake could not run: they
 	// go first at the next wake, which the sweep retries.
-	held   []*event
-	failed time.Time // when a wake last failed
+	held      []*event
+	failed    time.Time // when a wake last failed, or an event was held
+	wakeFails int       // wakes failed in a row, for the sweep's backoff
 
 	auto   atomic.Pointer[[2]string] // auto-response: request, response
 	nsocks atomic.Int32              // len(socks), for the sweep and the admin API
@@ -254,8 +255,11 @@ func (r *room) offerSleep(now time.Time) {
 			return
 		}
 		// A wake failed, or the node was at its room limit, with closes or
-		// alarms to deliver: try again, once a second, when there is room.
-		if !r.stopped && now.Sub(r.failed) >= time.Second && r.rt.claimActive() {
+		// alarms to deliver: try again when there is room, a second later,
+		// or after failed wakes twice as long each time up to maxWakeWait,
+		// so that a room that cannot wake (a constructor that panics on
+		// its data) does not take a slot and a storage open every second.
+		if !r.stopped && now.Sub(r.failed) >= wakeWait(r.wakeFails) && r.rt.claimActive() {
 			r.startLocked()
 		}
 		return
@@ -275,6 +279,16 @@ func (r *room) offerSleep(now time.Time) {
 	case r.notify <- struct{}{}:
 	default:
 	}
+}
+
+// maxWakeWait bounds the wait between retries of a room's failed wakes.
+const maxWakeWait = 5 * time.Minute
+
+// wakeWait is how long the sweep waits before it wakes a room that holds
+// events again, after fails failed wakes in a row: a second, doubled for
+// each failure, at most maxWakeWait.
+func wakeWait(fails int) time.Duration {
+	return min(time.Second<<min(fails, 16), maxWakeWait)
 }
 
 // holdLocked keeps ev for the room's next wake, which the sweep retries;
@@ -336,6 +350,9 @@ func (r *room) run(woke time.Time) {
 				r.failWake(err)
 			} else {
 				awake = true
+				r.mu.Lock()
+				r.wakeFails = 0
+				r.mu.Unlock()
 			}
 		}
 		if awake {
@@ -450,6 +467,7 @@ func (r *room) serve() {
 func (r *room) failWake(err error) {
 	r.log.Error("room unavailable", zap.Error(err))
 	r.mu.Lock()
+	r.wakeFails++
 	queued := r.queue
 	r.queue, r.droppable = nil, 0
 	r.mu.Unlock()

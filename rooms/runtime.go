@@ -438,7 +438,7 @@ func (rt *Runtime) ServeHTTP(w http.ResponseWriter, req *http.Request, kind, nam
 // Stats are the runtime's counters.
 type Stats struct {
 	Rooms         int   // awake rooms: an object and a goroutine in memory
-	Hibernated    int   // rooms asleep with sockets open
+	Hibernated    int   // rooms asleep with sockets open, and any holding closes or alarms for a wake they wait for
 	Wakes         int64 // rooms brought into memory, the first time included
 	Hibernations  int64 // rooms put to sleep with their sockets open
 	Evictions     int64 // rooms without sockets dropped from memory
