@@ -618,12 +618,25 @@ func (r *room) runBatch(batch []*event) {
 		r.failBatch(batch, err)
 		return
 	}
+	tx := r.store.Tx()
 	r.inBatch = true
 	for _, ev := range batch {
 		r.runEvent(ev, func() error { return r.store.Transaction(func() error { return r.handle(ev) }) })
 	}
 	r.inBatch = false
-	alarmAt, alarmSet, err := r.indexAlarm()
+	var err error
+	if r.store.Tx() != tx {
+		// A handler ended the batch's transaction (State.Storage's
+		// Commit, Rollback or Begin): what the events before it wrote is
+		// gone or already committed apart, and nothing of theirs may go
+		// out as if this commit had made it durable.
+		err = errTxEnded
+	}
+	var alarmAt time.Time
+	var alarmSet bool
+	if err == nil {
+		alarmAt, alarmSet, err = r.indexAlarm()
+	}
 	if err == nil {
 		err = r.rt.commitHook(r.id)
 	}

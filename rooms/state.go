@@ -79,6 +79,7 @@ var (
 	errMailboxFull   = errors.New("rooms: mailbox full")
 	errNodeFull      = errors.New("rooms: the node holds its most active rooms")
 	errStorageFailed = errors.New("rooms: storage failed")
+	errTxEnded       = errors.New("rooms: a handler ended the room's transaction (Storage.Commit, Rollback or Begin inside an event)")
 )
 
 // State is what a room object works with: its identity, storage and

@@ -38,6 +38,7 @@ type Room struct {
 	conn           *sql.Conn   // the one connection: transactions span calls
 	dc             driver.Conn // conn's driver connection, which statements use
 	inTx           bool        // Begin has not been committed or rolled back
+	txs            uint64      // transactions begun: names the open one (Tx)
 	depth          int         // savepoints open inside the transaction
 	epoch          uint64      // the ownership epoch this handle writes under
 	// internal is set while den runs its own SQL. The authorizer checks
@@ -582,6 +583,7 @@ func (r *Room) begin() error {
 		return r.mapError(err)
 	}
 	r.inTx, r.depth, r.broken = true, 0, false
+	r.txs++
 	stored, err := r.storedEpoch()
 	if err != nil {
 		_ = r.abort()
@@ -619,6 +621,18 @@ func (r *Room) Begin() error {
 		return errors.New("storage: Begin inside a transaction")
 	}
 	return r.begin()
+}
+
+// Tx names the open transaction, 0 if none: a caller that began one can
+// tell, before it commits, whether it is still the one it began, or was
+// ended and another begun meanwhile.
+func (r *Room) Tx() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.inTx {
+		return 0
+	}
+	return r.txs
 }
 
 // Commit makes the transaction durable (with SyncFull, on disk). On
