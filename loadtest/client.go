@@ -374,6 +374,11 @@ func (l *loop) message(c *conn, m wsframe.Message, now int64) {
 	l.stats.received.Add(1)
 	l.stats.recvBytes.Add(int64(len(m.Payload)))
 	ts, from, stamped := parseStamp(m.Payload)
+	if stamped && ts < l.w.started {
+		// An earlier run's message, in a durable room's history: neither
+		// a delivery nor a reply.
+		return
+	}
 	if stamped {
 		if from != c.n {
 			l.stats.delivered.Add(1)
@@ -382,9 +387,11 @@ func (l *loop) message(c *conn, m wsframe.Message, now int64) {
 		}
 	}
 	switch {
-	case c.awaitAt != 0 && (!stamped || from == c.n):
-		// A timed send (ping, wake, closed-loop echo) is answered by the
-		// first reply that is not another connection's message.
+	case c.awaitAt != 0 && (stamped && from == c.n && ts == c.awaitAt || !stamped && l.w.cfg.Scenario == Idle):
+		// A timed send is answered by its own message back (wake,
+		// closed-loop echo: an ack or a presence frame is not the
+		// answer), or, for an idle ping, whose text carries no stamp, by
+		// the first reply without one.
 		l.stats.recordLatency(now - c.awaitAt)
 		c.awaitAt = 0
 		l.awaiting--

@@ -53,7 +53,9 @@ func (l *loop) tick(now int64) bool {
 			w.kickNow()
 		}
 	}
-	if w.cfg.Scenario == Idle && w.cfg.PingEvery > 0 && phase <= phaseTraffic {
+	// Pings begin with the hold, not during the ramp, whose joins bring
+	// presence frames that a ping's wait would take for its answer.
+	if w.cfg.Scenario == Idle && w.cfg.PingEvery > 0 && phase == phaseTraffic {
 		l.ping(now, dt)
 	}
 	if phase != phaseTraffic {

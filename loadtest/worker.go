@@ -39,6 +39,11 @@ type worker struct {
 	tmplHead       []byte
 	tmplTail       []byte
 
+	// started is when this worker was made, before any message of the
+	// run was stamped: an earlier stamp is an earlier run's, which a
+	// durable room sends again in the history it gives a joiner.
+	started int64
+
 	phase       atomic.Int32
 	waveDone    atomic.Int32  // loops whose first wave is done
 	connectedAt atomic.Int64  // when the last loop's first wave was done
@@ -66,6 +71,7 @@ func newWorker(cfg Config, id, workers int) (*worker, error) {
 		lim:     wsframe.Limits{MaxMessage: maxClientMessage, FromServer: true},
 		pad:     []byte(strings.Repeat("x", cfg.Size)),
 		latency: newHist(), connect: newHist(), kick: make(chan struct{}, 1),
+		started: time.Now().UnixNano(),
 	}
 	w.user = newSourceSet(sources)
 	w.loopback = newSourceSet([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
