@@ -294,7 +294,9 @@ func (l *loop) act(w *work) {
 	if s.state != stateOpen {
 		return // closing or gone: nothing more is written
 	}
-	if backlog := s.conn.OutboundBuffered(); w.slow || (backlog > 0 && backlog+queued > l.srv.cfg.WriteQueueBytes) {
+	// Over the limit only with more to add: a close asked for behind a
+	// large message goes out as the room asked, after it.
+	if backlog := s.conn.OutboundBuffered(); w.slow || (queued > 0 && backlog > 0 && backlog+queued > l.srv.cfg.WriteQueueBytes) {
 		l.slowConsumer(s)
 		return
 	}
@@ -471,6 +473,13 @@ func (l *loop) startClose(s *Socket, code wsframe.StatusCode, reason string) {
 	l.refuseFrames(s)
 	s.state = stateClosing
 	s.since = l.wheel.now
+	if s.conn.OutboundBuffered() > 0 {
+		// Looked at each tick while the client reads what is ahead of
+		// the close frame (see due).
+		l.progress(s, l.srv.ticks.close)
+		l.wheel.file(s, l.wheel.now+1)
+		return
+	}
 	l.wheel.file(s, l.wheel.now+l.srv.ticks.close)
 }
 
@@ -713,6 +722,18 @@ func (l *loop) due(s *Socket) {
 			l.wheel.file(s, now+t.pong)
 		}
 	case stateClosing:
+		if s.conn.OutboundBuffered() > 0 {
+			// Den's close frame is still behind output the client is
+			// reading: the timeout counts from its last read, as a
+			// lingering socket's does, so a steady reader gets it all.
+			if !l.progress(s, t.close) || now-s.since >= t.close {
+				l.closeConn(s)
+				return
+			}
+			l.wheel.file(s, now+1)
+			return
+		}
+		delete(l.draining, s)
 		if now-s.since < t.close {
 			l.wheel.file(s, s.since+t.close)
 			return
