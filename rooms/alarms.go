@@ -315,6 +315,7 @@ func (r *room) runAlarm(ev *event) error {
 	// The scheduler let go of the alarm to fire it: the commit gives it
 	// back whatever the room's alarm is then.
 	r.alarmPopped = true
+	r.dueHanded, r.dueAt = 0, r.rt.clock.Now()
 	if r.store == nil {
 		return nil
 	}
@@ -341,11 +342,18 @@ func (r *room) retryAlarm(ev *event) {
 	var err error
 	if next > alarmRetries {
 		r.rt.alarmsDropped.Add(1)
-		// The scheduled events Due handed the failing handler go too; the
-		// rest keep the alarm going.
+		// The scheduled events Due handed the failing handler go too (its
+		// takes rolled back with it: they are the soonest due when it
+		// last called Due), or, if it never called Due, those due as its
+		// run began, which it failed on; events due since keep the alarm
+		// going.
+		n := dueBatch
+		if r.dueHanded > 0 {
+			n = r.dueHanded
+		}
 		var dropped []storage.ScheduledEntry
 		if err = r.store.DeleteAlarm(); err == nil {
-			dropped, err = r.store.TakeDue(r.rt.clock.Now(), dueBatch)
+			dropped, err = r.store.TakeDue(r.dueAt, n)
 		}
 		if err == nil {
 			var at time.Time

@@ -142,7 +142,7 @@ func fakeRuntime(t *testing.T, kinds ...Kind) (*Runtime, *storage.Store, *clock.
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := clock.NewFake(time.Now())
+	fake := clock.NewFake(time.Now().Truncate(time.Millisecond))
 	rt, err := New(Config{Store: store, Kinds: kinds, Clock: fake, HibernateAfter: 10 * time.Second, EvictAfter: time.Minute})
 	if err != nil {
 		t.Fatal(err)

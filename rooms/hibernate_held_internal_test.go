@@ -268,7 +268,7 @@ func TestFailedWakesBackOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := clock.NewFake(time.Now())
+	fake := clock.NewFake(time.Now().Truncate(time.Millisecond))
 	rt, err := New(Config{Store: store, Clock: fake, HibernateAfter: time.Hour, EvictAfter: time.Minute,
 		Kinds: []Kind{{Name: "k", New: func(st *State) Handler {
 			if fail.Load() {
@@ -313,7 +313,7 @@ func TestRoomHoldingOnlyAnAlarmIsNotHibernated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := clock.NewFake(time.Now())
+	fake := clock.NewFake(time.Now().Truncate(time.Millisecond))
 	rt, err := New(Config{Store: store, Clock: fake, MaxActive: 1, HibernateAfter: time.Hour, EvictAfter: time.Minute,
 		Kinds: []Kind{{Name: "k", New: func(st *State) Handler { return &alarmSetter{st: st} }}}})
 	if err != nil {

@@ -151,7 +151,7 @@ func TestConstructorDeferRunsAfterAFailedCommit(t *testing.T) {
 	}
 	var fail atomic.Bool
 	k := &ctorDeferKind{}
-	fake := clock.NewFake(time.Now())
+	fake := clock.NewFake(time.Now().Truncate(time.Millisecond))
 	rt, err := New(Config{Store: store, Kinds: []Kind{k.kind()}, Clock: fake,
 		HibernateAfter: 10 * time.Second, EvictAfter: time.Minute,
 		CommitHook: func(ID) error {

@@ -104,7 +104,7 @@ func sleepyNode(t *testing.T) (*node, *clock.Fake, *sleepyKind) {
 func sleepyNodeSync(t *testing.T, sync string) (*node, *clock.Fake, *sleepyKind) {
 	t.Helper()
 	k := &sleepyKind{hold: make(chan struct{})}
-	fake := clock.NewFake(time.Now())
+	fake := clock.NewFake(time.Now().Truncate(time.Millisecond))
 	n := startNodeSync(t, t.TempDir(), sync, rooms.Config{
 		Kinds: append(builtin.Kinds(), k.kind()), Clock: fake, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 		HibernateAfter: 10 * time.Second, EvictAfter: time.Minute,

@@ -51,7 +51,7 @@ func TestMaxSocketsPerRoom(t *testing.T) {
 // must not wake the room past the limit either: it waits until the awake
 // room sleeps, then the sleeping room wakes to handle it.
 func TestMaxActiveRooms(t *testing.T) {
-	fake := clock.NewFake(time.Now())
+	fake := clock.NewFake(time.Now().Truncate(time.Millisecond))
 	n := startNode(t, t.TempDir(), rooms.Config{MaxActive: 1, Clock: fake, HibernateAfter: 10 * time.Second, EvictAfter: 10 * time.Second})
 	a, code := dialStatus(t, n, "/rooms/chat/a?user=ann")
 	if code != http.StatusSwitchingProtocols {

@@ -15,7 +15,7 @@ import (
 // runtime's index, so a client naming fresh rooms cannot grow it, and the
 // room stays absent.
 func TestRegressNodeFullLeavesNoPhantomRooms(t *testing.T) {
-	fake := clock.NewFake(time.Now())
+	fake := clock.NewFake(time.Now().Truncate(time.Millisecond))
 	n := startNode(t, t.TempDir(), rooms.Config{MaxActive: 1, Clock: fake, HibernateAfter: time.Hour, EvictAfter: time.Hour})
 	a, code := dialStatus(t, n, "/rooms/chat/a?user=ann")
 	if code != http.StatusSwitchingProtocols {

@@ -92,6 +92,12 @@ type room struct {
 	failed    time.Time // when a wake last failed, or an event was held
 	wakeFails int       // wakes failed in a row, for the sweep's backoff
 
+	// The scheduled events State.Due has handed the running alarm
+	// handler: how many, and the time of the last call (or of the run's
+	// start, before any).
+	dueHanded int
+	dueAt     time.Time
+
 	auto   atomic.Pointer[[2]string] // auto-response: request, response
 	nsocks atomic.Int32              // len(socks), for the sweep and the admin API
 

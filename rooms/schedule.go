@@ -50,10 +50,14 @@ func (st *State) Due() ([]Scheduled, error) {
 	if st.Storage == nil {
 		return nil, errNoAlarms
 	}
-	es, err := st.Storage.TakeDue(st.Now(), dueBatch)
+	now := st.Now()
+	es, err := st.Storage.TakeDue(now, dueBatch)
 	if err != nil {
 		return nil, err
 	}
+	// What this alarm's handler was handed, for retryAlarm to drop after
+	// the last retry: exactly these, not what came due since.
+	st.r.dueAt, st.r.dueHanded = now, st.r.dueHanded+len(es)
 	out := make([]Scheduled, len(es))
 	for i, e := range es {
 		out[i] = Scheduled(e)

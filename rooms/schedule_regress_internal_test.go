@@ -188,7 +188,7 @@ func TestRegressScheduleHugeTime(t *testing.T) {
 
 // The fake clock's timer contract: at once if at has passed.
 func TestRegressFakeTimerPast(t *testing.T) {
-	f := clock.NewFake(time.Now())
+	f := clock.NewFake(time.Now().Truncate(time.Millisecond))
 	tm := f.NewTimer(f.Now().Add(-time.Second))
 	select {
 	case <-tm.C():
@@ -203,7 +203,7 @@ func TestRegressScheduleSmallBatchLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := &skKind{fake: clock.NewFake(time.Now())}
+	k := &skKind{fake: clock.NewFake(time.Now().Truncate(time.Millisecond))}
 	rt, err := New(Config{Store: store, Kinds: []Kind{k.kind()}, Clock: k.fake, HibernateAfter: 10 * time.Second, EvictAfter: time.Minute})
 	if err != nil {
 		t.Fatal(err)

@@ -53,9 +53,21 @@ func CheckTime(at time.Time) error {
 // still, the alarm is as it was, and nobody need read it to know.
 func (r *Room) AlarmWrites() uint64 { return r.alarmWrites.Load() }
 
-// SetAlarm sets the room's alarm to at (millisecond precision), replacing
-// any, with its retry count. Like every write it joins the open
-// transaction: a rolled-back event leaves the alarm as it was.
+// ceilMilli is at in milliseconds since 1970, rounded up, as alarms and
+// scheduled events are stored: what comes due at that millisecond comes
+// no sooner than asked. Events within one millisecond come in the order
+// they were scheduled.
+func ceilMilli(at time.Time) int64 {
+	ms := at.UnixMilli()
+	if at.After(time.UnixMilli(ms)) {
+		ms++
+	}
+	return ms
+}
+
+// SetAlarm sets the room's alarm to at (millisecond precision, rounded
+// up), replacing any, with its retry count. Like every write it joins the
+// open transaction: a rolled-back event leaves the alarm as it was.
 func (r *Room) SetAlarm(at time.Time, retry int) error {
 	if err := CheckTime(at); err != nil {
 		return err
@@ -63,7 +75,7 @@ func (r *Room) SetAlarm(at time.Time, retry int) error {
 	r.alarmWrites.Add(1)
 	return r.write(func() error {
 		if _, err := r.exec(`INSERT INTO _den_meta (k, v) VALUES ('alarm', ?)
-			ON CONFLICT (k) DO UPDATE SET v = excluded.v`, at.UnixMilli()); err != nil {
+			ON CONFLICT (k) DO UPDATE SET v = excluded.v`, ceilMilli(at)); err != nil {
 			return err
 		}
 		_, err := r.exec(`INSERT INTO _den_meta (k, v) VALUES ('alarm_retry', ?)
@@ -151,7 +163,7 @@ func (r *Room) Schedule(at time.Time, payload []byte) error {
 		if payload == nil {
 			payload = []byte{}
 		}
-		_, err := r.exec(`INSERT INTO _den_schedule (at, payload) VALUES (?, ?)`, at.UnixMilli(), payload)
+		_, err := r.exec(`INSERT INTO _den_schedule (at, payload) VALUES (?, ?)`, ceilMilli(at), payload)
 		return err
 	})
 }

@@ -856,3 +856,23 @@ func TestAlterTable(t *testing.T) {
 		}
 	}
 }
+
+// A scheduled event does not come due before its time: TakeDue at a now
+// before at leaves it pending.
+func TestScheduleNotDueEarly(t *testing.T) {
+	r := openRoom(t, openStore(t, Options{}), "ab01")
+	base := time.UnixMilli(1_700_000_000_000)
+	at := base.Add(1500 * time.Microsecond)
+	if err := r.Schedule(at, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	now := base.Add(1200 * time.Microsecond)
+	es, err := r.TakeDue(now, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 0 {
+		t.Fatalf("event scheduled for %v taken at %v (%v early); its At reads %v",
+			at.Format(time.StampMicro), now.Format(time.StampMicro), at.Sub(now), es[0].At.Format(time.StampMicro))
+	}
+}
