@@ -59,6 +59,8 @@ func TestConfigErrors(t *testing.T) {
 		// Settings that would do nothing on their own.
 		{[]string{"--message-burst", "50"}, nil, "--message-burst needs --message-rate"},
 		{[]string{"--jwt-leeway", "30s"}, nil, "need --jwt-secret"},
+		{[]string{"--jwt-keys", ","}, nil, "--jwt-keys"},
+		{nil, map[string]string{"DEN_JWT_KEYS": " "}, "--jwt-keys"},
 		{[]string{"--connect-webhook-timeout", "-1s"}, nil, "need --connect-webhook"},
 		{[]string{"--connect-webhook-cache", "5s"}, nil, "need --connect-webhook"},
 		{[]string{"--connect-webhook-forward", "Cookie"}, nil, "need --connect-webhook"},

@@ -248,6 +248,11 @@ func (c *serveConfig) buildAuth() error {
 		}
 		cfg.Secret = bytes.TrimRight(b, "\r\n")
 	}
+	if c.jwtKeys != "" && len(splitList(c.jwtKeys)) == 0 {
+		// Given but naming no file: silently checking no tokens would
+		// let every join in.
+		return fmt.Errorf("--jwt-keys %q: names no key file", c.jwtKeys)
+	}
 	for _, path := range splitList(c.jwtKeys) {
 		keys, err := auth.LoadKeys(path)
 		if err != nil {
