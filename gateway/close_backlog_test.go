@@ -40,17 +40,6 @@ func TestCloseTimeoutLetsASteadyReaderFinish(t *testing.T) {
 	fake := clock.NewFake(time.Unix(0, 0))
 	srv := startServer(t, Config{Rooms: closeAfterBig{size: size}, Clock: fake, EventLoops: 1,
 		Tick: tick, CloseTimeout: 10 * tick, HandshakeTimeout: 10 * tick})
-	advance := func() {
-		fake.Advance(tick)
-		want := srv.nowTick()
-		waitFor(t, "den's loops to take the tick", func() bool {
-			seen := true
-			for _, l := range *srv.loopSet.Load() {
-				onLoop(l, func() { seen = seen && l.wheel.now >= want })
-			}
-			return seen
-		})
-	}
 	c := dialRaw(t, srv)
 	c.conn.(*net.TCPConn).SetReadBuffer(16 << 10)
 	c.upgrade("/rooms/echo/x")
@@ -80,7 +69,7 @@ func TestCloseTimeoutLetsASteadyReaderFinish(t *testing.T) {
 		}
 		if sinceTick += n; sinceTick >= perTick {
 			sinceTick = 0
-			advance()
+			advanceTick(t, srv, fake, tick)
 		}
 	}
 	h, hn, _ := wsframe.ParseHeader(got)

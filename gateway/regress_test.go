@@ -34,6 +34,21 @@ func onLoop(l *loop, f func()) {
 	<-done
 }
 
+// advanceTick moves den's fake clock a tick and waits until every loop
+// has seen it.
+func advanceTick(t *testing.T, srv *Server, fake *clock.Fake, tick time.Duration) {
+	t.Helper()
+	fake.Advance(tick)
+	want := srv.nowTick()
+	waitFor(t, "den's loops to take the tick", func() bool {
+		seen := true
+		for _, l := range *srv.loopSet.Load() {
+			onLoop(l, func() { seen = seen && l.wheel.now >= want })
+		}
+		return seen
+	})
+}
+
 // blockLoop keeps l busy in a task until the returned function is called,
 // so events and tasks queue up behind it in a known order.
 func blockLoop(l *loop) (release func()) {
@@ -564,19 +579,6 @@ func TestSlowReaderGetsEverything(t *testing.T) {
 	fake := clock.NewFake(time.Unix(0, 0))
 	srv := startServer(t, Config{Handler: mux, Clock: fake, WriteQueueBytes: 16 << 10, MaxMessageBytes: 16 << 10,
 		Tick: tick, CloseTimeout: 10 * tick, HandshakeTimeout: 10 * tick})
-	// advance moves den's clock a tick and waits until every loop has
-	// seen it.
-	advance := func() {
-		fake.Advance(tick)
-		want := srv.nowTick()
-		waitFor(t, "den's loops to take the tick", func() bool {
-			seen := true
-			for _, l := range *srv.loopSet.Load() {
-				onLoop(l, func() { seen = seen && l.wheel.now >= want })
-			}
-			return seen
-		})
-	}
 	for _, hdr := range []string{"X-Keep: alive", "Connection: close"} {
 		c := dialRaw(t, srv)
 		c.conn.(*net.TCPConn).SetReadBuffer(16 << 10)
@@ -601,7 +603,7 @@ func TestSlowReaderGetsEverything(t *testing.T) {
 			}
 			if sinceTick += n; sinceTick >= perTick {
 				sinceTick = 0
-				advance()
+				advanceTick(t, srv, fake, tick)
 			}
 		}
 		if got != size {

@@ -126,9 +126,9 @@ func (b *batcher) batch(t *testing.T, c *websocket.Conn, msgs ...string) {
 	b.release <- struct{}{}
 }
 
-// readOrClose reads text messages until the socket closes, and returns
-// them with the close code.
-func readOrClose(t *testing.T, c *websocket.Conn) ([]string, int) {
+// expectOnly1011 reads c until it closes, and fails t unless nothing came
+// before a close with 1011: the batch failed and released nothing.
+func expectOnly1011(t *testing.T, c *websocket.Conn) {
 	t.Helper()
 	var got []string
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -136,7 +136,10 @@ func readOrClose(t *testing.T, c *websocket.Conn) ([]string, int) {
 		_, m, err := c.ReadMessage()
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
-			return got, ce.Code
+			if len(got) > 0 || ce.Code != 1011 {
+				t.Fatalf("got %q, closed %d; want nothing and 1011", got, ce.Code)
+			}
+			return
 		}
 		if err != nil {
 			t.Fatalf("read: %v (after %q)", err, got)
@@ -151,10 +154,7 @@ func TestRaiseRollbackDropsEarlierOutput(t *testing.T) {
 	b := newBatcher(t, rooms.Config{})
 	a := b.n.dial(t, "/rooms/gate/r")
 	b.batch(t, a, "put:1", "raise", "put:2")
-	got, code := readOrClose(t, a)
-	if len(got) > 0 || code != 1011 {
-		t.Fatalf("got %q, closed %d; want nothing and 1011", got, code)
-	}
+	expectOnly1011(t, a)
 	c := b.n.dial(t, "/rooms/gate/r")
 	send(t, c, "count")
 	if got := read(t, c); got != "count 0" {
@@ -170,10 +170,7 @@ func TestHandlerEndingTheTransactionReleasesNothing(t *testing.T) {
 	b := newBatcher(t, rooms.Config{})
 	a := b.n.dial(t, "/rooms/gate/m")
 	b.batch(t, a, "put:1", "restart", "count")
-	got, code := readOrClose(t, a)
-	if len(got) > 0 || code != 1011 {
-		t.Fatalf("got %q, closed %d; want nothing and 1011", got, code)
-	}
+	expectOnly1011(t, a)
 }
 
 // A failed inner Transaction and a handler that panics midway leave no
