@@ -101,14 +101,24 @@ func (c *chat) Connect(conn *rooms.Connect) error {
 	if err != nil {
 		return err
 	}
-	history = newestWithin(history, chatHistoryBytes)
 	s := conn.Accept()
 	if err := s.SetAttachment([]byte(user)); err != nil {
 		return err
 	}
-	s.Send(true, marshal(map[string]any{"type": "history", "messages": history}))
+	s.Send(true, historyFrame(history))
 	c.st.Broadcast(true, c.presence("join", user))
 	return nil
+}
+
+// historyFrame is a joiner's history frame: msgs, or, past
+// chatHistoryBytes, the newest of them that fit. Messages are measured
+// one by one only then.
+func historyFrame(msgs []message) []byte {
+	frame := func(ms []message) []byte { return marshal(map[string]any{"type": "history", "messages": ms}) }
+	if f := frame(msgs); len(f) <= chatHistoryBytes {
+		return f
+	}
+	return frame(newestWithin(msgs, chatHistoryBytes-len(frame([]message{}))))
 }
 
 // newestWithin returns the newest of msgs, oldest first, whose frames
