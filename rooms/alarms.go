@@ -67,12 +67,7 @@ func (st *State) DeleteAlarm() error {
 }
 
 // setAlarmNow sets the alarm outside a batch (in the constructor, or in
-// Error), where no commit follows to index and schedule it, and the write
-// is durable as it returns. As a batch does, a new or earlier alarm is
-// indexed before it is written, so that a crash between the two leaves
-// the index ahead of the room; a later one after, so that the room's
-// earlier alarm stays indexed until the room no longer has it. Then it is
-// scheduled.
+// Error), where no commit follows to index and schedule it.
 func (r *room) setAlarmNow(at time.Time) error {
 	if err := storage.CheckTime(at); err != nil {
 		return err
@@ -81,13 +76,22 @@ func (r *room) setAlarmNow(at time.Time) error {
 	if err != nil {
 		return err
 	}
-	later := had && at.After(cur)
+	return r.writeAlarmNow(at, had && at.After(cur), func() error { return r.store.SetAlarm(at, 0) })
+}
+
+// writeAlarmNow runs write, which sets the alarm to at outside a batch and
+// is durable as it returns; later says at is after the room's alarm. As a
+// batch does, a new or earlier alarm is indexed before it is written, so
+// that a crash between the two leaves the index ahead of the room; a later
+// one after, so that the room's earlier alarm stays indexed until the room
+// no longer has it. Then it is scheduled.
+func (r *room) writeAlarmNow(at time.Time, later bool, write func() error) error {
 	if !later {
 		if err := r.rt.store.IndexAlarm(r.id.String(), r.kind.Name, r.name, at); err != nil {
 			return err
 		}
 	}
-	err = r.store.SetAlarm(at, 0)
+	err := write()
 	r.alarmWrites = r.store.AlarmWrites()
 	if err != nil {
 		// Any index written is ahead of the room, which a fire puts right.

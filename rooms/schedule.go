@@ -2,6 +2,8 @@ package rooms
 
 import (
 	"time"
+
+	"github.com/den-rooms/den/storage"
 )
 
 // Scheduled is an event stored with State.Schedule, come due.
@@ -21,15 +23,54 @@ func (st *State) Now() time.Time { return st.r.rt.clock.Now() }
 // may be pending. They ride on the room's one alarm, which Schedule moves
 // earlier when at is sooner (but not a failed alarm waiting to retry);
 // Handler.Alarm takes those due with Due. A kind that uses Schedule leaves
-// the alarm to it.
+// the alarm to it. Outside an event (in the constructor, or in Error) the
+// event and the alarm are written together, durable as Schedule returns.
 func (st *State) Schedule(at time.Time, payload []byte) error {
 	if st.Storage == nil {
 		return errNoAlarms
+	}
+	if !st.r.inBatch {
+		return st.r.scheduleNow(at, payload)
 	}
 	if err := st.Storage.Schedule(at, payload); err != nil {
 		return err
 	}
 	return st.armAt(at)
+}
+
+// scheduleStored, if set, runs as soon as a Schedule outside a batch has
+// made its event durable: the crash test kills den there.
+var scheduleStored func()
+
+// scheduleNow stores a scheduled event outside a batch (in the
+// constructor, or in Error), where no commit follows. The event and the
+// alarm it moves earlier are one transaction: stored apart, a crash
+// between them left an event that nothing would fire.
+func (r *room) scheduleNow(at time.Time, payload []byte) error {
+	if err := storage.CheckTime(at); err != nil {
+		return err
+	}
+	cur, retry, had, err := r.store.Alarm()
+	if err != nil {
+		return err
+	}
+	// As armAt: the alarm only moves earlier, and not while a failed one
+	// waits for its retry. An alarm left as it is fires the event.
+	if had && (!at.Before(cur) || retry > 0) {
+		return r.store.Schedule(at, payload)
+	}
+	return r.writeAlarmNow(at, false, func() error {
+		err := r.store.Transaction(func() error {
+			if err := r.store.Schedule(at, payload); err != nil {
+				return err
+			}
+			return r.store.SetAlarm(at, 0)
+		})
+		if err == nil && scheduleStored != nil {
+			scheduleStored()
+		}
+		return err
+	})
 }
 
 // armAt moves the alarm to at if that is sooner, unless a failed alarm
