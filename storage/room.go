@@ -41,6 +41,9 @@ type Room struct {
 	txs            uint64      // transactions begun: names the open one (Tx)
 	depth          int         // savepoints open inside the transaction
 	epoch          uint64      // the ownership epoch this handle writes under
+	// claims are the Claims written in the open transaction, in order:
+	// what rolls their writes back puts the handle's epoch back too.
+	claims []claimUndo
 	// internal is set while den runs its own SQL. The authorizer checks
 	// everything else, whenever SQLite prepares it: at Exec, for every
 	// statement of it, and again if SQLite re-prepares a cached one.
@@ -480,7 +483,10 @@ func (r *Room) SetEpoch(epoch uint64) {
 
 // Claim makes epoch the room's: the handle writes under it, and from now
 // on a write under any older epoch fails with ErrStaleEpoch. A claim with
-// an epoch older than the room's fails the same way.
+// an epoch older than the room's fails the same way. Inside a transaction
+// the claim is one of its writes: rolled back with a savepoint, a
+// Rollback or a failed Commit, it leaves the handle under the epoch it had
+// before, as the room still has it.
 func (r *Room) Claim(epoch uint64) error {
 	r.mu.Lock()
 	old := r.epoch
@@ -496,9 +502,12 @@ func (r *Room) Claim(epoch uint64) error {
 		if stored > epoch {
 			return fmt.Errorf("%w (room epoch %d, claim %d)", ErrStaleEpoch, stored, epoch)
 		}
-		_, err = r.exec(`INSERT INTO _den_meta (k, v) VALUES ('epoch', ?)
-			ON CONFLICT (k) DO UPDATE SET v = excluded.v`, int64(epoch))
-		return err
+		if _, err = r.exec(`INSERT INTO _den_meta (k, v) VALUES ('epoch', ?)
+			ON CONFLICT (k) DO UPDATE SET v = excluded.v`, int64(epoch)); err != nil {
+			return err
+		}
+		r.claims = append(r.claims, claimUndo{old: old, epoch: epoch})
+		return nil
 	})
 	if err != nil {
 		r.mu.Lock()
@@ -506,6 +515,21 @@ func (r *Room) Claim(epoch uint64) error {
 		r.mu.Unlock()
 	}
 	return err
+}
+
+// claimUndo is a Claim that moved the handle's epoch from old to epoch.
+type claimUndo struct{ old, epoch uint64 }
+
+// undoClaims takes back the Claims from r.claims[from] on, whose writes
+// were rolled back: the handle's epoch is as it was before them. One that
+// SetEpoch gave the handle since is the lease's word, and stays.
+func (r *Room) undoClaims(from int) {
+	for i := len(r.claims) - 1; i >= from; i-- {
+		if c := r.claims[i]; r.epoch == c.epoch {
+			r.epoch = c.old
+		}
+	}
+	r.claims = r.claims[:from]
 }
 
 // Epoch is the room's current epoch (that of its latest Claim).
@@ -563,6 +587,7 @@ func (r *Room) abort() error {
 		err = nil
 	}
 	r.inTx, r.depth, r.broken = false, 0, false
+	r.undoClaims(0)
 	return r.mapError(err)
 }
 
@@ -606,7 +631,7 @@ func (r *Room) commit() error {
 		_ = r.abort()
 		return err
 	}
-	r.inTx, r.depth = false, 0
+	r.inTx, r.depth, r.claims = false, 0, r.claims[:0]
 	return nil
 }
 
@@ -680,6 +705,7 @@ func (r *Room) Transaction(f func() error) (err error) {
 	}
 	r.depth++
 	name := "den_sp" + strconv.Itoa(r.depth)
+	claims := len(r.claims)
 	if _, err := r.exec(`SAVEPOINT ` + name); err != nil {
 		r.depth--
 		err = r.mapError(err)
@@ -705,7 +731,9 @@ func (r *Room) Transaction(f func() error) (err error) {
 		}
 		var ferr error
 		if !ok {
-			_, ferr = r.exec(`ROLLBACK TO ` + name)
+			if _, ferr = r.exec(`ROLLBACK TO ` + name); ferr == nil {
+				r.undoClaims(claims)
+			}
 		}
 		if _, err := r.exec(`RELEASE ` + name); err != nil && ferr == nil {
 			ferr = err
