@@ -30,6 +30,8 @@ type Handler interface {
 	Close(s *Sock, code int, reason string, clean bool) error
 	// Request is an HTTP request to /rooms/{kind}/{name}[/...] that is not
 	// a handshake. Its response goes out once the event is durable.
+	// RequestIdentity(r) is who the client is, as Connect.Identity is for
+	// a join.
 	Request(w http.ResponseWriter, r *http.Request) error
 	// Alarm is the room's alarm (State.SetAlarm) come due. While it runs
 	// the alarm reads as unset, and one it sets stands. If it fails (an

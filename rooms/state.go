@@ -57,6 +57,28 @@ type Identity struct {
 	Tags []string
 }
 
+// identityKey is the context key WithIdentity stores a request's identity
+// under: unexported, so only WithIdentity can set it and a client cannot.
+type identityKey struct{}
+
+// WithIdentity returns r carrying id, for Handler.Request to read with
+// RequestIdentity. Whatever stands in front of the runtime and checks who
+// a client is calls it before Runtime.ServeHTTP (den's server does, from
+// the token and the connect webhook, as it sets a join's Identity).
+func WithIdentity(r *http.Request, id *Identity) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
+}
+
+// RequestIdentity is who the client of an HTTP request proved to be, as
+// Connect.Identity is for a join: the same checks made it, so a room
+// knows its HTTP callers as it knows its members. Nil when the request
+// carries no identity (no auth configured, or none the client offered).
+// Any goroutine may call it.
+func RequestIdentity(r *http.Request) *Identity {
+	id, _ := r.Context().Value(identityKey{}).(*Identity)
+	return id
+}
+
 // Limits of a room's sockets.
 const (
 	MaxTags          = 10

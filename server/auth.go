@@ -18,8 +18,8 @@ import (
 // guard is the gateway's Rooms with who-may-connect in front: a join, or
 // an HTTP request to a room, reaches its room only with a valid token
 // (when tokens are configured) and the connect webhook's consent (when it
-// is), and a joining socket's room sees who the client is. Messages and
-// closes of sockets already in pass straight through.
+// is), and the room sees who the client is. Messages and closes of
+// sockets already in pass straight through.
 type guard struct {
 	gateway.Rooms
 	verifier *auth.Verifier // nil: tokens are not checked
@@ -83,7 +83,9 @@ func (g *guard) Join(j *gateway.Join) {
 
 // ServeHTTP lets an HTTP request to a room through the same checks as a
 // join: its room's data is no less the room's for being read over HTTP.
-// It runs on a goroutine of its own, so the webhook is asked in line.
+// The room sees who the client is (rooms.RequestIdentity) as it does a
+// joiner. It runs on a goroutine of its own, so the webhook is asked in
+// line.
 func (g *guard) ServeHTTP(w http.ResponseWriter, req *http.Request, kind, name string) {
 	refuse := func(r *refusal) {
 		g.logRefusal("request refused", kind, name, r)
@@ -102,12 +104,15 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, req *http.Request, kind, name s
 			refuse(backendBusy)
 			return
 		}
-		_, r = g.askWebhook(req.Context(), req, kind, name, id)
+		id, r = g.askWebhook(req.Context(), req, kind, name, id)
 		g.releaseWebhook()
 		if r != nil {
 			refuse(r)
 			return
 		}
+	}
+	if id != nil {
+		req = rooms.WithIdentity(req, id)
 	}
 	g.Rooms.ServeHTTP(w, req, kind, name)
 }

@@ -130,7 +130,8 @@ func TestJoinTokens(t *testing.T) {
 	}
 }
 
-// whoami is a kind that tells each member who the room thinks it is.
+// whoami is a kind that tells each member, and each HTTP caller, who the
+// room thinks it is.
 var whoami = rooms.Kind{Name: "whoami", New: func(*rooms.State) rooms.Handler { return whoamiRoom{} }}
 
 type whoamiRoom struct{ rooms.Base }
@@ -147,6 +148,12 @@ func (whoamiRoom) Connect(c *rooms.Connect) error {
 	}
 	s.Send(true, b)
 	return nil
+}
+
+// Request answers who the room thinks the caller is, null for no one.
+func (whoamiRoom) Request(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(rooms.RequestIdentity(r))
 }
 
 // webhookNode starts a node that asks backend about every join, with the

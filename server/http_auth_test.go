@@ -12,6 +12,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/den-rooms/den/auth"
+	"github.com/den-rooms/den/rooms"
 	"github.com/den-rooms/den/server"
 )
 
@@ -108,5 +109,62 @@ func TestRoomHTTPAsksTheWebhook(t *testing.T) {
 	}
 	if log := n.log.String(); !strings.Contains(log, `"msg":"join refused"`) || !strings.Contains(log, `"msg":"request refused"`) {
 		t.Errorf("the refusals are not logged; log:\n%s", log)
+	}
+}
+
+// whoamiOver asks the whoami room at url over HTTP who it thinks the
+// caller is.
+func whoamiOver(t *testing.T, url, token string) *rooms.Identity {
+	t.Helper()
+	code, _, body := roomRequest(t, http.MethodGet, url, token, "")
+	if code != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", url, code, body)
+	}
+	var id *rooms.Identity
+	if err := json.Unmarshal([]byte(body), &id); err != nil {
+		t.Fatalf("GET %s: %v in %q", url, err, body)
+	}
+	return id
+}
+
+// A room's HTTP handler sees who the caller is as its connect handler
+// does: the token's identity with the webhook's claims over it; none for
+// a client without a token, nor on a node that checks nothing, whatever
+// the client sends.
+func TestRoomHTTPSeesTheIdentity(t *testing.T) {
+	v, err := auth.NewVerifier(auth.Config{Secret: []byte(testSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := webhookNode(t, func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Name string }
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		if req.Name == "hooked" {
+			_, _ = w.Write([]byte(`{"allow":true,"claims":{"name":"Bob","plan":"gold"}}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"allow":true}`))
+	}, 5*time.Second, func(c *server.Config) { c.Tokens = v })
+	cat := hs256(t, jwt.MapClaims{"sub": "u2", "preferred_username": "cat", "exp": time.Now().Add(time.Hour).Unix(), "team": "blue"})
+
+	if id := whoamiOver(t, n.base+"/rooms/whoami/x", cat); id == nil || id.Subject != "u2" || id.Name != "cat" || id.Claims["team"] != "blue" {
+		t.Errorf("with a token the room sees %+v, want u2, cat and the token's claims", id)
+	}
+	if id := whoamiOver(t, n.base+"/rooms/whoami/x?token="+cat, ""); id == nil || id.Subject != "u2" {
+		t.Errorf("with a token in the query the room sees %+v, want u2", id)
+	}
+	if id := whoamiOver(t, n.base+"/rooms/whoami/hooked", cat); id == nil || id.Subject != "u2" || id.Name != "Bob" || id.Claims["team"] != "blue" || id.Claims["plan"] != "gold" {
+		t.Errorf("with a token and the webhook's claims the room sees %+v, want u2, the webhook's name and both's claims", id)
+	}
+	if id := whoamiOver(t, n.base+"/rooms/whoami/hooked", ""); id == nil || id.Subject != "" || id.Name != "Bob" {
+		t.Errorf("with the webhook's claims alone the room sees %+v, want Bob", id)
+	}
+	if id := whoamiOver(t, n.base+"/rooms/whoami/x", ""); id != nil {
+		t.Errorf("without a token or the webhook's claims the room sees %+v, want nil", id)
+	}
+
+	open := startMetricsNode(t, func(c *server.Config) { c.Kinds = append(c.Kinds, whoami) })
+	if id := whoamiOver(t, open.base+"/rooms/whoami/x", cat); id != nil {
+		t.Errorf("on a node that checks nothing the room sees %+v, want nil", id)
 	}
 }
