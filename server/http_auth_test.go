@@ -168,3 +168,55 @@ func TestRoomHTTPSeesTheIdentity(t *testing.T) {
 		t.Errorf("on a node that checks nothing the room sees %+v, want nil", id)
 	}
 }
+
+// A chat message POSTed with a token is the token's user's, as a join
+// with one is: the verified name wins over the body's "user", which may
+// then be left out, and is cut to 64 bytes as a join's is; without a
+// token the body names the user.
+func TestChatPostTakesTheTokensName(t *testing.T) {
+	v, err := auth.NewVerifier(auth.Config{Secret: []byte(testSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startMetricsNode(t, func(c *server.Config) { c.Tokens = v })
+	exp := time.Now().Add(time.Hour).Unix()
+	ann := hs256(t, jwt.MapClaims{"sub": "u1", "name": "Ann", "exp": exp})
+	long := hs256(t, jwt.MapClaims{"sub": "u3", "name": strings.Repeat("é", 40), "exp": exp})
+	c, resp := handshake(t, n.addr, "/rooms/chat/lobby", nil)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("join: %d", resp.StatusCode)
+	}
+	readType(t, c, "history")
+
+	url := n.base + "/rooms/chat/lobby/messages"
+	var users []string
+	for _, tc := range []struct{ what, token, body, want string }{
+		{"a token and another user", ann, `{"user":"mallory","text":"one"}`, "Ann"},
+		{"a token and no user", ann, `{"text":"two"}`, "Ann"},
+		{"a token with a long name", long, `{"text":"three"}`, strings.Repeat("é", 32)},
+		{"no token", "", `{"user":"mallory","text":"four"}`, "mallory"},
+	} {
+		code, _, body := roomRequest(t, http.MethodPost, url, tc.token, tc.body)
+		var m struct{ User, Text string }
+		if err := json.Unmarshal([]byte(body), &m); code != http.StatusCreated || err != nil || m.User != tc.want {
+			t.Fatalf("%s: %d %s, want 201 from %s", tc.what, code, body, tc.want)
+		}
+		if got := readType(t, c, "message"); got["user"] != tc.want || got["text"] != m.Text {
+			t.Fatalf("%s: the room broadcast %v, want %q from %s", tc.what, got, m.Text, tc.want)
+		}
+		users = append(users, tc.want)
+	}
+	if code, _, body := roomRequest(t, http.MethodPost, url, "", `{"text":"five"}`); code != http.StatusBadRequest {
+		t.Errorf("no token and no user: %d %s, want 400", code, body)
+	}
+	_, _, body := roomRequest(t, http.MethodGet, url, "", "")
+	var stored []struct{ User string }
+	if err := json.Unmarshal([]byte(body), &stored); err != nil || len(stored) != len(users) {
+		t.Fatalf("history %s, want %d messages", body, len(users))
+	}
+	for i, m := range stored {
+		if m.User != users[i] {
+			t.Errorf("message %d stored from %q, want %q", i+1, m.User, users[i])
+		}
+	}
+}

@@ -303,11 +303,16 @@ func (c *chat) Request(w http.ResponseWriter, r *http.Request) error {
 			http.Error(w, "want {\"user\":U,\"text\":T}", http.StatusBadRequest)
 			return nil
 		}
-		if reason := checkText(in.Text); reason != "" || len(in.User) > chatMaxUser || in.User == "" {
+		user := in.User
+		if id := rooms.RequestIdentity(r); id != nil && id.Name != "" {
+			// As for a join: a verified name wins over one the client picks.
+			user = truncateUTF8(id.Name, chatMaxUser)
+		}
+		if reason := checkText(in.Text); reason != "" || len(user) > chatMaxUser || user == "" {
 			http.Error(w, "user must be 1..64 bytes and text 1..4096", http.StatusBadRequest)
 			return nil
 		}
-		m, err := c.post(in.User, in.Text, false)
+		m, err := c.post(user, in.Text, false)
 		if err != nil {
 			return err
 		}
