@@ -39,6 +39,8 @@ type Server struct {
 	acceptor *acceptor
 	baseCtx  context.Context
 	cancel   context.CancelFunc
+	// releaseProcs gives back the Ps Start reserved for the event loops.
+	releaseProcs func()
 
 	loopsMu sync.Mutex // serializes adding to loopSet
 	loopSet atomic.Pointer[[]*loop]
@@ -99,7 +101,7 @@ func (srv *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("gateway: listen: %w", err)
 	}
-	reserveLoopProcs(srv.cfg.EventLoops)
+	srv.releaseProcs = reserveLoopProcs(srv.cfg.EventLoops)
 	srv.cli, err = gnet.NewClient(&events{srv: srv},
 		gnet.WithNumEventLoop(srv.cfg.EventLoops),
 		// Go's accept already set TCP_NODELAY on the socket gnet duplicates;
@@ -112,6 +114,7 @@ func (srv *Server) Start() error {
 	}
 	if err != nil {
 		ln.Close()
+		srv.releaseProcs()
 		return fmt.Errorf("gateway: start event loops: %w", err)
 	}
 	srv.baseCtx, srv.cancel = context.WithCancel(context.Background())
@@ -321,6 +324,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		if e := srv.cli.Stop(); e != nil && !errors.Is(e, context.Canceled) {
 			srv.log.Debug("stopping event loops", zap.Error(e))
 		}
+		srv.releaseProcs()
 		srv.closeHalfClosed()
 	})
 	return err
