@@ -439,10 +439,14 @@ func (r *room) wake(woke time.Time) error {
 }
 
 // construct runs the kind's constructor; a panic in it fails the wake,
-// not the node.
+// not the node, and takes back the auto-response it set: the gateway
+// answers that pair at once, and would go on answering it for a room that
+// never came up.
 func (r *room) construct() (h Handler, err error) {
+	auto := r.auto.Load()
 	defer func() {
 		if p := recover(); p != nil {
+			r.auto.Store(auto)
 			err = fmt.Errorf("rooms: %s's constructor panicked: %v", r.kind.Name, p)
 		}
 	}()
