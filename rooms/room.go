@@ -349,13 +349,17 @@ func (r *room) run(woke time.Time) {
 	if !r.kind.Stateless {
 		growStack()
 	}
-	awake := false
+	// cut is set when retire tore an object down but events came before
+	// the room could leave memory (wakeAgain): to the counters the room
+	// never slept, so the wake that follows is not counted either, unless
+	// it fails and the room does leave.
+	awake, cut := false, false
 	for {
 		if !awake {
-			if err := r.wake(woke); err != nil {
+			if err := r.wake(woke, !cut); err != nil {
 				r.failWake(err)
 			} else {
-				awake = true
+				awake, cut = true, false
 				r.mu.Lock()
 				r.wakeFails = 0
 				r.mu.Unlock()
@@ -364,10 +368,10 @@ func (r *room) run(woke time.Time) {
 		if awake {
 			r.serve()
 		}
-		switch r.retire(awake) {
+		switch r.retire(awake, awake || cut) {
 		case stayAwake:
 		case wakeAgain:
-			awake, woke = false, time.Now()
+			awake, cut, woke = false, awake || cut, time.Now()
 		case asleep:
 			return
 		}
@@ -403,8 +407,8 @@ const (
 )
 
 // wake builds the room's object: its storage (none for a stateless kind),
-// then its constructor.
-func (r *room) wake(woke time.Time) error {
+// then its constructor. counted tells whether it counts as a wake.
+func (r *room) wake(woke time.Time, counted bool) error {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.log = r.rt.log.With(zap.String("kind", r.kind.Name), zap.String("room", r.name))
 	switch {
@@ -430,8 +434,10 @@ func (r *room) wake(woke time.Time) error {
 		return err
 	}
 	r.h = h
-	r.rt.wakes.Add(1)
-	r.rt.observe.Wake(time.Since(woke))
+	if counted {
+		r.rt.wakes.Add(1)
+		r.rt.observe.Wake(time.Since(woke))
+	}
 	r.mu.Lock()
 	r.last = r.rt.clock.Now()
 	r.mu.Unlock()
@@ -527,8 +533,10 @@ func turnAway(ev *event, reason string) bool {
 // retire puts the room to sleep: its object, goroutine and storage handle
 // go. Events queued before it begins keep the room awake; events that
 // come while it tears down wake it again. A room left with no sockets
-// leaves the index.
-func (r *room) retire(awake bool) int {
+// leaves the index. uncounted tells whether an object went down since the
+// last sleep counted: the sleep is counted once the room does leave
+// memory, not when events bring it back at once.
+func (r *room) retire(awake, uncounted bool) int {
 	rt := r.rt
 	r.mu.Lock()
 	if awake && len(r.queue) > 0 && !r.dead {
@@ -553,14 +561,6 @@ func (r *room) retire(awake bool) int {
 	r.st, r.h, r.ctx, r.cancel, r.log = nil, nil, nil, nil, nil
 	r.out, r.deferred, r.undoAttach = nil, nil, nil
 	r.autoBefore, r.autoHeld = autoChange{}, autoChange{}
-	if awake {
-		// A deleted room has left memory without its sockets, too.
-		if len(r.socks) > 0 && !r.dead {
-			rt.hibernations.Add(1)
-		} else {
-			rt.evictions.Add(1)
-		}
-	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	r.mu.Lock()
@@ -570,6 +570,14 @@ func (r *room) retire(awake bool) int {
 		r.queue = append(r.held, r.queue...)
 		r.held = nil
 		return wakeAgain
+	}
+	if uncounted {
+		// A deleted room has left memory without its sockets, too.
+		if len(r.socks) > 0 && !r.dead {
+			rt.hibernations.Add(1)
+		} else {
+			rt.evictions.Add(1)
+		}
 	}
 	r.running, r.sleep, r.busy, r.notify = false, false, false, nil
 	rt.awake.Add(-1)

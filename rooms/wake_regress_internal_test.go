@@ -1,11 +1,13 @@
 package rooms
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // autoCtorKind's constructor sets the auto-response "ping" → "pong-N",
@@ -44,5 +46,60 @@ func TestRegressFailedConstructorKeepsNoAutoResponse(t *testing.T) {
 	rt.Message(a, true, []byte("ping"))
 	if got := a.msgs(); !slices.Equal(got, []string{"pong-1"}) {
 		t.Fatalf("ping answered %q after the second constructor panicked, want the first one's [pong-1]", got)
+	}
+}
+
+// ctxKind answers each message with "ok" and keeps the Context of the
+// object it built last, which retire cancels as it tears the object down.
+type ctxKind struct {
+	ctx atomic.Pointer[context.Context]
+}
+
+type okRoom struct{ Base }
+
+func (okRoom) Message(s *Sock, _ bool, _ []byte) error {
+	s.SendText("ok")
+	return nil
+}
+
+func (k *ctxKind) kind() Kind {
+	return Kind{Name: "ctx", New: func(st *State) Handler {
+		ctx := st.Context()
+		k.ctx.Store(&ctx)
+		return okRoom{}
+	}}
+}
+
+// A message that comes while the room tears its object down wakes it
+// again at once (wakeAgain): the room never left memory, so that counts
+// as neither a hibernation nor a wake.
+func TestRegressCutSleepNotCounted(t *testing.T) {
+	k := &ctxKind{}
+	rt, _, fake := fakeRuntime(t, k.kind())
+	a := join(t, rt, "ctx", "r")
+	torn := *k.ctx.Load()
+	// retire takes rt.mu after the teardown, to leave the index or wake
+	// again: held here, the message surely comes in between.
+	rt.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			rt.mu.Unlock()
+		}
+	}()
+	waitUntil(t, "the object torn down", func() bool {
+		fake.Advance(11 * time.Second)
+		return torn.Err() != nil
+	})
+	rt.Message(a, true, []byte("x"))
+	rt.mu.Unlock()
+	locked = false
+	waitUntil(t, "the answer", func() bool { return len(a.msgs()) == 1 })
+	if st := rt.Stats(); st.Hibernations != 0 || st.Wakes != 1 || st.Rooms != 1 {
+		t.Fatalf("after a sleep cut short: %d hibernations, %d wakes, %d awake; want 0, 1, 1", st.Hibernations, st.Wakes, st.Rooms)
+	}
+	sleepRoom(t, rt, fake, "ctx", "r")
+	if st := rt.Stats(); st.Hibernations != 1 || st.Wakes != 1 || st.Rooms != 0 {
+		t.Fatalf("asleep: %d hibernations, %d wakes, %d awake; want 1, 1, 0", st.Hibernations, st.Wakes, st.Rooms)
 	}
 }
