@@ -307,7 +307,8 @@ func TestFailedWakesBackOff(t *testing.T) {
 
 // A room evicted, whose alarm comes due while the node is at its room
 // limit, holds the alarm without sockets: the admin API calls it evicted,
-// not hibernated (asleep with its sockets open).
+// not hibernated (asleep with its sockets open), and Stats does not count
+// it hibernated either.
 func TestRoomHoldingOnlyAnAlarmIsNotHibernated(t *testing.T) {
 	store, err := storage.Open(storage.Options{Dir: t.TempDir()})
 	if err != nil {
@@ -335,5 +336,8 @@ func TestRoomHoldingOnlyAnAlarmIsNotHibernated(t *testing.T) {
 	})
 	if info, err := rt.Info("k", "c"); err != nil || info.State != "evicted" {
 		t.Fatalf("a room holding only its alarm: %+v (%v), want evicted", info, err)
+	}
+	if st := rt.Stats(); st.Hibernated != 0 || st.Rooms != 1 {
+		t.Fatalf("a room holding only its alarm beside one awake: %d hibernated, %d awake; want 0 and 1", st.Hibernated, st.Rooms)
 	}
 }

@@ -91,6 +91,9 @@ type room struct {
 	held      []*event
 	failed    time.Time // when a wake last failed, or an event was held
 	wakeFails int       // wakes failed in a row, for the sweep's backoff
+	// hibernated: asleep in the index with sockets open, and counted so
+	// in the runtime's hibernated until the room starts again.
+	hibernated bool
 
 	// The scheduled events State.Due has handed the running alarm
 	// handler: how many, and the time of the last call (or of the run's
@@ -209,6 +212,10 @@ func (r *room) startLocked() {
 	if len(r.held) > 0 {
 		r.queue = append(r.held, r.queue...)
 		r.held = nil
+	}
+	if r.hibernated {
+		r.hibernated = false
+		r.rt.hibernated.Add(-1)
 	}
 	r.running = true
 	r.watch(true)
@@ -581,7 +588,12 @@ func (r *room) retire(awake, uncounted bool) int {
 	}
 	r.running, r.sleep, r.busy, r.notify = false, false, false, nil
 	rt.awake.Add(-1)
-	if !r.dead && len(r.socks) == 0 && len(r.held) == 0 {
+	switch {
+	case r.dead:
+	case len(r.socks) > 0:
+		r.hibernated = true
+		rt.hibernated.Add(1)
+	case len(r.held) == 0:
 		if rt.rooms[r.id] == r {
 			delete(rt.rooms, r.id)
 		}

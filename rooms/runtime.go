@@ -118,6 +118,10 @@ type Runtime struct {
 
 	serving sync.WaitGroup // room goroutines
 	awake   atomic.Int64   // rooms with a goroutine
+	// hibernated counts the rooms asleep with sockets open, kept as rooms
+	// start and sleep, so that Stats need not visit every room: a room
+	// asleep that holds only a close or an alarm for a wake is not one.
+	hibernated atomic.Int64
 	// watched are the rooms the sweep visits: those awake and those
 	// holding events for a wake. A room enters it under its own lock when
 	// it starts or holds an event, and leaves it, under the same lock, on
@@ -438,7 +442,7 @@ func (rt *Runtime) ServeHTTP(w http.ResponseWriter, req *http.Request, kind, nam
 // Stats are the runtime's counters.
 type Stats struct {
 	Rooms         int   // awake rooms: an object and a goroutine in memory
-	Hibernated    int   // rooms asleep with sockets open, and any holding closes or alarms for a wake they wait for
+	Hibernated    int   // rooms asleep with sockets open (a room asleep without sockets, holding a close or an alarm for a wake, is not)
 	Wakes         int64 // rooms brought into memory, the first time included
 	Hibernations  int64 // rooms put to sleep with their sockets open
 	Evictions     int64 // rooms without sockets dropped from memory
@@ -455,12 +459,8 @@ type Stats struct {
 
 // Stats returns the counters.
 func (rt *Runtime) Stats() Stats {
-	rt.mu.Lock()
-	known := len(rt.rooms)
-	rt.mu.Unlock()
-	awake := int(rt.awake.Load())
 	return Stats{
-		Rooms: awake, Hibernated: max(known-awake, 0),
+		Rooms: int(rt.awake.Load()), Hibernated: int(rt.hibernated.Load()),
 		Wakes: rt.wakes.Load(), Hibernations: rt.hibernations.Load(), Evictions: rt.evictions.Load(),
 		EventsFailed: rt.eventsFailed.Load(), CommitsFailed: rt.commitsFailed.Load(), Refused: rt.refused.Load(),
 		RoomFull: rt.roomFull.Load(), NodeFull: rt.nodeFull.Load(),

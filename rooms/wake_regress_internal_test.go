@@ -99,7 +99,12 @@ func TestRegressCutSleepNotCounted(t *testing.T) {
 		t.Fatalf("after a sleep cut short: %d hibernations, %d wakes, %d awake; want 0, 1, 1", st.Hibernations, st.Wakes, st.Rooms)
 	}
 	sleepRoom(t, rt, fake, "ctx", "r")
-	if st := rt.Stats(); st.Hibernations != 1 || st.Wakes != 1 || st.Rooms != 0 {
-		t.Fatalf("asleep: %d hibernations, %d wakes, %d awake; want 1, 1, 0", st.Hibernations, st.Wakes, st.Rooms)
+	if st := rt.Stats(); st.Hibernations != 1 || st.Wakes != 1 || st.Rooms != 0 || st.Hibernated != 1 {
+		t.Fatalf("asleep: %d hibernations, %d wakes, %d awake, %d hibernated; want 1, 1, 0, 1", st.Hibernations, st.Wakes, st.Rooms, st.Hibernated)
+	}
+	rt.Message(a, true, []byte("y"))
+	waitUntil(t, "the second answer", func() bool { return len(a.msgs()) == 2 })
+	if st := rt.Stats(); st.Rooms != 1 || st.Hibernated != 0 {
+		t.Fatalf("woken: %d awake, %d hibernated; want 1 and 0", st.Rooms, st.Hibernated)
 	}
 }
