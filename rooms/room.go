@@ -713,7 +713,7 @@ func (r *room) handle(ev *event) (err error) {
 		return checkTags(ev.accepted.tags)
 	case evMessage:
 		s := r.sockOf(ev.sock)
-		if s == nil {
+		if s == nil || s.failed {
 			return nil
 		}
 		return r.h.Message(s, ev.text, ev.data)
@@ -770,7 +770,7 @@ func (r *room) dropSock(s *Sock) {
 }
 
 // closeSockets closes every socket of the room now (not held: the room is
-// ending or starting over) and forgets them.
+// ending) and forgets them: a deleted room gets no close events.
 func (r *room) closeSockets(code int, reason string) {
 	for _, s := range r.socks {
 		if s.s != nil {
@@ -928,7 +928,10 @@ func (r *room) observeAlarms(batch []*event) {
 // failBatch ends a batch whose transaction could not begin or commit:
 // nothing it held goes out, its joins and requests are refused, every
 // socket is closed with 1011 (its clients saw state that is gone), and
-// the room starts over from what is on disk.
+// the room starts over from what is on disk. The sockets stay the room's
+// until their close events come, each socket's one, which the rebuilt
+// object gets as a woken object gets those of sockets it never saw join;
+// what they sent after the failure is dropped.
 func (r *room) failBatch(batch []*event, err error) {
 	r.rt.commitsFailed.Add(1)
 	r.log.Error("commit failed: closing the room's sockets and reopening it", zap.Error(err))
@@ -937,11 +940,23 @@ func (r *room) failBatch(batch []*event, err error) {
 		switch ev.kind {
 		case evDelete:
 			r.deleting = ev
+		case evConnect:
+			// Refused, it never was a socket: no close event is owed.
+			if ev.accepted != nil {
+				r.dropSock(ev.accepted)
+			}
+			turnAway(ev, "the room failed to save")
 		default:
 			turnAway(ev, "the room failed to save")
 		}
 	}
-	r.closeSockets(1011, "room failed")
+	for _, s := range r.socks {
+		if s.s != nil {
+			s.failed = true
+			s.refused.Store(true)
+			s.s.Close(1011, "room failed")
+		}
+	}
 	r.observeEvents(batch)
 	r.resyncAlarm()
 	r.tellError(nil, fmt.Errorf("%w: %w", errStorageFailed, err))

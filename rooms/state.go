@@ -233,6 +233,9 @@ type Sock struct {
 	attach []byte // until s is set
 	closed bool   // its close event has been handled
 	gone   bool   // the client left before it was accepted
+	// failed: closed with 1011 by a failed commit; its close event is
+	// still owed, what it sent since is dropped.
+	failed bool
 	// refused is set, off the room's goroutine too, once a message of its
 	// was turned away and the socket told to close: messages the gateway
 	// read behind that one are dropped, so that none reaches the room

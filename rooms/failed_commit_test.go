@@ -1,0 +1,146 @@
+package rooms_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/den-rooms/den/rooms"
+)
+
+// closeLogKind numbers the objects its constructor builds and logs the
+// closes each one's handler sees. A message is stored, then answered.
+type closeLogKind struct {
+	built atomic.Int32
+	mu    sync.Mutex
+	log   []string
+}
+
+type closeLog struct {
+	rooms.Base
+	k   *closeLogKind
+	obj int32
+	st  *rooms.State
+}
+
+func (k *closeLogKind) kind() rooms.Kind {
+	return rooms.Kind{Name: "closelog", New: func(st *rooms.State) rooms.Handler {
+		return &closeLog{k: k, obj: k.built.Add(1), st: st}
+	}}
+}
+
+func (k *closeLogKind) closes() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.log)
+}
+
+func (c *closeLog) Message(s *rooms.Sock, _ bool, data []byte) error {
+	if err := c.st.Storage.Put("last", data); err != nil {
+		return err
+	}
+	s.SendText("ok")
+	return nil
+}
+
+func (c *closeLog) Close(_ *rooms.Sock, code int, _ string, _ bool) error {
+	c.k.mu.Lock()
+	defer c.k.mu.Unlock()
+	c.k.log = append(c.k.log, fmt.Sprintf("object %d: close %d", c.obj, code))
+	return nil
+}
+
+func (c *closeLog) Request(w http.ResponseWriter, _ *http.Request) error {
+	v, _, err := c.st.Storage.Get("last")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(v)
+	return err
+}
+
+// A commit that fails closes the room's sockets with 1011, and each still
+// gets its one close event: the rebuilt object's Close, as a woken
+// object's for sockets it never saw join. A message a socket sent while
+// the commit was failing is dropped, as its client is told with 1011.
+func TestFailedCommitSocketsGetCloseEvents(t *testing.T) {
+	k := &closeLogKind{}
+	var failNext atomic.Bool
+	entered, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(letGo)
+	n := startNode(t, t.TempDir(), rooms.Config{Kinds: []rooms.Kind{k.kind()}, CommitHook: func(rooms.ID) error {
+		if failNext.CompareAndSwap(true, false) {
+			close(entered)
+			<-release
+			return errors.New("injected disk failure")
+		}
+		return nil
+	}})
+	a := n.dial(t, "/rooms/closelog/r")
+	b := n.dial(t, "/rooms/closelog/r")
+	send(t, a, "one")
+	if got := read(t, a); got != "ok" {
+		t.Fatalf("got %q", got)
+	}
+	failNext.Store(true)
+	send(t, a, "two")
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the batch never reached its commit")
+	}
+	// b's frames are read in order: once its ping is answered, the
+	// gateway has handed the room the message before it.
+	pong := make(chan struct{}, 1)
+	b.SetPongHandler(func(string) error {
+		pong <- struct{}{}
+		return nil
+	})
+	bDone := make(chan error, 1)
+	go func() {
+		_, m, err := b.ReadMessage()
+		if err == nil {
+			err = fmt.Errorf("b got %q before its close", m)
+		}
+		bDone <- err
+	}()
+	send(t, b, "late")
+	if err := b.WriteControl(websocket.PingMessage, nil, time.Now().Add(10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-pong:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no pong")
+	}
+	letGo()
+	expectOnly1011(t, a)
+	select {
+	case err := <-bDone:
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != 1011 {
+			t.Fatalf("b: %v, want close 1011", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("b not closed")
+	}
+	if !eventually(10*time.Second, func() bool { return len(k.closes()) >= 2 }) {
+		t.Fatalf("the sockets a failed commit closed got close events %q, want one each", k.closes())
+	}
+	want := []string{"object 2: close 1011", "object 2: close 1011"}
+	if got := k.closes(); !slices.Equal(got, want) {
+		t.Fatalf("close events %q, want %q", got, want)
+	}
+	if code, body := httpDo(t, http.MethodGet, n.url("/rooms/closelog/r"), ""); code != http.StatusOK || body != "one" {
+		t.Fatalf("stored after the failed commit: %d %q, want one (b's late message dropped)", code, body)
+	}
+}
