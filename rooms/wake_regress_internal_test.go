@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/den-rooms/den/internal/clock"
 )
 
 // autoCtorKind's constructor sets the auto-response "ping" → "pong-N",
@@ -52,7 +54,8 @@ func TestRegressFailedConstructorKeepsNoAutoResponse(t *testing.T) {
 // ctxKind answers each message with "ok" and keeps the Context of the
 // object it built last, which retire cancels as it tears the object down.
 type ctxKind struct {
-	ctx atomic.Pointer[context.Context]
+	ctx  atomic.Pointer[context.Context]
+	fail atomic.Bool // the constructor panics
 }
 
 type okRoom struct{ Base }
@@ -64,6 +67,9 @@ func (okRoom) Message(s *Sock, _ bool, _ []byte) error {
 
 func (k *ctxKind) kind() Kind {
 	return Kind{Name: "ctx", New: func(st *State) Handler {
+		if k.fail.Load() {
+			panic("broken room")
+		}
 		ctx := st.Context()
 		k.ctx.Store(&ctx)
 		return okRoom{}
@@ -77,23 +83,7 @@ func TestRegressCutSleepNotCounted(t *testing.T) {
 	k := &ctxKind{}
 	rt, _, fake := fakeRuntime(t, k.kind())
 	a := join(t, rt, "ctx", "r")
-	torn := *k.ctx.Load()
-	// retire takes rt.mu after the teardown, to leave the index or wake
-	// again: held here, the message surely comes in between.
-	rt.mu.Lock()
-	locked := true
-	defer func() {
-		if locked {
-			rt.mu.Unlock()
-		}
-	}()
-	waitUntil(t, "the object torn down", func() bool {
-		fake.Advance(11 * time.Second)
-		return torn.Err() != nil
-	})
-	rt.Message(a, true, []byte("x"))
-	rt.mu.Unlock()
-	locked = false
+	cutSleep(t, rt, fake, k, func() { rt.Message(a, true, []byte("x")) })
 	waitUntil(t, "the answer", func() bool { return len(a.msgs()) == 1 })
 	if st := rt.Stats(); st.Hibernations != 0 || st.Wakes != 1 || st.Rooms != 1 {
 		t.Fatalf("after a sleep cut short: %d hibernations, %d wakes, %d awake; want 0, 1, 1", st.Hibernations, st.Wakes, st.Rooms)
@@ -106,5 +96,48 @@ func TestRegressCutSleepNotCounted(t *testing.T) {
 	waitUntil(t, "the second answer", func() bool { return len(a.msgs()) == 2 })
 	if st := rt.Stats(); st.Rooms != 1 || st.Hibernated != 0 {
 		t.Fatalf("woken: %d awake, %d hibernated; want 1 and 0", st.Rooms, st.Hibernated)
+	}
+}
+
+// cutSleep lets the room of k's last object sleep, and runs send once the
+// object is torn down but before the room can leave memory: retire takes
+// rt.mu for that, and it is held here meanwhile.
+func cutSleep(t *testing.T, rt *Runtime, fake *clock.Fake, k *ctxKind, send func()) {
+	t.Helper()
+	torn := *k.ctx.Load()
+	rt.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			rt.mu.Unlock()
+		}
+	}()
+	waitUntil(t, "the object torn down", func() bool {
+		fake.Advance(11 * time.Second)
+		return torn.Err() != nil
+	})
+	send()
+	rt.mu.Unlock()
+	locked = false
+}
+
+// A sleep cut short whose wake then fails leaves the room out of memory
+// after all: that sleep is counted, and no wake for the failed one.
+func TestCutSleepCountedWhenTheWakeFails(t *testing.T) {
+	k := &ctxKind{}
+	rt, _, fake := fakeRuntime(t, k.kind())
+	a := join(t, rt, "ctx", "f")
+	cutSleep(t, rt, fake, k, func() {
+		k.fail.Store(true)
+		rt.Message(a, true, []byte("x"))
+	})
+	r := rt.entry("ctx", "f")
+	waitUntil(t, "a's close held by the failed wake", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return !r.running && len(r.held) == 1
+	})
+	if st := rt.Stats(); st.Hibernations != 1 || st.Wakes != 1 || st.Rooms != 0 || st.Hibernated != 1 {
+		t.Fatalf("asleep after the failed wake: %d hibernations, %d wakes, %d awake, %d hibernated; want 1, 1, 0, 1", st.Hibernations, st.Wakes, st.Rooms, st.Hibernated)
 	}
 }
