@@ -830,7 +830,9 @@ func (r *room) release(batch []*event) {
 	r.queueDeferred()
 	// The batch is over before its output goes: a client that has seen the
 	// output finds the room idle since then, and a sweep that runs at once
-	// does not take it for busy and pass it over.
+	// does not take it for busy and pass it over, nor, the count of its
+	// sockets not yet taken, for a room without sockets to evict.
+	r.nsocks.Store(int32(len(r.socks)))
 	r.mu.Lock()
 	r.busy, r.last = false, r.rt.clock.Now()
 	r.mu.Unlock()

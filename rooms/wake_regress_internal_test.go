@@ -141,3 +141,36 @@ func TestCutSleepCountedWhenTheWakeFails(t *testing.T) {
 		t.Fatalf("asleep after the failed wake: %d hibernations, %d wakes, %d awake, %d hibernated; want 1, 1, 0, 1", st.Hibernations, st.Wakes, st.Rooms, st.Hibernated)
 	}
 }
+
+// countingJoin notes, as it is accepted, how many sockets the room counts.
+type countingJoin struct {
+	*fjoin
+	r      func() *room
+	nsocks int32
+}
+
+func (j *countingJoin) Accept(v any) Socket {
+	j.nsocks = j.r().nsocks.Load()
+	return j.fjoin.Accept(v)
+}
+
+// A join is answered once the room counts its socket: a sweep that came
+// between took the room for one without sockets, and put it to sleep
+// after EvictAfter rather than HibernateAfter.
+func TestJoinAnsweredOnceItsSocketIsCounted(t *testing.T) {
+	k := &ctxKind{}
+	rt, _, _ := fakeRuntime(t, k.kind())
+	j := &countingJoin{fjoin: newFjoin(rt, "/rooms/ctx/n"), r: func() *room { return rt.entry("ctx", "n") }}
+	rt.Join("ctx", "n", j)
+	select {
+	case s := <-j.answer:
+		if s == nil {
+			t.Fatalf("refused: %d", j.status)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer")
+	}
+	if j.nsocks != 1 {
+		t.Fatalf("the room counted %d sockets as its first join was accepted, want 1", j.nsocks)
+	}
+}
