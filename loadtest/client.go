@@ -24,8 +24,9 @@ const (
 	stGone                        // descriptor closed
 )
 
-// maxOut is how many unwritten bytes a connection may hold before sends to
-// it are skipped: a server that does not read is measured, not buffered.
+// maxOut is how many unwritten bytes a connection may hold before its
+// sends wait (timetabled ones) or are skipped (the rest): a server that
+// does not read is measured, not buffered.
 const maxOut = 256 << 10
 
 // conn is one client connection. It is owned by its loop; nothing else
@@ -35,18 +36,24 @@ type conn struct {
 	slot    int32  // index in loop.slots, carried in epoll events
 	gen     uint32 // tells this connection's events from a slot's last owner's
 	state   connState
-	sender  bool  // sends timestamped messages in the traffic phase
+	sender  bool  // sends timed messages in the traffic phase
+	parked  bool  // timetabled, and waiting for its backlog to drain
 	room    int32 // room number
 	openPos int32 // index in loop.open, or -1
 	sendPos int32 // index in loop.senders, or -1
 	sent    int32
-	n       int64 // connection number
-	started int64 // when the dial started (unix nanoseconds)
-	awaitAt int64 // when a send whose first reply is timed went out; 0 if none
-	hs      *handshake
-	in      []byte // an incomplete frame header or control frame
-	out     []byte // bytes the socket would not take yet
-	dec     wsframe.Decoder
+	// unanswered is the timed sends whose replies have not come; awaitAt
+	// is when the oldest of them went out or, timetabled, was due (0 if
+	// none). Replies come in order, so the next one's is a period later.
+	unanswered int32
+	awaitAt    int64
+	due        int64 // timetabled: when the next message is due
+	n          int64 // connection number
+	started    int64 // when the dial started (unix nanoseconds)
+	hs         *handshake
+	in         []byte // an incomplete frame header or control frame
+	out        []byte // bytes the socket would not take yet
+	dec        wsframe.Decoder
 }
 
 // handshake is a connection's state between connect and 101.
@@ -67,8 +74,10 @@ type loop struct {
 	free  []int32
 	gen   uint32
 	open  []*conn
-	// senders are the open connections that send in the traffic phase.
+	// senders are the open connections that send in the traffic phase:
+	// the timetable when the scenario keeps one (see schedule.go).
 	senders []*conn
+	parked  int     // senders parked off the timetable
 	pending []*conn // connecting or handshaking, oldest first
 	// maxPending is this loop's share of Config.Concurrency.
 	maxPending int
@@ -87,14 +96,16 @@ type loop struct {
 	waveDone     bool  // the first wave has all opened or failed
 	done         bool  // the traffic phase has nothing left to do here
 
-	lastTick                            int64
-	dialBudget, sendBudget, pingBudget  float64
-	churnBudget, wakeBudget             float64
-	sendCursor, pingCursor, churnCursor int
-	toWake                              []*conn
-	wakeCursor                          int
-	trafficAt                           int64 // when this loop saw the traffic phase begin
-	awaiting                            int   // echo closed loop and wake: replies outstanding
+	lastTick                int64
+	dialBudget, churnBudget float64
+	toWake                  []*conn
+	wakeCursor              int
+	woken                   int64 // wakes sent, skipped or written off: the next's slot
+	trafficAt               int64 // when this loop saw the traffic phase begin
+	awaiting                int   // connections with timed replies outstanding
+	period                  int64 // timetabled: a sender's nanoseconds between messages
+	timetable               bool  // the senders' heap is the timetable, and running
+	ended                   bool  // traffic is over and the schedule's account closed
 }
 
 func newLoop(w *worker, first, stride int64) (*loop, error) {
@@ -272,6 +283,9 @@ func (l *loop) flush(c *conn) {
 		c.out = nil
 		l.modify(c, unix.EPOLLIN|unix.EPOLLRDHUP)
 	}
+	if c.parked && len(c.out) <= maxOut {
+		l.unpark(c)
+	}
 }
 
 func (l *loop) modify(c *conn, events uint32) {
@@ -393,6 +407,11 @@ func (l *loop) message(c *conn, m wsframe.Message, now int64) {
 		// answer), or, for an idle ping, whose text carries no stamp, by
 		// the first reply without one.
 		l.stats.recordLatency(now - c.awaitAt)
+		c.unanswered--
+		if c.unanswered > 0 {
+			c.awaitAt += l.period
+			break
+		}
 		c.awaitAt = 0
 		l.awaiting--
 		if l.w.closedLoop() && l.w.phase.Load() == phaseTraffic {
@@ -424,8 +443,7 @@ func (l *loop) opened(c *conn, now int64) {
 	c.openPos = int32(len(l.open))
 	l.open = append(l.open, c)
 	if c.sender {
-		c.sendPos = int32(len(l.senders))
-		l.senders = append(l.senders, c)
+		l.schedule(c)
 		if l.w.closedLoop() && l.w.phase.Load() == phaseTraffic {
 			l.sendNext(c, now)
 		}
@@ -479,19 +497,18 @@ func (l *loop) release(c *conn) {
 	if c.state < stOpen {
 		l.connecting--
 	}
-
-	if c.awaitAt != 0 {
+	if c.unanswered > 0 {
 		l.awaiting--
-		c.awaitAt = 0
+		c.unanswered, c.awaitAt = 0, 0
+	}
+	if c.sender && l.timetable {
+		l.writeOff(c, time.Now().UnixNano())
 	}
 	if c.openPos >= 0 {
 		l.open = removeAt(l.open, c.openPos, func(o *conn, i int32) { o.openPos = i })
 		c.openPos = -1
 	}
-	if c.sendPos >= 0 {
-		l.senders = removeAt(l.senders, c.sendPos, func(o *conn, i int32) { o.sendPos = i })
-		c.sendPos = -1
-	}
+	l.unschedule(c)
 	l.slots[c.slot] = nil
 	l.free = append(l.free, c.slot)
 	unix.Close(int(c.fd))
@@ -531,8 +548,8 @@ func (l *loop) closeWith(c *conn, code wsframe.StatusCode) {
 }
 
 // sendData sends a text message and counts it. It reports false when the
-// message was not sent: the server is not reading, or the connection
-// failed.
+// message was not sent: the server is not reading (counted skipped), or
+// the connection failed.
 func (l *loop) sendData(c *conn, payload []byte) bool {
 	if len(c.out) > maxOut {
 		l.stats.skipped.Add(1)

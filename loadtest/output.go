@@ -150,6 +150,9 @@ func (r *Result) WriteSummary(w io.Writer) {
 	if c.Skipped > 0 {
 		row("skipped sends", group(c.Skipped)+" (the server was not reading)")
 	}
+	if c.Scheduled > 0 {
+		row("scheduled", scheduleText(c))
+	}
 	pct := func(p Percentiles) string {
 		if p.Count == 0 {
 			return "-"
@@ -158,6 +161,12 @@ func (r *Result) WriteSummary(w io.Writer) {
 			ms(p.P50), ms(p.P90), ms(p.P99), ms(p.P999), ms(p.Max), group(p.Count))
 	}
 	row("latency", pct(r.Latency))
+	switch r.LatencyFrom {
+	case LatencyFromSchedule:
+		row("latency from", "when each message was due by its rate: a send held up by the client or the server counts its wait")
+	case LatencyFromSend:
+		row("latency from", "when each message was sent, the next when it is back (closed loop: a stall delays sends, not counted as latency; --msg-rate times from the schedule)")
+	}
 	row("connect", pct(r.Connect))
 	row("errors", countsText(r.Errors))
 	row("close codes", countsText(r.CloseCodes))
@@ -189,6 +198,16 @@ func (r *Result) WriteSummary(w io.Writer) {
 		row("threshold", fmt.Sprintf("%s: %s (value %g)", t.Expr, verdict, t.Value))
 	}
 	tw.Flush()
+}
+
+// scheduleText accounts for the timetable's sends.
+func scheduleText(c *Counters) string {
+	s := group(c.Scheduled) + " sends due"
+	if c.Skipped == 0 && c.Unsent == 0 {
+		return s + ", all sent"
+	}
+	return fmt.Sprintf("%s: %s skipped (the server was not reading), %s unsent (the run or the connection ended first), so not timed",
+		s, group(c.Skipped), group(c.Unsent))
 }
 
 func countsText(m map[string]int64) string {

@@ -91,6 +91,13 @@ func reportMetrics(r *Result) []reportMetric {
 	if r.Expected != 0 {
 		m = append(m, reportInt("expected", "Expected deliveries or echoes", r.Expected))
 	}
+	if c.Scheduled != 0 {
+		m = append(m,
+			reportInt("scheduled", "Sends due by the rate", c.Scheduled),
+			reportInt("skipped", "Skipped (server not reading)", c.Skipped),
+			reportInt("unsent", "Unsent (run or connection ended first)", c.Unsent),
+		)
+	}
 	m = append(m,
 		reportFloat("connect_rate", "Connect rate (ramp)", r.ConnectRate, reportNum(r.ConnectRate)+" conn/s"),
 		reportFloat("message_rate", "Message rate (traffic)", r.MessageRate, reportNum(r.MessageRate)+" msg/s"),

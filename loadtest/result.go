@@ -39,6 +39,9 @@ type Result struct {
 	// connect plus handshake.
 	Latency Percentiles `json:"latency"`
 	Connect Percentiles `json:"connect"`
+	// LatencyFrom says where Latency starts: LatencyFromSchedule or
+	// LatencyFromSend; "" when the scenario times no messages.
+	LatencyFrom string `json:"latency_from,omitempty"`
 
 	Errors     map[string]int64 `json:"errors"`      // failed and lost connections by kind
 	CloseCodes map[string]int64 `json:"close_codes"` // close frames from the server, by code
@@ -53,6 +56,30 @@ type Result struct {
 
 	Series     []Point           `json:"series"`
 	Thresholds []ThresholdResult `json:"thresholds,omitempty"`
+}
+
+// Where a run's latency is measured from.
+const (
+	// LatencyFromSchedule: from the time each message was due by its
+	// rate (broadcast, echo with --msg-rate, wake, idle pings), so a send
+	// the client or the server held up counts its wait.
+	LatencyFromSchedule = "schedule"
+	// LatencyFromSend: from the time each message was sent, the next one
+	// going out when the last one is back (closed-loop echo). A stall
+	// delays the sends rather than showing in the latency.
+	LatencyFromSend = "send"
+)
+
+// latencyFrom is where cfg's latency is measured from.
+func latencyFrom(cfg *Config) string {
+	switch {
+	case cfg.Scenario == Echo && cfg.MsgRate == 0:
+		return LatencyFromSend
+	case cfg.Scenario == Broadcast, cfg.Scenario == Echo, cfg.Scenario == Wake,
+		cfg.Scenario == Idle && cfg.PingEvery > 0:
+		return LatencyFromSchedule
+	}
+	return ""
 }
 
 // Percentiles summarise a latency histogram, in milliseconds.

@@ -439,14 +439,19 @@ func expected(scenario Scenario, members int, t *Counters) (want, got int64) {
 }
 
 // awaitingMessages reports whether the drain should wait on: some
-// expected message has not come. With connections missing, what to
-// expect cannot be known, and the drain runs its full time.
+// expected message or ping reply has not come. With connections missing,
+// what to expect cannot be known, and the drain runs its full time.
 func (r *runner) awaitingMessages(t *Counters) bool {
-	if r.cfg.Scenario != Broadcast && r.cfg.Scenario != Echo {
+	pinging := r.cfg.Scenario == Idle && r.cfg.PingEvery > 0
+	if r.cfg.Scenario != Broadcast && r.cfg.Scenario != Echo && !pinging {
 		return false
 	}
 	if t.Open() < int64(r.cfg.Count) {
 		return true
+	}
+	if pinging {
+		// Each ping's reply is one latency sample.
+		return r.latency.TotalCount() < t.Sent
 	}
 	want, got := expected(r.cfg.Scenario, r.cfg.Members, t)
 	return got < want
@@ -678,6 +683,7 @@ func (r *runner) finish(now time.Time) *Result {
 		res.ConnectRate = float64(opened) / res.RampSeconds
 	}
 	res.Latency, res.Connect = percentiles(r.latency), percentiles(r.connect)
+	res.LatencyFrom = latencyFrom(&r.cfg)
 	res.Expected, _ = expected(r.cfg.Scenario, r.cfg.Members, &res.Counters)
 	res.StoppedBy = stoppedBy(res)
 	res.Thresholds = checkThresholds(r.opt.Thresholds, res)

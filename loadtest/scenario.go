@@ -22,8 +22,9 @@ const (
 func (l *loop) tick(now int64) bool {
 	dt := 0.0
 	if l.lastTick != 0 {
-		// A stalled loop catches up at most 100 ms of sending, so a pause
-		// does not turn into a burst.
+		// A stalled loop catches up at most 100 ms of dialling and churn,
+		// so a pause does not turn into a burst of connections. Timed
+		// sends keep their timetable instead.
 		dt = min(float64(now-l.lastTick)/1e9, 0.1)
 	}
 	l.lastTick = now
@@ -34,6 +35,7 @@ func (l *loop) tick(now int64) bool {
 	// phase counts everything sent under the old one.
 	defer l.seen.Store(phase)
 	if phase == phaseClose {
+		l.endSchedule(phase)
 		l.closeAll()
 		return false
 	}
@@ -53,27 +55,17 @@ func (l *loop) tick(now int64) bool {
 			w.kickNow()
 		}
 	}
-	// Pings begin with the hold, not during the ramp, whose joins bring
-	// presence frames that a ping's wait would take for its answer.
-	if w.cfg.Scenario == Idle && w.cfg.PingEvery > 0 && phase == phaseTraffic {
-		l.ping(now, dt)
-	}
 	if phase != phaseTraffic {
+		l.endSchedule(phase)
 		return true
 	}
 	if l.trafficAt == 0 {
 		l.startTraffic(now)
 	}
 	switch w.cfg.Scenario {
-	case Broadcast, Echo:
-		if !w.closedLoop() {
-			rate := float64(len(l.senders)) * w.cfg.MsgRate
-			l.sendBudget = min(l.sendBudget+rate*dt, rate*0.1+1)
-			for l.sendBudget >= 1 && len(l.senders) > 0 {
-				l.sendBudget--
-				l.sendCursor = (l.sendCursor + 1) % len(l.senders)
-				l.sendNext(l.senders[l.sendCursor], now)
-			}
+	case Broadcast, Echo, Idle:
+		if l.timetable {
+			l.sendDue(now)
 		}
 	case Churn:
 		l.churnBudget = min(l.churnBudget+w.cfg.ChurnRate*share*dt, max(w.cfg.ChurnRate*share*0.1, 1))
@@ -86,22 +78,7 @@ func (l *loop) tick(now int64) bool {
 			l.next += l.stride
 		}
 	case Wake:
-		if now-l.trafficAt < int64(w.cfg.WakeIdle) {
-			break
-		}
-		l.wakeBudget = min(l.wakeBudget+w.cfg.WakeRate*share*dt, max(w.cfg.WakeRate*share*0.1, 1))
-		for l.wakeBudget >= 1 && l.wakeCursor < len(l.toWake) {
-			c := l.toWake[l.wakeCursor]
-			l.toWake[l.wakeCursor] = nil
-			l.wakeCursor++
-			if c.state != stOpen {
-				continue
-			}
-			l.wakeBudget--
-			if l.sendData(c, l.payload(now, c.n)) {
-				l.await(c, now)
-			}
-		}
+		l.wake(now)
 	}
 	if !l.done && l.trafficDone() {
 		l.done = true
@@ -112,7 +89,9 @@ func (l *loop) tick(now int64) bool {
 	return true
 }
 
-// startTraffic begins the traffic phase on this loop.
+// startTraffic begins the traffic phase on this loop. Idle pings begin
+// here too, not during the ramp, whose joins bring presence frames that
+// a ping's wait would take for its answer.
 func (l *loop) startTraffic(now int64) {
 	l.trafficAt = now
 	switch {
@@ -120,6 +99,8 @@ func (l *loop) startTraffic(now int64) {
 		for i := len(l.senders) - 1; i >= 0; i-- {
 			l.sendNext(l.senders[i], now)
 		}
+	case l.w.timetabled():
+		l.startTimetable(now)
 	case l.w.cfg.Scenario == Wake:
 		l.toWake = append([]*conn(nil), l.open...)
 	}
@@ -130,15 +111,15 @@ func (l *loop) trafficDone() bool {
 	w := l.w
 	switch w.cfg.Scenario {
 	case Broadcast, Echo:
-		return w.cfg.Messages > 0 && len(l.senders) == 0 && l.awaiting == 0
+		return w.cfg.Messages > 0 && len(l.senders) == 0 && l.parked == 0 && l.awaiting == 0
 	case Wake:
 		return l.wakeCursor == len(l.toWake) && l.awaiting == 0
 	}
 	return false
 }
 
-// sendNext sends c's next timestamped message; a sender that has sent
-// --messages leaves the senders.
+// sendNext sends a closed-loop echo's next timestamped message; a sender
+// that has sent --messages leaves the senders.
 func (l *loop) sendNext(c *conn, now int64) {
 	limit := int32(l.w.cfg.Messages)
 	if limit > 0 && c.sent >= limit {
@@ -151,39 +132,20 @@ func (l *loop) sendNext(c *conn, now int64) {
 		return
 	}
 	c.sent++
-	if l.w.closedLoop() {
-		l.await(c, stamp)
-	}
-	if limit > 0 && c.sent >= limit && c.sendPos >= 0 {
-		l.senders = removeAt(l.senders, c.sendPos, func(o *conn, i int32) { o.sendPos = i })
-		c.sendPos = -1
+	l.await(c, stamp)
+	if limit > 0 && c.sent >= limit {
+		l.unschedule(c)
 	}
 }
 
-func (l *loop) ping(now int64, dt float64) {
-	if len(l.open) == 0 {
-		return
-	}
-	perSec := float64(len(l.open)) / l.w.cfg.PingEvery.Seconds()
-	l.pingBudget = min(l.pingBudget+perSec*dt, perSec*0.1+1)
-	text := []byte(l.w.cfg.PingText)
-	for l.pingBudget >= 1 && len(l.open) > 0 {
-		l.pingBudget--
-		l.pingCursor = (l.pingCursor + 1) % len(l.open)
-		c := l.open[l.pingCursor]
-		if l.sendData(c, text) {
-			l.await(c, now)
-		}
-	}
-}
-
-// await times c's first reply to a send made at t, unless an earlier
-// send is still waiting for one.
+// await times a reply to c's send made, or due, at t. Replies are taken
+// in the order of the sends.
 func (l *loop) await(c *conn, t int64) {
-	if c.awaitAt == 0 {
+	if c.unanswered == 0 {
 		c.awaitAt = t
 		l.awaiting++
 	}
+	c.unanswered++
 }
 
 // expire fails connections that took too long to open and forgets those

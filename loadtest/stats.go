@@ -37,6 +37,12 @@ type Counters struct {
 	Delivered int64 `json:"delivered"` // timestamped messages received from another connection
 	Echoed    int64 `json:"echoed"`    // timestamped messages received back by their sender
 	Skipped   int64 `json:"skipped"`   // sends skipped: the server was not reading
+	// Scheduled is the timed sends a rate-driven scenario's timetable
+	// had due in its traffic phase: each was sent (late or not), skipped
+	// (the backlog stayed over its bound, the server not reading) or
+	// Unsent (the run or its connection ended first).
+	Scheduled int64 `json:"scheduled"`
+	Unsent    int64 `json:"unsent"`
 	SentBytes int64 `json:"sent_bytes"`
 	RecvBytes int64 `json:"received_bytes"`
 }
@@ -56,6 +62,8 @@ func (c *Counters) add(o *Counters) {
 	c.Delivered += o.Delivered
 	c.Echoed += o.Echoed
 	c.Skipped += o.Skipped
+	c.Scheduled += o.Scheduled
+	c.Unsent += o.Unsent
 	c.SentBytes += o.SentBytes
 	c.RecvBytes += o.RecvBytes
 }
@@ -84,6 +92,7 @@ type loopStats struct {
 	dials, opened, failed, aborted, lost, closed atomic.Int64
 	sent, received, delivered, echoed            atomic.Int64
 	skipped, sentBytes, recvBytes                atomic.Int64
+	scheduled, unsent                            atomic.Int64
 	mu                                           sync.Mutex
 	errors                                       map[string]int64
 	closes                                       map[string]int64
@@ -130,7 +139,8 @@ func (s *loopStats) collect(c *Counters, errs, closes map[string]int64, latency,
 	var o Counters
 	o.Lost, o.Closed, o.Failed, o.Aborted = s.lost.Load(), s.closed.Load(), s.failed.Load(), s.aborted.Load()
 	o.Delivered, o.Echoed, o.Received, o.RecvBytes = s.delivered.Load(), s.echoed.Load(), s.received.Load(), s.recvBytes.Load()
-	o.Skipped, o.Sent, o.SentBytes = s.skipped.Load(), s.sent.Load(), s.sentBytes.Load()
+	o.Skipped, o.Unsent, o.Sent, o.SentBytes = s.skipped.Load(), s.unsent.Load(), s.sent.Load(), s.sentBytes.Load()
+	o.Scheduled = s.scheduled.Load()
 	o.Opened = s.opened.Load()
 	o.Dials = s.dials.Load()
 	c.add(&o)

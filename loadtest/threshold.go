@@ -52,6 +52,7 @@ var thresholdMetrics = map[string]metric{
 	"received":              {unitCount, func(r *Result) float64 { return float64(r.Counters.Received) }},
 	"delivered":             {unitCount, func(r *Result) float64 { return float64(r.Counters.Delivered) }},
 	"skipped":               {unitCount, func(r *Result) float64 { return float64(r.Counters.Skipped) }},
+	"unsent":                {unitCount, func(r *Result) float64 { return float64(r.Counters.Unsent) }},
 	"missing":               {unitCount, func(r *Result) float64 { return float64(r.missing()) }},
 	"connect_rate":          {unitCount, func(r *Result) float64 { return r.ConnectRate }},
 	"message_rate":          {unitCount, func(r *Result) float64 { return r.MessageRate }},

@@ -52,6 +52,9 @@ type worker struct {
 	loops       []*loop
 	wg          sync.WaitGroup
 	baseRSS     int64
+	// trafficEnd is when the worker was told traffic is over: sends due
+	// after it were never scheduled.
+	trafficEnd atomic.Int64
 
 	// Only the goroutine that takes snapshots touches these.
 	latency, connect *hdr.Histogram
@@ -112,13 +115,16 @@ func (w *worker) start() {
 // when the last one has come back (echo without --msg-rate).
 func (w *worker) closedLoop() bool { return w.cfg.Scenario == Echo && w.cfg.MsgRate == 0 }
 
-// isSender reports whether connection n sends timestamped messages.
+// isSender reports whether connection n sends timed messages:
+// timestamped ones, or idle pings.
 func (w *worker) isSender(n int64) bool {
 	switch w.cfg.Scenario {
 	case Echo:
 		return true
 	case Broadcast:
 		return n < int64(w.cfg.Count) && n/int64(w.cfg.Rooms) < int64(w.cfg.Senders)
+	case Idle:
+		return w.cfg.PingEvery > 0
 	}
 	return false
 }
@@ -234,6 +240,9 @@ func (t *target) appendPath(dst []byte, prefix string, room int32, n int64) []by
 // collects garbage, so the memory the snapshot after it reports is what
 // the connections hold.
 func (w *worker) setPhase(p int32) {
+	if p > phaseTraffic {
+		w.trafficEnd.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	if p == phaseDrain && w.phase.Load() < phaseDrain {
 		debug.FreeOSMemory()
 	}

@@ -1,0 +1,266 @@
+package loadtest
+
+import "time"
+
+// A rate-driven scenario's sends keep a timetable, as wrk2 does: each
+// sender's message k is due at its first slot plus k periods, carries
+// that due time as its stamp, and is timed from it. A send the loop gets
+// to late (the client stalled, or the socket's backlog was over maxOut
+// because the server stopped reading) still goes out, and its wait is in
+// its latency instead of being left out of the histogram: coordinated
+// omission. A due send that never goes out is counted, skipped when the
+// backlog held it back, unsent when the run or the connection ended
+// first.
+//
+// l.senders is the timetable: a binary min-heap on conn.due, with
+// conn.sendPos each sender's index. A parked sender (backlog over the
+// bound) is out of the heap until its socket drains, so the heap's top is
+// always a sender that can send.
+
+// timetabled reports whether each sender sends on a timetable: broadcast,
+// echo with --msg-rate, idle pings. Wake keeps one for the loop, since
+// each connection sends once.
+func (w *worker) timetabled() bool {
+	switch w.cfg.Scenario {
+	case Broadcast:
+		return true
+	case Echo:
+		return w.cfg.MsgRate > 0
+	case Idle:
+		return w.cfg.PingEvery > 0
+	}
+	return false
+}
+
+// period is a sender's time between messages, in nanoseconds.
+func (w *worker) period() int64 {
+	if w.cfg.Scenario == Idle {
+		return max(int64(w.cfg.PingEvery), 1)
+	}
+	return max(int64(1e9/w.cfg.MsgRate), 1)
+}
+
+// startTimetable spreads the senders' first slots over one period from
+// now, so the loop's sends are even rather than in one burst per period.
+func (l *loop) startTimetable(now int64) {
+	l.period = l.w.period()
+	l.timetable = true
+	n := float64(len(l.senders))
+	for i, c := range l.senders {
+		// In index order the dues ascend: the slice stays a heap.
+		c.due = now + int64(float64(i)*float64(l.period)/n)
+	}
+}
+
+// sendDue sends every timetabled message due by until.
+func (l *loop) sendDue(until int64) {
+	for len(l.senders) > 0 && l.senders[0].due <= until {
+		c := l.senders[0]
+		l.unschedule(c)
+		l.catchUp(c, until)
+	}
+}
+
+// catchUp sends c's messages due by until, oldest first, each stamped
+// with its slot, and puts c back on the timetable: parked if its backlog
+// went over maxOut, left off once it has sent --messages. c must be off
+// the heap.
+func (l *loop) catchUp(c *conn, until int64) {
+	limit := int32(l.w.cfg.Messages)
+	for c.due <= until && (limit == 0 || c.sent < limit) {
+		if len(c.out) > maxOut {
+			c.parked = true
+			l.parked++
+			return
+		}
+		if !l.sendSlot(c) {
+			// The connection failed; release wrote off what it owed.
+			return
+		}
+	}
+	if limit == 0 || c.sent < limit {
+		l.schedule(c)
+	}
+}
+
+// sendSlot sends c's message due at c.due and moves c to its next slot.
+// It reports false if the connection failed.
+func (l *loop) sendSlot(c *conn) bool {
+	at := c.due
+	if l.w.cfg.Scenario == Idle {
+		if !l.sendData(c, []byte(l.w.cfg.PingText)) {
+			return false
+		}
+		l.await(c, at)
+	} else if !l.sendData(c, l.payload(at, c.n)) {
+		return false
+	}
+	l.stats.scheduled.Add(1)
+	c.sent++
+	c.due += l.period
+	return true
+}
+
+// unpark puts a parked sender whose backlog is back within maxOut on the
+// timetable, first sending what came due while it waited.
+func (l *loop) unpark(c *conn) {
+	c.parked = false
+	l.parked--
+	l.catchUp(c, time.Now().UnixNano())
+}
+
+// writeOff counts c's messages due by until as never sent, and takes c
+// off the timetable.
+func (l *loop) writeOff(c *conn, until int64) {
+	var n int64
+	if c.due <= until {
+		n = (until-c.due)/l.period + 1
+	}
+	if limit := int64(l.w.cfg.Messages); limit > 0 {
+		n = min(n, limit-int64(c.sent))
+	}
+	if n > 0 {
+		l.stats.scheduled.Add(n)
+		if c.parked {
+			l.stats.skipped.Add(n)
+		} else {
+			l.stats.unsent.Add(n)
+		}
+	}
+	if c.parked {
+		c.parked = false
+		l.parked--
+	}
+	l.unschedule(c)
+}
+
+// endSchedule closes the timetable once traffic is over: what came due
+// before the end is sent late if replies are still counted (the drain)
+// and written off otherwise, or if the backlog still holds it back.
+func (l *loop) endSchedule(phase int32) {
+	if l.trafficAt == 0 || l.ended {
+		return
+	}
+	l.ended = true
+	end := l.w.trafficEnd.Load()
+	switch {
+	case l.w.cfg.Scenario == Wake:
+		if phase == phaseDrain {
+			l.wake(end)
+		}
+		for l.wakeDue() <= end && l.nextToWake() != nil {
+			l.woken++
+			l.stats.scheduled.Add(1)
+			l.stats.unsent.Add(1)
+		}
+	case l.timetable:
+		if phase == phaseDrain {
+			l.sendDue(end)
+		}
+		for _, c := range l.open {
+			if c.sender {
+				l.writeOff(c, end)
+			}
+		}
+		l.timetable = false
+	}
+}
+
+// wakeDue is when the loop's next wake is due: --wake-rate spread over
+// the loops, from the end of --wake-idle.
+func (l *loop) wakeDue() int64 {
+	w := l.w
+	every := 1e9 * float64(w.totalLoops) / w.cfg.WakeRate
+	return l.trafficAt + int64(w.cfg.WakeIdle) + int64(float64(l.woken)*every)
+}
+
+// wake sends the wakes due by until, each stamped with its slot.
+func (l *loop) wake(until int64) {
+	for l.wakeDue() <= until {
+		c := l.nextToWake()
+		if c == nil {
+			return
+		}
+		due := l.wakeDue()
+		l.woken++
+		l.stats.scheduled.Add(1)
+		switch {
+		case l.sendData(c, l.payload(due, c.n)):
+			l.await(c, due)
+		case c.state != stOpen:
+			l.stats.unsent.Add(1)
+		}
+	}
+}
+
+// nextToWake takes the next connection to wake that is still open, nil
+// when none is left. A room whose connection has gone takes no slot.
+func (l *loop) nextToWake() *conn {
+	for l.wakeCursor < len(l.toWake) {
+		c := l.toWake[l.wakeCursor]
+		l.toWake[l.wakeCursor] = nil
+		l.wakeCursor++
+		if c.state == stOpen {
+			return c
+		}
+	}
+	return nil
+}
+
+// schedule adds c to the senders' heap.
+func (l *loop) schedule(c *conn) {
+	c.sendPos = int32(len(l.senders))
+	l.senders = append(l.senders, c)
+	l.siftUp(int(c.sendPos))
+}
+
+// unschedule takes c out of the senders' heap, if it is in it.
+func (l *loop) unschedule(c *conn) {
+	i := int(c.sendPos)
+	if i < 0 {
+		return
+	}
+	last := len(l.senders) - 1
+	l.swap(i, last)
+	l.senders[last] = nil
+	l.senders = l.senders[:last]
+	c.sendPos = -1
+	if i < last {
+		l.siftDown(i)
+		l.siftUp(i)
+	}
+}
+
+func (l *loop) swap(i, j int) {
+	s := l.senders
+	s[i], s[j] = s[j], s[i]
+	s[i].sendPos, s[j].sendPos = int32(i), int32(j)
+}
+
+func (l *loop) siftUp(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if l.senders[p].due <= l.senders[i].due {
+			return
+		}
+		l.swap(i, p)
+		i = p
+	}
+}
+
+func (l *loop) siftDown(i int) {
+	n := len(l.senders)
+	for {
+		least := i
+		for _, k := range [2]int{2*i + 1, 2*i + 2} {
+			if k < n && l.senders[k].due < l.senders[least].due {
+				least = k
+			}
+		}
+		if least == i {
+			return
+		}
+		l.swap(i, least)
+		i = least
+	}
+}
