@@ -1,0 +1,180 @@
+package loadtest
+
+import (
+	"bytes"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// stall is how long a server or client stops, once, in the middle of a
+// rate-driven run. Each message due in it waits for its end, so a lower
+// bound on the latencies recorded is a property of the accounting (time
+// from when each message was due), not of the machine's speed.
+const stall = 500 * time.Millisecond
+
+// stallingEcho echoes every message, but once it has read the after-th
+// message (over all connections) it answers nothing for stall: each
+// connection's handler, having read its next message, waits out the
+// stall before it echoes that and reads on.
+func stallingEcho(after int64) func(*websocket.Conn, *http.Request) {
+	var reads, until atomic.Int64
+	return func(c *websocket.Conn, _ *http.Request) {
+		for {
+			op, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if reads.Add(1) == after {
+				until.Store(time.Now().Add(stall).UnixNano())
+			}
+			if d := time.Until(time.Unix(0, until.Load())); d > 0 {
+				time.Sleep(d)
+			}
+			if c.WriteMessage(op, msg) != nil {
+				return
+			}
+		}
+	}
+}
+
+// checkTimetable checks a rate-driven run's account of its sends: every
+// send the rate called for over the traffic phase was scheduled, each was
+// sent, and each reply was timed, none lost to the stall.
+func checkTimetable(t *testing.T, res *Result, senders int, every time.Duration) {
+	t.Helper()
+	c := res.Counters
+	t.Logf("counters %+v traffic %.3fs latency %+v", c, res.TrafficSeconds, res.Latency)
+	// Each sender's first slot and the loops' view of the phase change
+	// may each move its count by one.
+	due := float64(senders) * res.TrafficSeconds / every.Seconds()
+	if math.Abs(float64(c.Scheduled)-due) > float64(2*senders) {
+		t.Errorf("scheduled %d sends, the rate calls for %.0f in %.3fs", c.Scheduled, due, res.TrafficSeconds)
+	}
+	if c.Sent != c.Scheduled || c.Skipped != 0 || c.Unsent != 0 {
+		t.Errorf("sent %d of %d scheduled (skipped %d, unsent %d): the stall's sends were dropped, not sent late",
+			c.Sent, c.Scheduled, c.Skipped, c.Unsent)
+	}
+	if res.Latency.Count != c.Sent {
+		t.Errorf("latency n=%d for %d sends: replies went untimed", res.Latency.Count, c.Sent)
+	}
+	if res.LatencyFrom != LatencyFromSchedule {
+		t.Errorf("latency_from %q, want %q", res.LatencyFrom, LatencyFromSchedule)
+	}
+}
+
+// A server that stops reading for 500 ms under idle pings every 50 ms:
+// each ping due in the stall is answered after it, and each must be timed
+// from when it was due. The client timed only the first ping while one
+// was unanswered, so the stall's other pings went unrecorded (and their
+// late replies answered later pings).
+func TestPingsDueInAServerStallAreTimed(t *testing.T) {
+	const conns, every = 4, 50 * time.Millisecond
+	addr := gorillaServer(t, stallingEcho(5*conns))
+	res := run(t, Config{Scenario: Idle, URLs: []string{"ws://" + addr + "/{room}"}, Count: conns,
+		PingEvery: every, Hold: 1500 * time.Millisecond}, Options{})
+	// The ping due as the stall began waited for all of it, less a
+	// period by which it may have been due before the server's read.
+	if floor := (stall - every).Seconds() * 1000; res.Latency.Max < floor {
+		t.Errorf("latency max %.1f ms, want at least %.0f ms: the stall is not in the latency", res.Latency.Max, floor)
+	}
+	checkTimetable(t, res, conns, every)
+}
+
+// The load client itself stops for 500 ms (its worker processes are
+// sent SIGSTOP, as a host that takes the CPU away or a long pause would):
+// the sends due in the stall must go out when it ends, each timed from
+// when it was due. The client caught up at most 100 ms of them, stamped
+// with the time it got to them, and dropped the rest uncounted.
+func TestSendsDueInAClientStallAreSentLateAndTimed(t *testing.T) {
+	const conns, rate = 4, 100
+	var reads atomic.Int64
+	addr := gorillaServer(t, func(c *websocket.Conn, _ *http.Request) {
+		for {
+			op, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if reads.Add(1) == conns*rate/4 {
+				go stopWorkers(t)
+			}
+			if c.WriteMessage(op, msg) != nil {
+				return
+			}
+		}
+	})
+	// The stall begins a quarter second into the traffic phase, with
+	// three quarters of a second of sending after it.
+	res := run(t, Config{Scenario: Echo, URLs: []string{"ws://" + addr + "/{room}"}, Count: conns,
+		MsgRate: rate, Hold: 1500 * time.Millisecond, Workers: 2, Loops: 1},
+		Options{WorkerCommand: testWorkerCommand})
+	if reads.Load() < conns*rate/4 {
+		t.Fatalf("the server read %d messages, and the client never stalled", reads.Load())
+	}
+	// The slots due in the stall's first half, a sixth of the run's,
+	// each waited at least half the stall.
+	if floor := (stall / 2).Seconds() * 1000; res.Latency.P90 < floor {
+		t.Errorf("latency p90 %.1f ms, want at least %.0f ms: the stall's sends were timed from when they went out", res.Latency.P90, floor)
+	}
+	if res.Counters.Echoed != res.Counters.Sent {
+		t.Errorf("echoed %d of %d", res.Counters.Echoed, res.Counters.Sent)
+	}
+	checkTimetable(t, res, conns, time.Second/rate)
+}
+
+// stopWorkers stops this test's worker processes for the stall, then
+// lets them go on.
+func stopWorkers(t *testing.T) {
+	pids := workerPIDs(t)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGSTOP)
+	}
+	time.AfterFunc(stall, func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	})
+}
+
+// workerPIDs finds the worker processes this test process started.
+func workerPIDs(t *testing.T) []int {
+	procs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	self := strconv.Itoa(os.Getpid())
+	var pids []int
+	for _, p := range procs {
+		stat, err := os.ReadFile(p + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := bytes.Fields(stat[i+1:])
+		if len(f) < 2 || string(f[1]) != self {
+			continue
+		}
+		env, _ := os.ReadFile(p + "/environ")
+		if bytes.Contains(env, []byte(workerEnv+"=1")) {
+			pid, _ := strconv.Atoi(filepath.Base(p))
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) == 0 {
+		t.Error("no worker process found")
+	}
+	return pids
+}
