@@ -92,7 +92,14 @@ var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return
 // checked against.
 func gorillaServer(tb testing.TB, handle func(c *websocket.Conn, r *http.Request)) string {
 	tb.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return gorillaServerWith(tb, handle, func(*http.Server) {})
+}
+
+// gorillaServerWith is gorillaServer with its http.Server set up by
+// configure before it starts.
+func gorillaServerWith(tb testing.TB, handle func(c *websocket.Conn, r *http.Request), configure func(*http.Server)) string {
+	tb.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := upgrader.Upgrade(w, r, nil)
 		if err != nil {
 			return
@@ -100,6 +107,8 @@ func gorillaServer(tb testing.TB, handle func(c *websocket.Conn, r *http.Request
 		defer c.Close()
 		handle(c, r)
 	}))
+	configure(srv.Config)
+	srv.Start()
 	tb.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }

@@ -2,7 +2,9 @@ package loadtest
 
 import (
 	"bytes"
+	"context"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,10 +24,10 @@ import (
 const stall = 500 * time.Millisecond
 
 // stallingEcho echoes every message, but once it has read the after-th
-// message (over all connections) it answers nothing for stall: each
-// connection's handler, having read its next message, waits out the
-// stall before it echoes that and reads on.
-func stallingEcho(after int64) func(*websocket.Conn, *http.Request) {
+// message (over all connections) it answers nothing for d: each
+// connection's handler, having read its next message, waits that out
+// before it echoes the message and reads on.
+func stallingEcho(after int64, d time.Duration) func(*websocket.Conn, *http.Request) {
 	var reads, until atomic.Int64
 	return func(c *websocket.Conn, _ *http.Request) {
 		for {
@@ -34,7 +36,7 @@ func stallingEcho(after int64) func(*websocket.Conn, *http.Request) {
 				return
 			}
 			if reads.Add(1) == after {
-				until.Store(time.Now().Add(stall).UnixNano())
+				until.Store(time.Now().Add(d).UnixNano())
 			}
 			if d := time.Until(time.Unix(0, until.Load())); d > 0 {
 				time.Sleep(d)
@@ -78,7 +80,7 @@ func checkTimetable(t *testing.T, res *Result, senders int, every time.Duration)
 // late replies answered later pings).
 func TestPingsDueInAServerStallAreTimed(t *testing.T) {
 	const conns, every = 4, 50 * time.Millisecond
-	addr := gorillaServer(t, stallingEcho(5*conns))
+	addr := gorillaServer(t, stallingEcho(5*conns, stall))
 	res := run(t, Config{Scenario: Idle, URLs: []string{"ws://" + addr + "/{room}"}, Count: conns,
 		PingEvery: every, Hold: 1500 * time.Millisecond}, Options{})
 	// The ping due as the stall began waited for all of it, less a
@@ -87,6 +89,34 @@ func TestPingsDueInAServerStallAreTimed(t *testing.T) {
 		t.Errorf("latency max %.1f ms, want at least %.0f ms: the stall is not in the latency", res.Latency.Max, floor)
 	}
 	checkTimetable(t, res, conns, every)
+}
+
+// A server that stops reading for 1.5 s under echo at --msg-rate, with
+// messages big enough (5 MB/s) that the client's socket and then its
+// backlog pass their bounds in the stall: the sends held back must go out
+// as the backlog drains, each timed from when it was due. The client
+// skipped them: sent never, and timed never. The stall is long, and the
+// rate low, so that a client and server built with -race catch up after
+// it.
+func TestSendsHeldBackByABacklogAreSentLateAndTimed(t *testing.T) {
+	const rate, size, long = 20, 256 << 10, 3 * stall
+	addr := gorillaServerWith(t, stallingEcho(rate/4, long), func(s *http.Server) {
+		// A small, fixed receive buffer, so the stall fills the
+		// client's socket and then its backlog.
+		s.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
+			return ctx
+		}
+	})
+	res := run(t, Config{Scenario: Echo, URLs: []string{"ws://" + addr + "/{room}"}, Count: 1,
+		MsgRate: rate, Size: size, Hold: 4 * time.Second}, Options{})
+	if floor := (long - time.Second/rate).Seconds() * 1000; res.Latency.Max < floor {
+		t.Errorf("latency max %.1f ms, want at least %.0f ms: the stall is not in the latency", res.Latency.Max, floor)
+	}
+	if res.Counters.Echoed != res.Counters.Sent {
+		t.Errorf("echoed %d of %d", res.Counters.Echoed, res.Counters.Sent)
+	}
+	checkTimetable(t, res, 1, time.Second/rate)
 }
 
 // The load client itself stops for 500 ms (its worker processes are
