@@ -443,6 +443,10 @@ func (l *loop) opened(c *conn, now int64) {
 	c.openPos = int32(len(l.open))
 	l.open = append(l.open, c)
 	if c.sender {
+		// A sender that opens once the timetable runs starts on it now,
+		// not owing every slot since the epoch; earlier ones are given
+		// their slots as traffic starts.
+		c.due = now
 		l.schedule(c)
 		if l.w.closedLoop() && l.w.phase.Load() == phaseTraffic {
 			l.sendNext(c, now)
