@@ -208,3 +208,49 @@ func workerPIDs(t *testing.T) []int {
 	}
 	return pids
 }
+
+// A server that stops reading for good: the sends its backlog held back
+// through the end of the run are never sent, and must be accounted for,
+// not dropped from the count of what the rate called for.
+func TestSendsNeverMadeAreCounted(t *testing.T) {
+	const rate, size = 20, 256 << 10
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	var reads atomic.Int64
+	addr := gorillaServerWith(t, func(c *websocket.Conn, _ *http.Request) {
+		for {
+			op, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if reads.Add(1) == rate/4 {
+				<-done
+				return
+			}
+			if c.WriteMessage(op, msg) != nil {
+				return
+			}
+		}
+	}, func(s *http.Server) {
+		s.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
+			return ctx
+		}
+	})
+	res := run(t, Config{Scenario: Echo, URLs: []string{"ws://" + addr + "/{room}"}, Count: 1,
+		MsgRate: rate, Size: size, Hold: 2 * time.Second, Drain: 100 * time.Millisecond}, Options{})
+	c := res.Counters
+	t.Logf("counters %+v traffic %.3fs", c, res.TrafficSeconds)
+	if c.Skipped == 0 || c.Sent+c.Skipped+c.Unsent != c.Scheduled {
+		t.Errorf("scheduled %d, sent %d, skipped %d, unsent %d: want some skipped, and all accounted for",
+			c.Scheduled, c.Sent, c.Skipped, c.Unsent)
+	}
+	if due := rate * res.TrafficSeconds; math.Abs(float64(c.Scheduled)-due) > 2 {
+		t.Errorf("scheduled %d sends, the rate calls for %.0f in %.3fs", c.Scheduled, due, res.TrafficSeconds)
+	}
+	var sum bytes.Buffer
+	res.WriteSummary(&sum)
+	if !bytes.Contains(sum.Bytes(), []byte("skipped (the server was not reading)")) {
+		t.Errorf("the summary does not account for the sends never made:\n%s", sum.String())
+	}
+}
