@@ -67,6 +67,11 @@ type handshake struct {
 type loop struct {
 	w    *worker
 	epfd int
+	// timer is a timerfd in the epoll set, armed for the next timed send:
+	// epoll_wait's timeout counts whole milliseconds, and a send made up
+	// to a tick late would be timed from its due time with the tick in it.
+	timer   int
+	timerAt int64 // when timer is armed for (0: disarmed)
 	// slots holds the loop's connections; free lists empty slots. Events
 	// carry a slot and a generation, not a descriptor, so the table is
 	// the loop's own size and a reused slot never sees stale events.
@@ -113,8 +118,19 @@ func newLoop(w *worker, first, stride int64) (*loop, error) {
 	if err != nil {
 		return nil, err
 	}
+	timer, err := unix.TimerfdCreate(unix.CLOCK_REALTIME, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err == nil {
+		err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, timer, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: timerSlot})
+	}
+	if err != nil {
+		unix.Close(epfd)
+		if timer >= 0 {
+			unix.Close(timer)
+		}
+		return nil, err
+	}
 	return &loop{
-		w: w, epfd: epfd, next: first, stride: stride, firstWave: int64(w.cfg.Count),
+		w: w, epfd: epfd, timer: timer, next: first, stride: stride, firstWave: int64(w.cfg.Count),
 		rng:        rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(first))),
 		rbuf:       make([]byte, 64<<10),
 		maxPending: shareOf(w.cfg.Concurrency, w.totalLoops, int(first)),
@@ -132,6 +148,11 @@ func (l *loop) run() {
 		}
 		for i := range max(n, 0) {
 			ev := &l.events[i]
+			if ev.Fd == timerSlot {
+				var expirations [8]byte
+				_, _ = unix.Read(l.timer, expirations[:])
+				continue
+			}
 			if int(ev.Fd) < len(l.slots) {
 				if c := l.slots[ev.Fd]; c != nil && c.gen == uint32(ev.Pad) {
 					l.event(c, ev.Events)
@@ -143,7 +164,23 @@ func (l *loop) run() {
 		if !l.tick(time.Now().UnixNano()) {
 			return
 		}
+		l.armTimer()
 	}
+}
+
+// timerSlot marks the timer's events: no connection has a negative slot.
+const timerSlot = -1
+
+// armTimer sets the timer for the loop's next timed send, if that moved.
+func (l *loop) armTimer() {
+	at := l.nextDue()
+	if at == l.timerAt {
+		return
+	}
+	l.timerAt = at
+	// Zero disarms; a time already past fires at once.
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(at)}
+	_ = unix.TimerfdSettime(l.timer, unix.TFD_TIMER_ABSTIME, &spec, nil)
 }
 
 func (l *loop) event(c *conn, ev uint32) {

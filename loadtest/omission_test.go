@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
 )
 
 // stall is how long a server or client stops, once, in the middle of a
@@ -252,5 +253,42 @@ func TestSendsNeverMadeAreCounted(t *testing.T) {
 	res.WriteSummary(&sum)
 	if !bytes.Contains(sum.Bytes(), []byte("skipped (the server was not reading)")) {
 		t.Errorf("the summary does not account for the sends never made:\n%s", sum.String())
+	}
+}
+
+// A loop waits for its next timed send on a timer of its own, set for the
+// send's due time: epoll_wait's timeout counts whole milliseconds, so a
+// loop woken only by it sent up to a tick late, and the tick was timed as
+// the server's.
+func TestLoopWakesForItsNextTimedSend(t *testing.T) {
+	w := &worker{cfg: Config{Scenario: Echo, MsgRate: 10}, totalLoops: 1}
+	l, err := newLoop(w, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(l.epfd)
+	defer unix.Close(l.timer)
+	armedIn := func() time.Duration {
+		var spec unix.ItimerSpec
+		if err := unix.TimerfdGettime(l.timer, &spec); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(unix.TimespecToNsec(spec.Value))
+	}
+
+	l.senders = []*conn{{}}
+	l.startTimetable(time.Now().UnixNano())
+	due := time.Now().Add(time.Hour)
+	l.senders[0].due = due.UnixNano()
+	l.armTimer()
+	left := time.Until(due)
+	if in := armedIn(); in > left || in < left-time.Minute {
+		t.Fatalf("the loop's timer is armed to go off in %v, want at the next send's due time, %v from now", in, left)
+	}
+
+	l.timetable = false
+	l.armTimer()
+	if in := armedIn(); in != 0 {
+		t.Fatalf("with nothing timed to send the timer goes off in %v, want it disarmed", in)
 	}
 }

@@ -185,7 +185,8 @@ func (l *loop) closeAll() {
 	}
 	l.pending = nil
 	_ = unix.Close(l.epfd)
-	l.epfd = -1
+	_ = unix.Close(l.timer)
+	l.epfd, l.timer = -1, -1
 }
 
 // stampPrefix marks a timestamped message: "den:<unix nanos>:<conn>:" then

@@ -264,3 +264,14 @@ func (l *loop) siftDown(i int) {
 		i = least
 	}
 }
+
+// nextDue is when the loop's next timed send is due, 0 if none is.
+func (l *loop) nextDue() int64 {
+	switch {
+	case l.timetable && len(l.senders) > 0:
+		return l.senders[0].due
+	case l.w.cfg.Scenario == Wake && l.trafficAt != 0 && !l.ended && l.wakeCursor < len(l.toWake):
+		return l.wakeDue()
+	}
+	return 0
+}
