@@ -1,6 +1,9 @@
 package loadtest
 
-import "time"
+import (
+	"container/heap"
+	"time"
+)
 
 // A rate-driven scenario's sends keep a timetable, as wrk2 does: each
 // sender's message k is due at its first slot plus k periods, carries
@@ -12,7 +15,7 @@ import "time"
 // backlog held it back, unsent when the run or the connection ended
 // first.
 //
-// l.senders is the timetable: a binary min-heap on conn.due, with
+// l.senders is the timetable: a min-heap on conn.due (container/heap), with
 // conn.sendPos each sender's index. A parked sender (backlog over the
 // bound) is out of the heap until its socket drains, so the heap's top is
 // always a sender that can send.
@@ -207,61 +210,40 @@ func (l *loop) nextToWake() *conn {
 	return nil
 }
 
-// schedule adds c to the senders' heap.
-func (l *loop) schedule(c *conn) {
-	c.sendPos = int32(len(l.senders))
-	l.senders = append(l.senders, c)
-	l.siftUp(int(c.sendPos))
+// timetable is the senders' heap on conn.due for container/heap, each
+// sender's index kept in conn.sendPos so that one can leave it at once.
+type timetable []*conn
+
+func (t timetable) Len() int           { return len(t) }
+func (t timetable) Less(i, j int) bool { return t[i].due < t[j].due }
+
+func (t timetable) Swap(i, j int) {
+	t[i], t[j] = t[j], t[i]
+	t[i].sendPos, t[j].sendPos = int32(i), int32(j)
 }
+
+func (t *timetable) Push(x any) {
+	c := x.(*conn)
+	c.sendPos = int32(len(*t))
+	*t = append(*t, c)
+}
+
+func (t *timetable) Pop() any {
+	old := *t
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*t = old[:len(old)-1]
+	c.sendPos = -1
+	return c
+}
+
+// schedule adds c to the senders' heap.
+func (l *loop) schedule(c *conn) { heap.Push((*timetable)(&l.senders), c) }
 
 // unschedule takes c out of the senders' heap, if it is in it.
 func (l *loop) unschedule(c *conn) {
-	i := int(c.sendPos)
-	if i < 0 {
-		return
-	}
-	last := len(l.senders) - 1
-	l.swap(i, last)
-	l.senders[last] = nil
-	l.senders = l.senders[:last]
-	c.sendPos = -1
-	if i < last {
-		l.siftDown(i)
-		l.siftUp(i)
-	}
-}
-
-func (l *loop) swap(i, j int) {
-	s := l.senders
-	s[i], s[j] = s[j], s[i]
-	s[i].sendPos, s[j].sendPos = int32(i), int32(j)
-}
-
-func (l *loop) siftUp(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if l.senders[p].due <= l.senders[i].due {
-			return
-		}
-		l.swap(i, p)
-		i = p
-	}
-}
-
-func (l *loop) siftDown(i int) {
-	n := len(l.senders)
-	for {
-		least := i
-		for _, k := range [2]int{2*i + 1, 2*i + 2} {
-			if k < n && l.senders[k].due < l.senders[least].due {
-				least = k
-			}
-		}
-		if least == i {
-			return
-		}
-		l.swap(i, least)
-		i = least
+	if c.sendPos >= 0 {
+		heap.Remove((*timetable)(&l.senders), int(c.sendPos))
 	}
 }
 
