@@ -57,9 +57,12 @@ func checkTimetable(t *testing.T, res *Result, senders int, every time.Duration)
 	c := res.Counters
 	t.Logf("counters %+v traffic %.3fs latency %+v", c, res.TrafficSeconds, res.Latency)
 	// Each sender's first slot and the loops' view of the phase change
-	// may each move its count by one.
+	// may each move its count by one, and worker processes see the phase
+	// change later than the coordinator that times the phase, more so on
+	// a busy machine: a tenth is allowed. Sends lost to a stall are far
+	// more (a third of the client-stall test's run).
 	due := float64(senders) * res.TrafficSeconds / every.Seconds()
-	if math.Abs(float64(c.Scheduled)-due) > float64(2*senders) {
+	if math.Abs(float64(c.Scheduled)-due) > max(float64(2*senders), due/10) {
 		t.Errorf("scheduled %d sends, the rate calls for %.0f in %.3fs", c.Scheduled, due, res.TrafficSeconds)
 	}
 	if c.Sent != c.Scheduled || c.Skipped != 0 || c.Unsent != 0 {
