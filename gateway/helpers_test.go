@@ -183,7 +183,9 @@ func (c *rawClient) expectClose(want wsframe.StatusCode) {
 	}
 }
 
-// expectEOF checks that the server closes the connection.
+// expectEOF checks that the server closes the connection, then closes
+// the client's side, as a client does at the end of its input: den, which
+// only shut its own side, waits for that (see linger.go).
 func (c *rawClient) expectEOF() {
 	c.tb.Helper()
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -194,6 +196,7 @@ func (c *rawClient) expectEOF() {
 	if len(b) > 0 {
 		c.tb.Fatalf("%d bytes after the close: %q", len(b), b)
 	}
+	c.conn.Close()
 }
 
 func isReset(err error) bool { return strings.Contains(err.Error(), "connection reset") }

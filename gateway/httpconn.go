@@ -261,9 +261,9 @@ func (l *loop) finishHTTP(s *Socket, resp []byte, keepAlive bool) {
 		return
 	}
 	if !keepAlive {
-		// The request was read whole; more pipelined behind it would be
-		// unread, so den waits for the client's FIN instead.
-		l.linger(s, s.conn.InboundBuffered() == 0)
+		// Even with nothing buffered, more may be on its way (a pipelined
+		// request, the rest of an upload): see linger.go.
+		l.linger(s, false)
 		return
 	}
 	s.state = stateHTTP

@@ -10,7 +10,6 @@ import (
 	"unicode/utf8"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -57,6 +56,8 @@ type loop struct {
 	reasons map[*Socket]string
 	// Output still draining for lingering or paused sockets; see progress.
 	draining map[*Socket]drainState
+	// Input read and dropped by lingering sockets that sent any; see drop.
+	dropped map[*Socket]int64
 
 	// Written only by the loop goroutine; atomic so that Stats can read
 	// them. Each loop has its own, so counting costs no shared cache line.
@@ -379,53 +380,6 @@ func (l *loop) open(s *Socket) {
 	if s.conn.InboundBuffered() > 0 && l.guard(s, l.readFrames) == gnet.Close {
 		l.closeConn(s)
 	}
-}
-
-// linger ends a connection once what den wrote has left: gnet's own close
-// would drop what the kernel has not taken yet. When the peer has nothing
-// more to send (peerDone: its close frame, or a whole request, was read),
-// den closes as soon as its buffer is empty. Otherwise closing with input
-// unread would make the kernel reset the connection, discarding what it
-// still had to send: den stops reading, sends FIN once its buffer is
-// empty, and closes when the peer's FIN arrives (gnet closes on EOF) or the
-// close timeout passes.
-func (l *loop) linger(s *Socket, peerDone bool) {
-	if s.flags.has(flagGone) {
-		return
-	}
-	l.refuseFrames(s)
-	s.state = stateLinger
-	s.since = l.wheel.now
-	if peerDone {
-		s.flags |= flagPeerDone
-	}
-	l.shutWhenDrained(s)
-}
-
-// shutWhenDrained closes, or sends FIN, once den's output has all reached
-// the kernel, and files the socket to look again next tick if it has not.
-func (l *loop) shutWhenDrained(s *Socket) {
-	if s.flags.has(flagShut) {
-		l.wheel.file(s, s.since+l.srv.ticks.close)
-		return
-	}
-	if s.conn.OutboundBuffered() > 0 {
-		if !l.progress(s, l.srv.ticks.close) || l.wheel.now-s.since >= l.srv.ticks.close {
-			l.closeConn(s) // the client stopped reading
-			return
-		}
-		l.wheel.file(s, l.wheel.now+1)
-		return
-	}
-	delete(l.draining, s)
-	if s.flags.has(flagPeerDone) {
-		l.closeConn(s)
-		return
-	}
-	s.flags |= flagShut
-	_ = unix.Shutdown(s.conn.Fd(), unix.SHUT_WR)
-	s.since = l.wheel.now // now wait for the peer's FIN
-	l.wheel.file(s, s.since+l.srv.ticks.close)
 }
 
 // refuseFrames makes Send and Broadcast refuse the socket: after den's

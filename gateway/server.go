@@ -183,7 +183,7 @@ func (srv *Server) loopOf(el gnet.EventLoop) *loop {
 	l := find()
 	if l == nil {
 		l = &loop{srv: srv, el: el, requests: make(map[*Socket]context.CancelFunc), bodies: make(map[*Socket]*pendingBody),
-			reasons: make(map[*Socket]string), draining: make(map[*Socket]drainState)}
+			reasons: make(map[*Socket]string), draining: make(map[*Socket]drainState), dropped: make(map[*Socket]int64)}
 		l.hs = newHandshaker(l)
 		l.pacer = time.AfterFunc(time.Hour, l.execFlush)
 		l.pacer.Stop()
@@ -223,7 +223,11 @@ func (e *events) OnTraffic(c gnet.Conn) (action gnet.Action) {
 		s.lastRead = l.wheel.now
 		s.flags &^= flagPinged
 		action = l.guard(s, l.readFrames)
-	case stateLinger, stateClosed:
+	case stateLinger:
+		if n, _ := c.Discard(-1); l.drop(s, n) {
+			action = gnet.Close
+		}
+	case stateClosed:
 		_, _ = c.Discard(-1)
 	case stateJoining, stateHTTPBusy:
 		// Input waits for the room's answer or the handler's response,
@@ -270,6 +274,7 @@ func (e *events) OnClose(c gnet.Conn, err error) gnet.Action {
 	}
 	delete(l.bodies, s)
 	delete(l.draining, s)
+	delete(l.dropped, s)
 	if !owed {
 		delete(l.reasons, s)
 	}
