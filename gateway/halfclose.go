@@ -14,9 +14,11 @@ import (
 // A client may close its side of the connection right after its request,
 // as `nc -N` does, and still wait for the answer. gnet closes a
 // connection at the end of its input, so den keeps a duplicate of the
-// descriptor of such a connection whose request is being handled, and
-// writes the answer on it. The connection stays counted (Stats.Conns, the
-// per-address limit) until then.
+// descriptor of such a connection whose request is being handled, or
+// whose join waits for its room, and writes the answer on it: the
+// handler's response, or the room's refusal (a join accepted then is not
+// opened: the client could never send a frame). The connection stays
+// counted (Stats.Conns, the per-address limit) until then.
 //
 // Only a connection with nothing else in flight is kept: none of an
 // earlier answer still waiting in gnet's buffer (which gnet's close
@@ -33,23 +35,31 @@ type halfClosedConns struct {
 type halfClosed struct {
 	nc   net.Conn
 	addr net.Addr
-	// cancel ends the request's context. A client gone altogether looks
-	// the same as one that only closed its side, so the context ends
-	// anyway once the handshake timeout has passed since the FIN, on
-	// den's clock, and a handler waiting on it gives up. done ends that
-	// wait.
+	// cancel ends the request's context; join is the join instead, for a
+	// handshake. A client gone altogether looks the same as one that only
+	// closed its side, so once the handshake timeout has passed since the
+	// FIN, on den's clock, the context ends anyway and a handler waiting
+	// on it gives up, or the join is answered 503 as on a loop. done ends
+	// that wait.
 	cancel context.CancelFunc
+	join   *Join
 	done   chan struct{}
 }
 
-// expire cancels h's request once the handshake timeout has passed, unless
-// it is answered first.
-func (srv *Server) expire(h *halfClosed) {
+// expire gives up on h's request or join once the handshake timeout has
+// passed, unless it is answered first.
+func (srv *Server) expire(s *Socket, h *halfClosed) {
 	t := srv.cfg.Clock.NewTimer(srv.cfg.Clock.Now().Add(srv.cfg.HandshakeTimeout))
 	defer t.Stop()
 	select {
 	case <-t.C():
-		h.cancel()
+		if h.join == nil {
+			h.cancel()
+		} else if h.join.abandonHalfClosed() {
+			srv.stats.handshakeTimeouts.Add(1)
+			srv.stats.refused(refusedTimeout)
+			srv.answerHalfClosed(s, errorResponse(503, "room did not answer", nil))
+		}
 	case <-h.done:
 	}
 }
@@ -57,29 +67,32 @@ func (srv *Server) expire(h *halfClosed) {
 // end stops h's wait, ends its request and closes the connection.
 func (srv *Server) end(h *halfClosed) {
 	close(h.done)
-	h.cancel()
+	if h.cancel != nil {
+		h.cancel()
+	}
 	_ = h.nc.Close()
 	srv.forget(h.addr)
 }
 
 // keepHalfClosed keeps c, whose client closed its side while its request
-// is handled, for the answer; false if it cannot be kept.
-func (srv *Server) keepHalfClosed(s *Socket, c gnet.Conn, cancel context.CancelFunc) bool {
-	if cancel == nil || c.InboundBuffered() > 0 || c.OutboundBuffered() > 0 {
+// is handled (cancel ends it) or its join j waits for the room, for the
+// answer; false if it cannot be kept.
+func (srv *Server) keepHalfClosed(s *Socket, c gnet.Conn, cancel context.CancelFunc, j *Join) bool {
+	if (cancel == nil && j == nil) || c.InboundBuffered() > 0 || c.OutboundBuffered() > 0 {
 		return false
 	}
 	nc := dupConn(c)
 	if nc == nil {
 		return false
 	}
-	h := &halfClosed{nc: nc, addr: c.RemoteAddr(), cancel: cancel, done: make(chan struct{})}
+	h := &halfClosed{nc: nc, addr: c.RemoteAddr(), cancel: cancel, join: j, done: make(chan struct{})}
 	srv.half.mu.Lock()
 	if srv.half.conns == nil {
 		srv.half.conns = map[*Socket]*halfClosed{}
 	}
 	srv.half.conns[s] = h
 	srv.half.mu.Unlock()
-	go srv.expire(h)
+	go srv.expire(s, h)
 	return true
 }
 
@@ -107,6 +120,23 @@ func (srv *Server) answerHalfClosed(s *Socket, resp []byte) {
 		}
 		srv.end(h)
 	}()
+}
+
+// refuseHalfClosedJoins answers 503 to the kept joins still waiting for
+// their rooms, as Shutdown does the joins on the loops.
+func (srv *Server) refuseHalfClosedJoins() {
+	var refused []*Socket
+	srv.half.mu.Lock()
+	for s, h := range srv.half.conns {
+		if h.join != nil && h.join.abandonHalfClosed() {
+			refused = append(refused, s)
+		}
+	}
+	srv.half.mu.Unlock()
+	for _, s := range refused {
+		srv.stats.refused(refusedShutdown)
+		srv.answerHalfClosed(s, errorResponse(503, "server shutting down", nil))
+	}
 }
 
 // closeHalfClosed closes the kept connections whose handlers have not

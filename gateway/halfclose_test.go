@@ -234,3 +234,120 @@ func TestHalfClosedAfterABacklogCloses(t *testing.T) {
 		t.Errorf("%d connections kept, want none", n)
 	}
 }
+
+// heldJoins is a test Rooms whose joins wait for the test to answer them.
+type heldJoins struct {
+	Echo
+	joins chan *Join
+}
+
+func (h *heldJoins) Join(j *Join) { h.joins <- j }
+
+// startHeldJoin sends a handshake on a new connection, closes the
+// client's side once its join waits for the room, and waits until den
+// has read the FIN: it keeps the connection, or (without a way to answer
+// it) closes it.
+func startHeldJoin(t *testing.T, srv *Server, h *heldJoins) (*rawClient, *Join) {
+	t.Helper()
+	c := dialRaw(t, srv)
+	c.send(request("/rooms/held/a", hUpgrade, hConn, hKey, hVersion))
+	var j *Join
+	select {
+	case j = <-h.joins:
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for the join")
+	}
+	if err := c.conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the half-close seen", func() bool { return halfClosedCount(srv) == 1 || srv.Stats().Conns == 0 })
+	return c, j
+}
+
+// A client that closes its side after its handshake, as `nc -N` does,
+// gets the room's refusal, which comes after den has read the end of the
+// client's input, as a plain request's client gets its answer.
+func TestHalfClosedJoinGetsItsRefusal(t *testing.T) {
+	h := &heldJoins{joins: make(chan *Join, 1)}
+	srv := startServer(t, Config{Rooms: h})
+	c, j := startHeldJoin(t, srv, h)
+	j.RefuseFor(RefusedAuth, http.StatusUnauthorized, "no token", http.Header{"Www-Authenticate": {"Bearer"}})
+	resp := c.response()
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != "Bearer" {
+		t.Errorf("a refused join after a half-close: %d %q, want 401 with WWW-Authenticate", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	c.expectEOF()
+	waitFor(t, "the connection counted closed", func() bool { return srv.Stats().Conns == 0 })
+}
+
+// A join accepted after its client closed its side is not opened: the
+// room gets no socket it could never hear from, and the connection
+// closes.
+func TestHalfClosedJoinAcceptedCloses(t *testing.T) {
+	h := &heldJoins{joins: make(chan *Join, 1)}
+	srv := startServer(t, Config{Rooms: h})
+	c, j := startHeldJoin(t, srv, h)
+	if s := j.Accept(); s != nil {
+		t.Error("Accept after the client closed its side returned a socket")
+	}
+	c.expectEOF()
+	waitFor(t, "the connection counted closed", func() bool { return srv.Stats().Conns == 0 })
+	if n := srv.Stats().Sockets; n != 0 {
+		t.Errorf("%d sockets open, want none", n)
+	}
+}
+
+// A kept join the room never answers gets 503 once the handshake timeout
+// has passed since the FIN, on den's clock.
+func TestHalfClosedJoinTimesOut(t *testing.T) {
+	fake := clock.NewFake(time.Unix(0, 0))
+	h := &heldJoins{joins: make(chan *Join, 1)}
+	srv := startServer(t, Config{Clock: fake, Tick: time.Second, Rooms: h})
+	c, j := startHeldJoin(t, srv, h)
+	advanceUntil(t, fake, time.Second, "the join to time out", func() bool { return srv.Stats().HandshakeTimeouts == 1 })
+	if resp := c.response(); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("an unanswered join after a half-close: %d, want 503", resp.StatusCode)
+	}
+	c.expectEOF()
+	j.Refuse(http.StatusForbidden, "too late") // does nothing
+	waitFor(t, "the connection counted closed", func() bool { return srv.Stats().Conns == 0 })
+}
+
+// Shutdown answers a kept join 503 at once, as it does a join on a loop,
+// rather than wait for the room or the timeout.
+func TestHalfClosedJoinRefusedAtShutdown(t *testing.T) {
+	h := &heldJoins{joins: make(chan *Join, 1)}
+	srv, err := New(Config{Listen: "127.0.0.1:0", Rooms: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := startHeldJoin(t, srv, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if resp := c.response(); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a kept join at Shutdown: %d, want 503", resp.StatusCode)
+	}
+	c.expectEOF()
+}
+
+// A handshake and its FIN sent together, as `nc -N` sends them, get the
+// refusal a room makes at once, inside Join: the FIN can reach den
+// before the refusal is written.
+func TestHalfClosedJoinRefusedAtOnce(t *testing.T) {
+	srv := startServer(t, Config{})
+	c := dialRaw(t, srv)
+	c.send(request("/rooms/nope/a", hUpgrade, hConn, hKey, hVersion))
+	if err := c.conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if resp := c.response(); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("an unknown kind, handshake and FIN together: %d, want 404", resp.StatusCode)
+	}
+	c.expectEOF()
+}

@@ -260,6 +260,12 @@ func (l *loop) act(w *work) {
 	if w.q != nil {
 		response, frames, queued, closeText = w.q.response, w.q.frames, w.q.bytes, w.q.closeText
 	}
+	if s.flags.has(flagGone) {
+		if w.join == joinRefused {
+			l.srv.answerHalfClosed(s, response) // if the client only closed its side
+		}
+		return
+	}
 	if s.state == stateJoining {
 		switch w.join {
 		case joinAccepted:

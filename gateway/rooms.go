@@ -57,11 +57,24 @@ const (
 	joinTaken                  // Accept won
 	joinTurned                 // Refuse won
 	joinAbandoned              // den gave up: timeout, shutdown, or the client left
+	// The client closed its side while waiting: a refusal still reaches
+	// it on the kept connection (halfclose.go), an Accept finds it gone.
+	joinHalfClosed
 )
 
 // abandon ends a join from den's side; it reports false when the room
 // answered first.
 func (j *Join) abandon() bool { return j.state.CompareAndSwap(joinOpen, joinAbandoned) }
+
+// halfClose marks a join whose client closed its side; false when the room
+// answered first.
+func (j *Join) halfClose() bool { return j.state.CompareAndSwap(joinOpen, joinHalfClosed) }
+
+// abandonHalfClosed ends a half-closed join from den's side; false when the
+// room answered first.
+func (j *Join) abandonHalfClosed() bool {
+	return j.state.CompareAndSwap(joinHalfClosed, joinAbandoned)
+}
 
 // endHead makes the request head unreachable: the connection's buffer it
 // lives in is about to be reused.
@@ -106,7 +119,8 @@ func (j *Join) Identity() any { return j.identity }
 // Accept lets the client in and returns its socket. Frames sent on the
 // socket right away go out after the handshake response. Accept and
 // Refuse may be called once between them; later calls return nil and do
-// nothing.
+// nothing, as does Accept once the client has gone or closed its side of
+// the connection (it could never send a frame).
 func (j *Join) Accept() *Socket { return j.AcceptValue(nil) }
 
 // AcceptValue is Accept with the room's handle for the socket set first
@@ -117,6 +131,9 @@ func (j *Join) AcceptValue(v any) *Socket {
 	// is not taken is never reported, so setting it early is harmless.
 	j.s.value = v
 	if !j.state.CompareAndSwap(joinOpen, joinTaken) {
+		if j.abandonHalfClosed() {
+			j.s.loop.srv.answerHalfClosed(j.s, nil)
+		}
 		return nil
 	}
 	j.s.answer(*j.response, joinAccepted)
@@ -130,7 +147,9 @@ func (j *Join) Refuse(status int, reason string) { j.RefuseFor(RefusedByRoom, st
 // RefuseFor is Refuse, counted under why in the refusal metrics, with
 // extra response headers (a 401's WWW-Authenticate, say).
 func (j *Join) RefuseFor(why Refusal, status int, reason string, header http.Header) {
-	if !j.state.CompareAndSwap(joinOpen, joinTurned) {
+	// A refusal of a half-closed join goes through the loop too: the
+	// socket's queue orders it after OnClose kept the connection.
+	if !j.state.CompareAndSwap(joinOpen, joinTurned) && !j.state.CompareAndSwap(joinHalfClosed, joinTurned) {
 		return
 	}
 	if status < 400 || status > 599 {

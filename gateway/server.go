@@ -247,17 +247,34 @@ func (e *events) OnClose(c gnet.Conn, err error) gnet.Action {
 	}
 	l := s.loop
 	// The end of the client's input, not of the connection: a client
-	// that half-closes after its request still waits for the answer.
-	kept := s.state == stateHTTPBusy && errors.Is(err, io.EOF) && e.srv.keepHalfClosed(s, c, l.requests[s])
+	// that half-closes after its request or handshake still waits for the
+	// answer.
+	kept := false
+	if errors.Is(err, io.EOF) {
+		switch s.state {
+		case stateHTTPBusy:
+			kept = e.srv.keepHalfClosed(s, c, l.requests[s], nil)
+		case stateJoining:
+			kept = e.srv.keepHalfClosed(s, c, nil, s.join)
+		}
+	}
 	l.wheel.remove(s)
 	if !kept {
 		e.srv.forget(c.RemoteAddr())
 	}
 	owed := s.flags.has(flagOpened)
-	if s.state == stateJoining && !s.join.abandon() && s.join.state.Load() == joinTaken {
-		// Accepted, but the client left before the loop wrote the 101:
-		// the room has the socket and is owed its end.
-		owed = true
+	if s.state == stateJoining {
+		switch {
+		case kept && s.join.halfClose():
+		case s.join.abandon():
+		case s.join.state.Load() == joinTaken:
+			// Accepted, but the client left before the loop wrote the
+			// 101: the room has the socket and is owed its end.
+			owed = true
+			if kept {
+				e.srv.answerHalfClosed(s, nil) // no refusal is coming
+			}
+		}
 	}
 	s.state = stateClosed
 	s.flags |= flagGone
@@ -278,11 +295,19 @@ func (e *events) OnClose(c gnet.Conn, err error) gnet.Action {
 	if !owed {
 		delete(l.reasons, s)
 	}
+	var refusal []byte
 	l.mu.Lock()
+	if kept && s.joinAns == joinRefused {
+		// Refused before the FIN, but not written yet.
+		refusal, s.joinAns = s.q.response, joinPending
+	}
 	l.putQueue(s.q)
 	s.q = nil
 	s.mflags |= mRefuse
 	l.mu.Unlock()
+	if refusal != nil {
+		e.srv.answerHalfClosed(s, refusal)
+	}
 	if owed {
 		if s.flags.has(flagOpened) {
 			e.srv.stats.open.Add(-1)
@@ -317,6 +342,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	}
 	srv.draining.Store(true)
 	srv.acceptor.stop()
+	srv.refuseHalfClosedJoins()
 	srv.spreadCloses(ctx)
 	err := srv.waitUntil(ctx, func() bool { return srv.stats.open.Load() == 0 })
 	if err == nil {
