@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -151,4 +152,50 @@ func TestRegressShutdownSpreadUnevenLoops(t *testing.T) {
 			return false
 		}
 	})
+}
+
+// Joins waiting for their rooms when Shutdown starts, with no WebSocket
+// open, are all refused with 503 at once: the spread stops early once the
+// sockets are gone, and joins left for its later steps used to wait for
+// the handshake timeout (on den's clock, which this test does not move).
+func TestRegressShutdownRefusesEveryPendingJoin(t *testing.T) {
+	fake := clock.NewFake(time.Unix(0, 0))
+	const joins = 3
+	h := &heldJoins{joins: make(chan *Join, joins)}
+	srv, err := New(Config{Listen: "127.0.0.1:0", Clock: fake, Tick: time.Second, EventLoops: 1, Rooms: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var cs []*rawClient
+	for range joins {
+		c := dialRaw(t, srv)
+		c.send(request("/rooms/held/a", hUpgrade, hConn, hKey, hVersion))
+		select {
+		case <-h.joins:
+		case <-time.After(10 * time.Second):
+			t.Fatal("timed out waiting for the join")
+		}
+		cs = append(cs, c)
+	}
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		res <- srv.Shutdown(ctx)
+	}()
+	t.Cleanup(func() {
+		fake.Advance(time.Minute) // a failed test's joins time out, and Shutdown ends
+		<-res
+	})
+	for i, c := range cs {
+		if resp := c.response(); resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("join %d at Shutdown: %d, want 503", i, resp.StatusCode)
+		}
+	}
+	if n := srv.Stats().Refused[refusedShutdown]; n != joins {
+		t.Errorf("%d joins refused for the shutdown, want %d", n, joins)
+	}
 }

@@ -389,8 +389,8 @@ const spreadStep = 50 * time.Millisecond
 // in batches, one every spreadStep, over the shutdown spread: each loop
 // closes its share of what it still holds, so the batches stay even however
 // the sockets are spread across loops. It returns once the last batch is
-// queued, every socket is gone, or ctx ends. A second Shutdown does not
-// spread again.
+// queued, every socket is gone (the joins left are then refused at once),
+// or ctx ends. A second Shutdown does not spread again.
 func (srv *Server) spreadCloses(ctx context.Context) {
 	if !srv.spreading.CompareAndSwap(false, true) {
 		return
@@ -420,6 +420,9 @@ func (srv *Server) spreadCloses(ctx context.Context) {
 				break wait
 			case <-poll.C:
 				if srv.stats.open.Load() == 0 {
+					// Nothing left to spread; joins still waiting for
+					// their rooms are refused now, not at their timeout.
+					srv.eachLoop(func(l *loop) gnet.Runnable { return &drainTask{l: l, stepsLeft: 1} })
 					return
 				}
 			}
