@@ -123,17 +123,26 @@ func (srv *Server) answerHalfClosed(s *Socket, resp []byte) {
 }
 
 // refuseHalfClosedJoins answers 503 to the kept joins still waiting for
-// their rooms, as Shutdown does the joins on the loops.
+// their rooms, as Shutdown does the joins on the loops. A join kept after
+// this sweep is refused as it is kept (see OnClose).
 func (srv *Server) refuseHalfClosedJoins() {
-	var refused []*Socket
+	joins := map[*Socket]*Join{}
 	srv.half.mu.Lock()
 	for s, h := range srv.half.conns {
-		if h.join != nil && h.join.abandonHalfClosed() {
-			refused = append(refused, s)
+		if h.join != nil {
+			joins[s] = h.join
 		}
 	}
 	srv.half.mu.Unlock()
-	for _, s := range refused {
+	for s, j := range joins {
+		srv.refuseAtShutdown(s, j)
+	}
+}
+
+// refuseAtShutdown answers 503 to s's kept join j, unless its room or
+// its timeout answered first.
+func (srv *Server) refuseAtShutdown(s *Socket, j *Join) {
+	if j.abandonHalfClosed() {
 		srv.stats.refused(refusedShutdown)
 		srv.answerHalfClosed(s, errorResponse(503, "server shutting down", nil))
 	}

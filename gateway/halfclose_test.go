@@ -351,3 +351,74 @@ func TestHalfClosedJoinRefusedAtOnce(t *testing.T) {
 	}
 	c.expectEOF()
 }
+
+// A join whose client closes its side once Shutdown has begun, while the
+// spread has not reached it yet, is answered 503 at once: it is off the
+// loop by then, out of the spread's reach, and it was past Shutdown's
+// sweep of the kept joins, so it waited for the room or the timeout.
+func TestHalfClosedJoinDuringShutdown(t *testing.T) {
+	fake := clock.NewFake(time.Unix(0, 0))
+	h := &heldJoins{joins: make(chan *Join, 2)}
+	srv, err := New(Config{Listen: "127.0.0.1:0", Clock: fake, Tick: time.Second, EventLoops: 1, ShutdownSpread: 10 * time.Second, Rooms: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	nextJoin := func() *Join {
+		t.Helper()
+		select {
+		case j := <-h.joins:
+			return j
+		case <-time.After(10 * time.Second):
+			t.Fatal("timed out waiting for the join")
+			return nil
+		}
+	}
+	// An open WebSocket keeps the spread going, one socket a step.
+	ws := dialRaw(t, srv)
+	ws.send(request("/rooms/held/a", hUpgrade, hConn, hKey, hVersion))
+	nextJoin().Accept()
+	if resp := ws.response(); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %d", resp.StatusCode)
+	}
+	var cs []*rawClient
+	var js []*Join
+	for range 2 {
+		c := dialRaw(t, srv)
+		c.send(request("/rooms/held/a", hUpgrade, hConn, hKey, hVersion))
+		js = append(js, nextJoin())
+		cs = append(cs, c)
+	}
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		res <- srv.Shutdown(ctx)
+	}()
+	t.Cleanup(func() {
+		fake.Advance(time.Minute) // a failed test's join times out, and Shutdown ends
+		<-res
+	})
+	// The spread's first step refuses one of the joins (they are due
+	// before the socket); the clock does not move to the next.
+	waitFor(t, "the first step", func() bool { return srv.Stats().Refused[refusedShutdown] == 1 })
+	left := 0
+	if js[0].state.Load() != joinOpen {
+		left = 1
+	}
+	if js[left].state.Load() != joinOpen {
+		t.Fatal("both joins answered in the spread's first step")
+	}
+	if err := cs[left].conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if resp := cs[left].response(); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a join half-closed during Shutdown: %d, want 503", resp.StatusCode)
+	}
+	cs[left].expectEOF()
+	if n := srv.Stats().Refused[refusedShutdown]; n != 2 {
+		t.Errorf("%d joins refused for the shutdown, want 2", n)
+	}
+}

@@ -266,6 +266,11 @@ func (e *events) OnClose(c gnet.Conn, err error) gnet.Action {
 	if s.state == stateJoining {
 		switch {
 		case kept && s.join.halfClose():
+			if e.srv.draining.Load() {
+				// Off the loop, the spread cannot reach it, and Shutdown's
+				// sweep of the kept joins may be past.
+				e.srv.refuseAtShutdown(s, s.join)
+			}
 		case s.join.abandon():
 		case s.join.state.Load() == joinTaken:
 			// Accepted, but the client left before the loop wrote the
