@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -117,4 +118,65 @@ func TestLingerDropsABoundedAmount(t *testing.T) {
 		}
 	}()
 	waitFor(t, "den to close the flooding connection", func() bool { return srv.Stats().Conns == 0 })
+}
+
+// An answer still leaving when Shutdown closes the idle kept-alive
+// connections reaches its client whole: the connection waits for no next
+// request, but den's output has not left, and gnet's close drops what the
+// kernel has not taken.
+func TestShutdownLetsAnAnswerLeave(t *testing.T) {
+	body := bytes.Repeat([]byte{'a'}, 8<<20)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(body) })
+	srv, err := New(Config{Listen: "127.0.0.1:0", EventLoops: 1, Handler: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialSmallWindow(t, srv)
+	if _, err := c.Write(request("/big")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the answer written, most of it still in den", func() bool {
+		pending := false
+		for _, l := range *srv.loopSet.Load() {
+			onLoop(l, func() {
+				l.wheel.each(func(s *Socket) {
+					pending = pending || s.state == stateHTTP && s.conn.OutboundBuffered() > 0
+				})
+			})
+		}
+		return pending
+	})
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		res <- srv.Shutdown(ctx)
+	}()
+	waitFor(t, "Shutdown to close idle connections", func() bool {
+		closing := true
+		for _, l := range *srv.loopSet.Load() {
+			onLoop(l, func() {
+				l.wheel.each(func(s *Socket) { closing = closing && s.state != stateHTTP })
+			})
+		}
+		return closing
+	})
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || len(b) != len(body) {
+		t.Fatalf("answer: %d bytes of %d (%v)", len(b), len(body), err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
 }

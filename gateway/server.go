@@ -496,7 +496,8 @@ func (t *drainTask) Run(context.Context) error {
 // closeIdleTask closes HTTP connections that wait for a next request,
 // none of which has come: one whose head or body is arriving is let finish
 // (the handshake timeout bounds it), and closes after its answer, as
-// draining answers say Connection: close.
+// draining answers say Connection: close. One whose last answer has not
+// all left lingers (linger.go).
 type closeIdleTask loop
 
 func (t *closeIdleTask) Run(context.Context) error {
@@ -507,6 +508,12 @@ func (t *closeIdleTask) Run(context.Context) error {
 		}
 	})
 	for _, s := range l.drain {
+		if s.conn.OutboundBuffered() > 0 {
+			// The last answer is still leaving, and gnet's close would
+			// drop what the kernel has not taken.
+			l.linger(s, false)
+			continue
+		}
 		l.closeConn(s)
 	}
 	clear(l.drain)
