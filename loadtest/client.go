@@ -97,6 +97,7 @@ type loop struct {
 	seen       atomic.Int32 // the phase this loop has finished a tick in
 
 	next, stride int64 // the next connection number to dial, and the step
+	index        int64 // this loop's place among the client's loops: its first number
 	firstWave    int64 // numbers below this are the first wave
 	waveDone     bool  // the first wave has all opened or failed
 	done         bool  // the traffic phase has nothing left to do here
@@ -130,7 +131,7 @@ func newLoop(w *worker, first, stride int64) (*loop, error) {
 		return nil, err
 	}
 	return &loop{
-		w: w, epfd: epfd, timer: timer, next: first, stride: stride, firstWave: int64(w.cfg.Count),
+		w: w, epfd: epfd, timer: timer, next: first, stride: stride, index: first, firstWave: int64(w.cfg.Count),
 		rng:        rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(first))),
 		rbuf:       make([]byte, 64<<10),
 		maxPending: shareOf(w.cfg.Concurrency, w.totalLoops, int(first)),

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -293,5 +295,50 @@ func TestLoopWakesForItsNextTimedSend(t *testing.T) {
 	l.armTimer()
 	if in := armedIn(); in != 0 {
 		t.Fatalf("with nothing timed to send the timer goes off in %v, want it disarmed", in)
+	}
+}
+
+// Wake over four loops at 4 rooms/s: the rooms must be woken one every
+// 250 ms, as --wake-rate says, not four at once every second. Each loop
+// kept its own schedule from the end of --wake-idle at a quarter of the
+// rate, so the loops woke a room each at the same moment, one burst per
+// loop period. The messages' stamps (when each wake was due) are checked,
+// not when they came, so a slow machine cannot bunch them up or spread
+// them out.
+func TestWakesAreSpreadOverTheLoops(t *testing.T) {
+	const rooms, rate, loops = 8, 4, 4
+	var mu sync.Mutex
+	var due []int64
+	addr := gorillaServer(t, func(c *websocket.Conn, _ *http.Request) {
+		for {
+			op, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if ts, _, ok := parseStamp(msg); ok {
+				mu.Lock()
+				due = append(due, ts)
+				mu.Unlock()
+			}
+			if c.WriteMessage(op, msg) != nil {
+				return
+			}
+		}
+	})
+	res := run(t, Config{Scenario: Wake, URLs: []string{"ws://" + addr + "/{room}"}, Rooms: rooms,
+		WakeIdle: 100 * time.Millisecond, WakeRate: rate, Loops: loops, Hold: 5 * time.Second}, Options{})
+	if c := res.Counters; c.Sent != rooms || c.Scheduled != rooms || res.Latency.Count != rooms {
+		t.Fatalf("counters %+v latency n=%d: want %d rooms woken and timed", c, res.Latency.Count, rooms)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(due)
+	// The loops each see the traffic phase begin on their own tick: half
+	// a period is allowed for that.
+	const every = time.Second / rate
+	for i := range due {
+		if at := time.Duration(due[i] - due[0]); at < time.Duration(i)*every-every/2 {
+			t.Fatalf("wake %d was due %v after the first, want %v (due times %v)", i, at, time.Duration(i)*every, due)
+		}
 	}
 }

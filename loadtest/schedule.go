@@ -170,11 +170,14 @@ func (l *loop) endSchedule(phase int32) {
 }
 
 // wakeDue is when the loop's next wake is due: --wake-rate spread over
-// the loops, from the end of --wake-idle.
+// the loops, from the end of --wake-idle. The loops take turns, each
+// its slot in every round, as connection numbers are dealt to them: a
+// loop that started its share of the rate with the others woke a room
+// with each of them at once.
 func (l *loop) wakeDue() int64 {
 	w := l.w
-	every := 1e9 * float64(w.totalLoops) / w.cfg.WakeRate
-	return l.trafficAt + int64(w.cfg.WakeIdle) + int64(float64(l.woken)*every)
+	slot := l.woken*int64(w.totalLoops) + l.index
+	return l.trafficAt + int64(w.cfg.WakeIdle) + int64(float64(slot)*1e9/w.cfg.WakeRate)
 }
 
 // wake sends the wakes due by until, each stamped with its slot.
