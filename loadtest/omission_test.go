@@ -342,3 +342,28 @@ func TestWakesAreSpreadOverTheLoops(t *testing.T) {
 		}
 	}
 }
+
+// Wakes whose replies are still coming when the hold ends: the drain
+// must wait for them, as it does for echoes, deliveries and idle pings,
+// or the wakes are counted sent and never timed. The drain ended as
+// soon as every worker had seen it begin.
+func TestDrainWaitsForWakeReplies(t *testing.T) {
+	const rooms, delay = 4, 800 * time.Millisecond
+	addr := gorillaServer(t, func(c *websocket.Conn, _ *http.Request) {
+		for {
+			op, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			time.Sleep(delay)
+			if c.WriteMessage(op, msg) != nil {
+				return
+			}
+		}
+	})
+	res := run(t, Config{Scenario: Wake, URLs: []string{"ws://" + addr + "/{room}"}, Rooms: rooms,
+		WakeIdle: 50 * time.Millisecond, WakeRate: 1000, Hold: 300 * time.Millisecond, Drain: 10 * time.Second}, Options{})
+	if c := res.Counters; c.Sent != rooms || res.Latency.Count != rooms {
+		t.Fatalf("counters %+v latency n=%d: want %d wakes sent, each timed", c, res.Latency.Count, rooms)
+	}
+}

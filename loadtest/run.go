@@ -439,18 +439,19 @@ func expected(scenario Scenario, members int, t *Counters) (want, got int64) {
 }
 
 // awaitingMessages reports whether the drain should wait on: some
-// expected message or ping reply has not come. With connections missing,
-// what to expect cannot be known, and the drain runs its full time.
+// expected message, ping reply or wake reply has not come. With
+// connections missing, what to expect cannot be known, and the drain runs
+// its full time.
 func (r *runner) awaitingMessages(t *Counters) bool {
-	pinging := r.cfg.Scenario == Idle && r.cfg.PingEvery > 0
-	if r.cfg.Scenario != Broadcast && r.cfg.Scenario != Echo && !pinging {
+	answered := r.cfg.Scenario == Wake || r.cfg.Scenario == Idle && r.cfg.PingEvery > 0
+	if r.cfg.Scenario != Broadcast && r.cfg.Scenario != Echo && !answered {
 		return false
 	}
 	if t.Open() < int64(r.cfg.Count) {
 		return true
 	}
-	if pinging {
-		// Each ping's reply is one latency sample.
+	if answered {
+		// Each ping's or wake's reply is one latency sample.
 		return r.latency.TotalCount() < t.Sent
 	}
 	want, got := expected(r.cfg.Scenario, r.cfg.Members, t)
