@@ -82,8 +82,9 @@ type loop struct {
 	// senders are the open connections that send in the traffic phase:
 	// the timetable when the scenario keeps one (see schedule.go).
 	senders []*conn
-	parked  int     // senders parked off the timetable
-	pending []*conn // connecting or handshaking, oldest first
+	parked  int          // senders parked off the timetable
+	lost    []lostSender // senders whose connections ended in traffic
+	pending []*conn      // connecting or handshaking, oldest first
 	// maxPending is this loop's share of Config.Concurrency.
 	maxPending int
 	connecting int // connections in stConnecting or stHandshake
@@ -544,7 +545,7 @@ func (l *loop) release(c *conn) {
 		c.unanswered, c.awaitAt = 0, 0
 	}
 	if c.sender && l.timetable {
-		l.writeOff(c, time.Now().UnixNano())
+		l.dropSender(c, time.Now().UnixNano())
 	}
 	if c.openPos >= 0 {
 		l.open = removeAt(l.open, c.openPos, func(o *conn, i int32) { o.openPos = i })

@@ -367,3 +367,59 @@ func TestDrainWaitsForWakeReplies(t *testing.T) {
 		t.Fatalf("counters %+v latency n=%d: want %d wakes sent, each timed", c, res.Latency.Count, rooms)
 	}
 }
+
+// Senders whose connections the server ends mid-run: the sends the rate
+// called for after that are unsent ("the run or its connection ended
+// first"), not left out of scheduled. They were counted only up to the
+// moment each connection ended, nearly always none: scheduled fell short
+// of what the rate called for, and the summary said "all sent".
+func TestSendsOfLostConnectionsAreCountedUnsent(t *testing.T) {
+	const conns, rate, lostAfter = 6, 50, 5
+	// Every third connection is closed by the server once it has read
+	// lostAfter messages.
+	var n atomic.Int64
+	addr := gorillaServer(t, func(c *websocket.Conn, _ *http.Request) {
+		lose := n.Add(1)%3 == 0
+		for reads := 1; ; reads++ {
+			op, msg, err := c.ReadMessage()
+			if err != nil || lose && reads == lostAfter {
+				return
+			}
+			if c.WriteMessage(op, msg) != nil {
+				return
+			}
+		}
+	})
+	check := func(t *testing.T, res *Result, due float64, slack float64) {
+		t.Helper()
+		c := res.Counters
+		t.Logf("counters %+v traffic %.3fs", c, res.TrafficSeconds)
+		if c.Lost != conns/3 {
+			t.Fatalf("lost %d connections, want %d", c.Lost, conns/3)
+		}
+		if math.Abs(float64(c.Scheduled)-due) > slack {
+			t.Errorf("scheduled %d sends, the rate calls for %.0f", c.Scheduled, due)
+		}
+		if c.Unsent == 0 || c.Sent+c.Skipped+c.Unsent != c.Scheduled {
+			t.Errorf("scheduled %d, sent %d, skipped %d, unsent %d: want the lost connections' sends unsent, all accounted for",
+				c.Scheduled, c.Sent, c.Skipped, c.Unsent)
+		}
+	}
+	cfg := Config{Scenario: Echo, URLs: []string{"ws://" + addr + "/{room}"}, Count: conns, MsgRate: rate}
+	t.Run("messages", func(t *testing.T) {
+		cfg := cfg
+		cfg.Messages = 4 * lostAfter
+		res := run(t, cfg, Options{})
+		// Traffic ends once the senders left have sent theirs: a lost
+		// one's last slot may come due just after that, never scheduled.
+		check(t, res, conns*float64(cfg.Messages), conns/3)
+	})
+	t.Run("hold", func(t *testing.T) {
+		cfg := cfg
+		cfg.Hold = time.Second
+		res := run(t, cfg, Options{})
+		// As checkTimetable allows.
+		due := conns * rate * res.TrafficSeconds
+		check(t, res, due, max(2*conns, due/10))
+	})
+}

@@ -112,17 +112,23 @@ func (l *loop) unpark(c *conn) {
 	l.catchUp(c, time.Now().UnixNano())
 }
 
+// owed is how many slots a sender at due that has had sent of them
+// still has through until.
+func (l *loop) owed(due int64, sent int32, until int64) int64 {
+	if due > until {
+		return 0
+	}
+	n := (until-due)/l.period + 1
+	if limit := int64(l.w.cfg.Messages); limit > 0 {
+		n = min(n, limit-int64(sent))
+	}
+	return max(n, 0)
+}
+
 // writeOff counts c's messages due by until as never sent, and takes c
 // off the timetable.
 func (l *loop) writeOff(c *conn, until int64) {
-	var n int64
-	if c.due <= until {
-		n = (until-c.due)/l.period + 1
-	}
-	if limit := int64(l.w.cfg.Messages); limit > 0 {
-		n = min(n, limit-int64(c.sent))
-	}
-	if n > 0 {
+	if n := l.owed(c.due, c.sent, until); n > 0 {
 		l.stats.scheduled.Add(n)
 		if c.parked {
 			l.stats.skipped.Add(n)
@@ -135,6 +141,29 @@ func (l *loop) writeOff(c *conn, until int64) {
 		l.parked--
 	}
 	l.unschedule(c)
+}
+
+// lostSender is what the timetable keeps of a sender whose connection
+// ended in the traffic phase: it was due to send from due on, having
+// had sent of its slots.
+type lostSender struct {
+	due  int64
+	sent int32
+}
+
+// dropSender takes c, whose connection is ending, off the timetable. What
+// its backlog held back by now was skipped; the slots it would have had
+// from now to the end of traffic are unsent, counted once that end is
+// known: the rate called for them.
+func (l *loop) dropSender(c *conn, now int64) {
+	if c.parked {
+		n := l.owed(c.due, c.sent, now)
+		l.writeOff(c, now)
+		c.due += n * l.period
+		c.sent += int32(n)
+	}
+	l.unschedule(c)
+	l.lost = append(l.lost, lostSender{due: c.due, sent: c.sent})
 }
 
 // endSchedule closes the timetable once traffic is over: what came due
@@ -165,6 +194,13 @@ func (l *loop) endSchedule(phase int32) {
 				l.writeOff(c, end)
 			}
 		}
+		for _, ls := range l.lost {
+			if n := l.owed(ls.due, ls.sent, end); n > 0 {
+				l.stats.scheduled.Add(n)
+				l.stats.unsent.Add(n)
+			}
+		}
+		l.lost = nil
 		l.timetable = false
 	}
 }
