@@ -423,3 +423,46 @@ func TestSendsOfLostConnectionsAreCountedUnsent(t *testing.T) {
 		check(t, res, due, max(2*conns, due/10))
 	})
 }
+
+// Rate-driven senders on several loops take turns as wakes do: with one
+// sender a loop, every loop's first send was due at the moment traffic
+// began, and each period brought a burst of as many sends as loops.
+func TestSendersAreSpreadOverTheLoops(t *testing.T) {
+	const loops, rate = 4, 4
+	var mu sync.Mutex
+	var first []int64
+	addr := gorillaServer(t, func(c *websocket.Conn, _ *http.Request) {
+		seen := false
+		for {
+			op, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if ts, _, ok := parseStamp(msg); ok && !seen {
+				seen = true
+				mu.Lock()
+				first = append(first, ts)
+				mu.Unlock()
+			}
+			if c.WriteMessage(op, msg) != nil {
+				return
+			}
+		}
+	})
+	run(t, Config{Scenario: Echo, URLs: []string{"ws://" + addr + "/{room}"}, Count: loops,
+		MsgRate: rate, Loops: loops, Hold: 600 * time.Millisecond}, Options{})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(first) != loops {
+		t.Fatalf("%d senders sent, want %d", len(first), loops)
+	}
+	slices.Sort(first)
+	// Each loop sees the traffic phase begin on its own tick: half a turn
+	// is allowed for that.
+	const turn = time.Second / rate / loops
+	for i := 1; i < len(first); i++ {
+		if gap := time.Duration(first[i] - first[i-1]); gap < turn/2 {
+			t.Fatalf("the senders' first sends were due %v apart, want about %v (due times %v)", gap, turn, first)
+		}
+	}
+}

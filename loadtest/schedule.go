@@ -44,14 +44,19 @@ func (w *worker) period() int64 {
 }
 
 // startTimetable spreads the senders' first slots over one period from
-// now, so the loop's sends are even rather than in one burst per period.
+// now, so the loop's sends are even rather than in one burst per period,
+// and the client's loops' sends between each other.
 func (l *loop) startTimetable(now int64) {
 	l.period = l.w.period()
 	l.timetable = true
 	n := float64(len(l.senders))
+	// The loops take turns too: loop j's senders start j/loops of a
+	// sender's share later, so that loops with one sender each do not all
+	// send at the same moment, one burst per period.
+	turn := float64(l.index) / float64(l.w.totalLoops)
 	for i, c := range l.senders {
 		// In index order the dues ascend: the slice stays a heap.
-		c.due = now + int64(float64(i)*float64(l.period)/n)
+		c.due = now + int64((float64(i)+turn)*float64(l.period)/n)
 	}
 }
 
