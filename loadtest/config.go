@@ -51,6 +51,9 @@ const (
 	MaxCount = 100_000_000
 )
 
+// minTimedRate is the slowest --msg-rate and --wake-rate: one a day.
+const minTimedRate = 1.0 / 86400
+
 // Config describes one run. The zero value of every field but URLs and the
 // scenario's sizes means its default.
 type Config struct {
@@ -288,6 +291,12 @@ func (c *Config) validate() ([]target, error) {
 	}
 	if c.Rate <= 0 || c.MsgRate < 0 || c.WakeRate < 0 || c.ChurnRate < 0 {
 		return nil, configErr("rates must not be negative")
+	}
+	// A timed send's period is kept in int64 nanoseconds.
+	for name, v := range map[string]float64{"--msg-rate": c.MsgRate, "--wake-rate": c.WakeRate} {
+		if v > 0 && v < minTimedRate {
+			return nil, configErr("%s must be 0 or at least one a day (%.3g/s)", name, minTimedRate)
+		}
 	}
 	if c.Messages < 0 || c.Concurrency < 0 || c.Workers < 0 || c.Loops < 0 || c.PerSource < 1 {
 		return nil, configErr("counts must not be negative")

@@ -357,6 +357,8 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Scenario: Idle, URLs: u, Count: 2, Rooms: 3}, "--rooms"},
 		{Config{Scenario: Idle, URLs: u, Count: 1, Rate: math.Inf(1)}, "--rate"},
 		{Config{Scenario: Idle, URLs: u, Count: 1, Zipf: math.NaN()}, "--zipf"},
+		{Config{Scenario: Echo, URLs: u, Count: 1, MsgRate: 1e-12}, "--msg-rate must be 0 or at least one a day"},
+		{Config{Scenario: Wake, URLs: u, Rooms: 1, WakeRate: 1e-12}, "--wake-rate must be 0 or at least one a day"},
 		{Config{Scenario: Idle, URLs: u, Count: 1, Interval: time.Nanosecond}, "--interval"},
 		{Config{Scenario: Idle, URLs: u, Count: 1, Duration: time.Second, Drain: time.Second}, "--drain"},
 		{Config{Scenario: Echo, URLs: u, Count: 1, PingEvery: time.Second}, "--ping-every"},
