@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/den-rooms/den/internal/clock"
 	"github.com/den-rooms/den/rooms"
 )
 
@@ -142,5 +143,57 @@ func TestFailedCommitSocketsGetCloseEvents(t *testing.T) {
 	}
 	if code, body := httpDo(t, http.MethodGet, n.url("/rooms/closelog/r"), ""); code != http.StatusOK || body != "one" {
 		t.Fatalf("stored after the failed commit: %d %q, want one (b's late message dropped)", code, body)
+	}
+}
+
+// A batch whose transaction cannot even begin (here the handle lost the
+// room to a newer epoch, as a node does whose lease another took) fails
+// as a failed commit does, but none of its handlers ran: a close in it is
+// still owed, and comes once the room can run it, to the object built
+// after the failure.
+func TestFailedBeginKeepsItsCloses(t *testing.T) {
+	k := &closeLogKind{}
+	fake := clock.NewFake(time.Now().Truncate(time.Millisecond))
+	n := startNode(t, t.TempDir(), rooms.Config{Kinds: []rooms.Kind{k.kind()}, Clock: fake,
+		HibernateAfter: 10 * time.Second, EvictAfter: time.Minute})
+	a := n.dial(t, "/rooms/closelog/r")
+	b := n.dial(t, "/rooms/closelog/r")
+	send(t, a, "one")
+	if got := read(t, a); got != "ok" {
+		t.Fatalf("got %q", got)
+	}
+	// The room is idle: its batch committed before the answer went out.
+	h, err := n.store.Room(rooms.IDFromName("closelog", "r").String(), "closelog", "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Claim(2); err != nil {
+		t.Fatal(err)
+	}
+	h.SetEpoch(1)
+	if err := a.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "bye"), time.Now().Add(10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(10*time.Second, func() bool { return n.rt.Stats().CommitsFailed == 1 }) {
+		t.Fatal("a's close did not fail its batch")
+	}
+	h.SetEpoch(2)
+	// b answers the 1011: its close runs on the rebuilt object.
+	expectOnly1011(t, b)
+	if !eventually(10*time.Second, func() bool { return len(k.closes()) >= 1 }) {
+		t.Fatal("b's close event never came")
+	}
+	if !eventually(10*time.Second, func() bool {
+		fake.Advance(11 * time.Second)
+		return len(k.closes()) >= 2
+	}) {
+		t.Fatalf("close events %q: a's, in the batch that could not begin, never came", k.closes())
+	}
+	want := []string{"object 2: close 1011", "object 3: close 1000"}
+	if got := k.closes(); !slices.Equal(got, want) {
+		t.Fatalf("close events %q, want %q", got, want)
+	}
+	if n.rt.Stats().CommitsFailed != 1 {
+		t.Fatalf("%d failed commits, want 1", n.rt.Stats().CommitsFailed)
 	}
 }

@@ -933,11 +933,13 @@ func (r *room) observeAlarms(batch []*event) {
 // the room starts over from what is on disk. The sockets stay the room's
 // until their close events come, each socket's one, which the rebuilt
 // object gets as a woken object gets those of sockets it never saw join;
-// what they sent after the failure is dropped.
+// what they sent after the failure is dropped. A close whose handler never
+// ran (the transaction could not begin) is still owed, and held.
 func (r *room) failBatch(batch []*event, err error) {
 	r.rt.commitsFailed.Add(1)
 	r.log.Error("commit failed: closing the room's sockets and reopening it", zap.Error(err))
 	r.out, r.deferred, r.autoHeld = nil, nil, autoChange{}
+	var ended []*event
 	for _, ev := range batch {
 		switch ev.kind {
 		case evDelete:
@@ -948,9 +950,21 @@ func (r *room) failBatch(batch []*event, err error) {
 				r.dropSock(ev.accepted)
 			}
 			turnAway(ev, "the room failed to save")
+		case evClose:
+			// In a batch whose transaction could not begin, its handler
+			// never ran: the close is owed, and held for the room's next
+			// wake as a failed wake holds one. Queued again at once, it
+			// would fail in a loop for as long as storage does.
+			if r.sockOf(ev.sock) != nil {
+				r.mu.Lock()
+				r.holdLocked(ev)
+				r.mu.Unlock()
+				continue
+			}
 		default:
 			turnAway(ev, "the room failed to save")
 		}
+		ended = append(ended, ev)
 	}
 	for _, s := range r.socks {
 		if s.s != nil {
@@ -959,7 +973,7 @@ func (r *room) failBatch(batch []*event, err error) {
 			s.s.Close(1011, "room failed")
 		}
 	}
-	r.observeEvents(batch)
+	r.observeEvents(ended)
 	r.resyncAlarm()
 	r.tellError(nil, fmt.Errorf("%w: %w", errStorageFailed, err))
 	if h, cerr := r.construct(); cerr == nil {
