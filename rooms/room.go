@@ -232,6 +232,13 @@ func (r *room) take(max int) []*event {
 		if r.busy {
 			r.busy, r.last = false, r.rt.clock.Now()
 		}
+		if len(r.queue) > 0 && len(r.held) > 0 {
+			// Closes a batch that could not begin held: a room kept busy
+			// would not sleep and wake to run them. They go with the next
+			// batch, which storage failing still cannot make a loop of.
+			r.queue = append(r.held, r.queue...)
+			r.held = nil
+		}
 		if n := min(len(r.queue), max); n > 0 {
 			batch := slices.Clone(r.queue[:n])
 			clear(r.queue[:n])
