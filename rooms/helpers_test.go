@@ -41,7 +41,13 @@ func startNodeSync(tb testing.TB, dir, sync string, cfg rooms.Config) *node {
 // wrap, if it is not nil.
 func startNodeWrapped(tb testing.TB, dir, sync string, cfg rooms.Config, wrap func(gateway.Rooms) gateway.Rooms) *node {
 	tb.Helper()
-	store, err := storage.Open(storage.Options{Dir: dir, Synchronous: sync})
+	return startNodeStore(tb, storage.Options{Dir: dir, Synchronous: sync}, cfg, wrap)
+}
+
+// startNodeStore is startNodeWrapped with the store's options whole.
+func startNodeStore(tb testing.TB, opts storage.Options, cfg rooms.Config, wrap func(gateway.Rooms) gateway.Rooms) *node {
+	tb.Helper()
+	store, err := storage.Open(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -69,7 +75,7 @@ func startNodeWrapped(tb testing.TB, dir, sync string, cfg rooms.Config, wrap fu
 	if err := srv.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	n := &node{dir: dir, addr: srv.Addr().String(), rt: rt, store: store, srv: srv}
+	n := &node{dir: opts.Dir, addr: srv.Addr().String(), rt: rt, store: store, srv: srv}
 	tb.Cleanup(n.stop)
 	return n
 }

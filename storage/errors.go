@@ -69,7 +69,7 @@ func (r *Room) mapError(err error) error {
 	}
 	code := sqliteCode(err)
 	switch code {
-	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_BUSY:
+	case sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_BUSY:
 		// SQLite may have rolled the whole transaction back: treat it as
 		// gone, so nothing after it pretends to be part of it.
 		if r.inTx {
@@ -77,10 +77,12 @@ func (r *Room) mapError(err error) error {
 		}
 	}
 	if r.inTx && !r.broken && r.txEnded() {
-		// A room's own SQL ended it: INSERT OR ROLLBACK, or a trigger's
-		// RAISE(ROLLBACK). Left unmarked, the next event's savepoint would
-		// open a transaction of its own and commit it on release, writing
-		// events of a batch that then fails.
+		// SQLite ended it: at its page limit (SQLITE_FULL) in a statement
+		// without a statement journal (one with one it rolls back alone),
+		// or at the room's own SQL (INSERT OR ROLLBACK, a trigger's
+		// RAISE(ROLLBACK)). Left unmarked, the next event's savepoint
+		// would open a transaction of its own and commit it on release,
+		// writing events of a batch that then fails.
 		r.broken = true
 	}
 	switch code {

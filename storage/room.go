@@ -55,6 +55,12 @@ type Room struct {
 	denied   error // why the authorizer refused, for the caller
 	closed   bool
 	recorded int64 // the size node.db has for the room, as far as this handle knows
+	// maxPages is the open transaction's size limit in pages: the room's,
+	// or the file's size at begin if that is more (a limit lowered since).
+	maxPages int64
+	// over is the savepoint depth a write took the database past maxPages
+	// in, 0 if none: Transaction rolls that savepoint back.
+	over int
 	// setUp is set once the room's folder is known to exist: node.db
 	// recorded a size for the room, which only a handle that opened it can
 	// have done, or this Room opened it.
@@ -312,7 +318,7 @@ func (r *Room) openFile() error {
 	pageSize := r.pageSize
 	lim := r.store.limits
 	setup := func() error {
-		if _, err := sqlite.Limit(conn, sqlite3.SQLITE_LIMIT_LENGTH, int(lim.MaxValueBytes+lim.MaxKeyBytes+1024)); err != nil {
+		if _, err := sqlite.Limit(conn, sqlite3.SQLITE_LIMIT_LENGTH, int(lengthLimit(lim))); err != nil {
 			return err
 		}
 		err := conn.Raw(func(dc any) error {
@@ -356,7 +362,7 @@ func (r *Room) openFile() error {
 		pragmas := `PRAGMA locking_mode = EXCLUSIVE; PRAGMA synchronous = ` +
 			r.store.sync + `; PRAGMA cache_size = -` + strconv.Itoa(r.store.cache) + `;`
 		maxPages := func() string {
-			return ` PRAGMA max_page_count = ` + strconv.FormatInt(lim.MaxDatabaseBytes/pageSize, 10)
+			return ` PRAGMA max_page_count = ` + strconv.FormatInt(hardPages(lim, pageSize), 10)
 		}
 		if woken {
 			// WAL mode is kept in the file, set at its first open.
@@ -566,17 +572,83 @@ func (r *Room) writeHeld(f func() error) error {
 		if r.broken {
 			return errBroken
 		}
-		return r.mapError(f())
+		err := r.mapError(f())
+		if r.broken || r.over > 0 {
+			return err
+		}
+		pages, qerr := r.pagesOver()
+		switch {
+		case qerr != nil:
+			return errors.Join(err, qerr)
+		case pages == 0:
+			return err
+		case r.depth == 0:
+			// Between savepoints (den's own writes, between events)
+			// nothing is refused: there is no savepoint to roll back but
+			// the whole batch. The limit becomes the size they leave.
+			r.maxPages = pages
+			return err
+		}
+		// The write fails, and so does the savepoint it is in, whatever
+		// its caller makes of the error.
+		r.over = r.depth
+		return errors.Join(r.sizeError(pages), err)
 	}
 	if err := r.begin(); err != nil {
 		return err
 	}
-	if err := f(); err != nil {
+	err := f()
+	if err == nil {
+		var pages int64
+		if pages, err = r.pagesOver(); err == nil && pages > 0 {
+			err = r.sizeError(pages)
+		}
+	}
+	if err != nil {
 		err = r.mapError(err)
 		_ = r.abort()
 		return err
 	}
 	return r.commit()
+}
+
+// lengthLimit is SQLite's length limit for the room: the largest string,
+// blob or row.
+func lengthLimit(lim Limits) int64 {
+	return lim.MaxValueBytes + lim.MaxKeyBytes + 1024
+}
+
+// hardPages is the max_page_count den gives SQLite, past the room's size
+// limit. den refuses the write that takes a room over its limit
+// (writeHeld), and only that write's savepoint rolls back; SQLite, at its
+// page limit, rolls the whole transaction back (the batch's other events
+// with it) when the statement has no statement journal, as a one-row
+// write has not. The room is let grow past its limit by one row as long
+// as the length limit in its table and in three indexes, and the pages a
+// tree splits, so that such a write ends and den's check sees it. A
+// statement that writes more than that without a statement journal still
+// has SQLite roll the transaction back.
+func hardPages(lim Limits, pageSize int64) int64 {
+	return (lim.MaxDatabaseBytes+4*lengthLimit(lim))/pageSize + 64
+}
+
+// pagesOver is the database's size in pages if a write took it past the
+// transaction's limit, else 0.
+func (r *Room) pagesOver() (int64, error) {
+	v, err := r.queryOne(`PRAGMA page_count`)
+	if err != nil {
+		return 0, err
+	}
+	if pages, _ := v.(int64); pages > r.maxPages {
+		return pages, nil
+	}
+	return 0, nil
+}
+
+// sizeError is the error of a write over the database size limit, with
+// the size it took the database to if pages is known.
+func (r *Room) sizeError(pages int64) *LimitError {
+	return &LimitError{Limit: "database size", Max: r.store.limits.MaxDatabaseBytes, Got: pages * r.pageSize}
 }
 
 // abort rolls the transaction back and forgets it. A transaction SQLite
@@ -607,13 +679,20 @@ func (r *Room) begin() error {
 	if _, err := r.exec(`BEGIN IMMEDIATE`); err != nil {
 		return r.mapError(err)
 	}
-	r.inTx, r.depth, r.broken = true, 0, false
+	r.inTx, r.depth, r.broken, r.over = true, 0, false, 0
 	r.txs++
 	stored, err := r.storedEpoch()
 	if err != nil {
 		_ = r.abort()
 		return err
 	}
+	v, err := r.queryOne(`PRAGMA page_count`)
+	if err != nil {
+		_ = r.abort()
+		return r.mapError(err)
+	}
+	pages, _ := v.(int64)
+	r.maxPages = max(r.store.limits.MaxDatabaseBytes/r.pageSize, pages)
 	if stored > r.epoch {
 		_ = r.abort()
 		return fmt.Errorf("%w (room epoch %d, this handle's %d)", ErrStaleEpoch, stored, r.epoch)
@@ -730,9 +809,18 @@ func (r *Room) Transaction(f func() error) (err error) {
 			return errBroken
 		}
 		var ferr error
+		if r.over == r.depth {
+			r.over = 0
+			if ok {
+				ferr = r.sizeError(0)
+				ok = false
+			}
+		}
 		if !ok {
-			if _, ferr = r.exec(`ROLLBACK TO ` + name); ferr == nil {
+			if _, err := r.exec(`ROLLBACK TO ` + name); err == nil {
 				r.undoClaims(claims)
+			} else if ferr == nil {
+				ferr = err
 			}
 		}
 		if _, err := r.exec(`RELEASE ` + name); err != nil && ferr == nil {
