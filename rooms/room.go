@@ -233,7 +233,7 @@ func (r *room) take(max int) []*event {
 			r.busy, r.last = false, r.rt.clock.Now()
 		}
 		if len(r.queue) > 0 && len(r.held) > 0 {
-			// Closes a batch that could not begin held: a room kept busy
+			// What a batch that could not begin held: a room kept busy
 			// would not sleep and wake to run them. They go with the next
 			// batch, which storage failing still cannot make a loop of.
 			r.queue = append(r.held, r.queue...)
@@ -652,7 +652,7 @@ func (r *room) runBatch(batch []*event) {
 		return
 	}
 	if err := r.store.Begin(); err != nil {
-		r.failBatch(batch, err)
+		r.failBatch(batch, err, false)
 		return
 	}
 	tx := r.store.Tx()
@@ -686,7 +686,7 @@ func (r *room) runBatch(batch []*event) {
 		_ = r.store.Rollback()
 	}
 	if err != nil {
-		r.failBatch(batch, err)
+		r.failBatch(batch, err, true)
 		return
 	}
 	r.syncAlarm(alarmAt, alarmSet)
@@ -827,6 +827,17 @@ func (r *room) queueDeferred() {
 	r.deferred = nil
 }
 
+// holdDeferred holds the work Defer held for the room's next batch or
+// wake, as events of their own.
+func (r *room) holdDeferred() {
+	r.mu.Lock()
+	for _, f := range r.deferred {
+		r.holdLocked(&event{kind: evDeferred, fn: f, at: time.Now()})
+	}
+	r.mu.Unlock()
+	r.deferred = nil
+}
+
 // release hands out what the batch's events held, in order, now that
 // their writes are durable.
 func (r *room) release(batch []*event) {
@@ -940,9 +951,10 @@ func (r *room) observeAlarms(batch []*event) {
 // the room starts over from what is on disk. The sockets stay the room's
 // until their close events come, each socket's one, which the rebuilt
 // object gets as a woken object gets those of sockets it never saw join;
-// what they sent after the failure is dropped. A close whose handler never
-// ran (the transaction could not begin) is still owed, and held.
-func (r *room) failBatch(batch []*event, err error) {
+// what they sent after the failure is dropped. began tells whether the
+// batch's handlers ran: if its transaction could not begin, none did, and
+// its closes and deferred work are still owed, and held.
+func (r *room) failBatch(batch []*event, err error, began bool) {
 	r.rt.commitsFailed.Add(1)
 	r.log.Error("commit failed: closing the room's sockets and reopening it", zap.Error(err))
 	r.out, r.deferred, r.autoHeld = nil, nil, autoChange{}
@@ -957,12 +969,14 @@ func (r *room) failBatch(batch []*event, err error) {
 				r.dropSock(ev.accepted)
 			}
 			turnAway(ev, "the room failed to save")
-		case evClose:
+		case evClose, evDeferred:
 			// In a batch whose transaction could not begin, its handler
-			// never ran: the close is owed, and held for the room's next
-			// wake as a failed wake holds one. Queued again at once, it
-			// would fail in a loop for as long as storage does.
-			if r.sockOf(ev.sock) != nil {
+			// never ran: the event is owed, and held for the room's next
+			// batch or wake as a failed wake holds one. Queued again at
+			// once, it would fail in a loop for as long as storage does.
+			// One whose handler ran is done: its writes went with the
+			// batch, and running it again would run it twice.
+			if !began && (ev.kind == evDeferred || r.sockOf(ev.sock) != nil) {
 				r.mu.Lock()
 				r.holdLocked(ev)
 				r.mu.Unlock()
@@ -991,8 +1005,14 @@ func (r *room) failBatch(batch []*event, err error) {
 	// Its sockets are closed: only what Error and the rebuilt object's
 	// constructor deferred is left to do. Queued now, as a wake's first
 	// batch queues what its constructor deferred: no release follows to.
+	// Held if the batch could not begin: the next could not either, and
+	// Error, deferring again each time, would make a loop of it.
 	r.out = nil
-	r.queueDeferred()
+	if began {
+		r.queueDeferred()
+	} else {
+		r.holdDeferred()
+	}
 }
 
 // tellError hands an error to the handler's Error; a panic there is
