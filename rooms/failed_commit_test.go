@@ -1,6 +1,7 @@
 package rooms_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -315,6 +316,29 @@ func TestFailedBeginCloseComesAtTheNextWake(t *testing.T) {
 		t.Fatal("a's close, in the batch that could not begin, never came")
 	}
 	want := []string{"object 3: close 1000"}
+	if got := k.closes(); !slices.Equal(got, want) {
+		t.Fatalf("close events %q, want %q", got, want)
+	}
+}
+
+// A node shutting down runs the close a batch that could not begin held
+// in a room still awake with nothing queued: shutdown lets rooms finish
+// their events, and the room would not wake again in this process.
+func TestShutdownRunsHeldCloseOfAwakeRoom(t *testing.T) {
+	n, _, k, h, a := failBegin(t)
+	h.SetEpoch(1)
+	closeAndFail(t, n, a)
+	// The object is rebuilt once the close is held.
+	if !eventually(10*time.Second, func() bool { return k.built.Load() == 2 }) {
+		t.Fatal("the room was not rebuilt")
+	}
+	h.SetEpoch(2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.rt.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"object 2: close 1000"}
 	if got := k.closes(); !slices.Equal(got, want) {
 		t.Fatalf("close events %q, want %q", got, want)
 	}

@@ -335,11 +335,18 @@ func (r *room) watch(on bool) {
 // more events but its own closes and deferred work.
 func (r *room) stop() {
 	r.mu.Lock()
-	if !r.stopped && !r.running && !r.dead && len(r.held) > 0 {
-		// Closes a failed wake held are owed: one more try to run them,
-		// past the room limit, as the node is stopping.
-		r.rt.awake.Add(1)
-		r.startLocked()
+	if !r.stopped && !r.dead && len(r.held) > 0 {
+		// Closes and deferred work held for a wake or for the room's next
+		// batch are owed: one more try to run them, as the node is
+		// stopping and neither will come. A room asleep wakes for them,
+		// past the room limit; one awake runs them before it ends.
+		if r.running {
+			r.queue = append(r.held, r.queue...)
+			r.held = nil
+		} else {
+			r.rt.awake.Add(1)
+			r.startLocked()
+		}
 	}
 	r.stopped = true
 	notify := r.notify
