@@ -573,7 +573,9 @@ func (r *room) retire(awake, uncounted bool) int {
 		// Hibernating: the file closes, the Room stays for the wake.
 		_ = r.store.Sleep()
 	default:
-		_ = r.store.Close()
+		if !r.reclaim(awake) {
+			_ = r.store.Close()
+		}
 		r.store = nil
 	}
 	if r.cancel != nil {

@@ -40,6 +40,12 @@ type Config struct {
 	// a room without sockets (DefaultEvictAfter).
 	HibernateAfter time.Duration
 	EvictAfter     time.Duration
+	// KeepEmptyRooms keeps the file and node.db record of a room evicted
+	// with nothing stored (storage.Room.Empty). By default they are
+	// deleted as it leaves memory, so that a client visiting ever new
+	// names cannot fill the disk: the room is absent again, and its next
+	// join makes it anew.
+	KeepEmptyRooms bool
 	// Clock drives hibernation; tests pass a clock.Fake.
 	Clock clock.Clock
 	// Observer, if set, is told how long wakes, events and commits took,
@@ -104,6 +110,7 @@ type Runtime struct {
 	maxActive      int64
 	hibernateAfter time.Duration
 	evictAfter     time.Duration
+	keepEmpty      bool
 	clock          clock.Clock
 	observe        Observer
 	hook           func(ID) error
@@ -133,7 +140,7 @@ type Runtime struct {
 
 	alarms *scheduler
 
-	wakes, hibernations, evictions            atomic.Int64
+	wakes, hibernations, evictions, reclaims  atomic.Int64
 	alarmsFired, alarmsRetried, alarmsDropped atomic.Int64
 	eventsFailed, commitsFailed, refused      atomic.Int64
 	roomFull, nodeFull                        atomic.Int64
@@ -151,7 +158,7 @@ func New(cfg Config) (*Runtime, error) {
 	rt := &Runtime{
 		store: cfg.Store, kinds: map[string]*Kind{}, log: cfg.Logger,
 		mailbox: cfg.Mailbox, maxBatch: cfg.MaxBatch, maxSockets: cfg.MaxSockets, maxActive: int64(cfg.MaxActive),
-		hibernateAfter: cfg.HibernateAfter, evictAfter: cfg.EvictAfter,
+		hibernateAfter: cfg.HibernateAfter, evictAfter: cfg.EvictAfter, keepEmpty: cfg.KeepEmptyRooms,
 		clock: cfg.Clock, observe: cfg.Observer,
 		hook: cfg.CommitHook, rooms: map[ID]*room{}, gone: map[ID]*deletion{}, watched: map[*room]struct{}{},
 		broadcast: cfg.Broadcast, quit: make(chan struct{}),
@@ -446,6 +453,7 @@ type Stats struct {
 	Wakes         int64 // rooms brought into memory, the first time included
 	Hibernations  int64 // rooms put to sleep with their sockets open
 	Evictions     int64 // rooms without sockets dropped from memory
+	Reclaims      int64 // evicted rooms whose storage, holding nothing, was deleted
 	EventsFailed  int64 // handler errors and panics
 	CommitsFailed int64
 	Refused       int64 // events refused for a full mailbox
@@ -462,7 +470,7 @@ func (rt *Runtime) Stats() Stats {
 	return Stats{
 		Rooms: int(rt.awake.Load()), Hibernated: int(rt.hibernated.Load()),
 		Wakes: rt.wakes.Load(), Hibernations: rt.hibernations.Load(), Evictions: rt.evictions.Load(),
-		EventsFailed: rt.eventsFailed.Load(), CommitsFailed: rt.commitsFailed.Load(), Refused: rt.refused.Load(),
+		Reclaims: rt.reclaims.Load(), EventsFailed: rt.eventsFailed.Load(), CommitsFailed: rt.commitsFailed.Load(), Refused: rt.refused.Load(),
 		RoomFull: rt.roomFull.Load(), NodeFull: rt.nodeFull.Load(),
 		AlarmsPending: rt.alarms.pending(), AlarmsFired: rt.alarmsFired.Load(),
 		AlarmsRetried: rt.alarmsRetried.Load(), AlarmsDropped: rt.alarmsDropped.Load(),
