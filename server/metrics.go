@@ -134,6 +134,7 @@ func newCollector(s *Server) *collector {
 	counter("den_room_wakes_total", "Rooms brought into memory, first wakes included.", func(s *snapshot) float64 { return float64(s.rt.Wakes) })
 	counter("den_room_hibernations_total", "Rooms put to sleep with their sockets open.", func(s *snapshot) float64 { return float64(s.rt.Hibernations) })
 	counter("den_room_evictions_total", "Rooms without sockets dropped from memory.", func(s *snapshot) float64 { return float64(s.rt.Evictions) })
+	counter("den_room_reclaims_total", "Evicted rooms that stored nothing, whose file and record were deleted.", func(s *snapshot) float64 { return float64(s.rt.Reclaims) })
 	counter("den_room_events_failed_total", "Events whose handler returned an error or panicked.", func(s *snapshot) float64 { return float64(s.rt.EventsFailed) })
 	counter("den_room_commits_failed_total", "Room commits that failed.", func(s *snapshot) float64 { return float64(s.rt.CommitsFailed) })
 	counter("den_room_events_refused_total", "Events refused for a full mailbox.", func(s *snapshot) float64 { return float64(s.rt.Refused) })

@@ -69,6 +69,9 @@ type Config struct {
 	// memory with and without sockets (rooms.Config).
 	HibernateAfter time.Duration
 	EvictAfter     time.Duration
+	// KeepEmptyRooms keeps the file and record of a room evicted with
+	// nothing stored, which by default are deleted (rooms.Config).
+	KeepEmptyRooms bool
 	Logger         *zap.Logger
 }
 
@@ -131,7 +134,7 @@ func New(cfg Config) (*Server, error) {
 	s.log = cfg.Logger.WithOptions(zap.WrapCore(s.sample))
 	rt, err := rooms.New(rooms.Config{
 		Store: store, Kinds: list, Logger: s.log.Named("rooms"), Broadcast: gateway.RoomsBroadcast,
-		HibernateAfter: cfg.HibernateAfter, EvictAfter: cfg.EvictAfter, Observer: s.observe,
+		HibernateAfter: cfg.HibernateAfter, EvictAfter: cfg.EvictAfter, KeepEmptyRooms: cfg.KeepEmptyRooms, Observer: s.observe,
 		MaxSockets: cfg.MaxRoomSockets, MaxActive: cfg.MaxActiveRooms,
 	})
 	if err != nil {

@@ -86,6 +86,38 @@ func TestFlagBeatsEnv(t *testing.T) {
 	}
 }
 
+// --keep-empty-rooms is off unless the flag or DEN_KEEP_EMPTY_ROOMS turns
+// it on, and reaches the server's config.
+func TestKeepEmptyRoomsFlag(t *testing.T) {
+	cases := []struct {
+		args []string
+		env  string
+		want bool
+	}{
+		{nil, "", false},
+		{[]string{"--keep-empty-rooms"}, "", true},
+		{nil, "true", true},
+		{[]string{"--keep-empty-rooms=false"}, "true", false},
+	}
+	for _, tc := range cases {
+		c, err := parseServe(tc.args, &bytes.Buffer{}, func(k string) string {
+			return map[string]string{"DEN_KEEP_EMPTY_ROOMS": tc.env}[k]
+		})
+		if err != nil {
+			t.Fatalf("%v DEN_KEEP_EMPTY_ROOMS=%q: %v", tc.args, tc.env, err)
+		}
+		if c.keepEmptyRooms != tc.want {
+			t.Errorf("%v DEN_KEEP_EMPTY_ROOMS=%q: keep %v, want %v", tc.args, tc.env, c.keepEmptyRooms, tc.want)
+		}
+	}
+	_, err := parseServe(nil, &bytes.Buffer{}, func(k string) string {
+		return map[string]string{"DEN_KEEP_EMPTY_ROOMS": "sometimes"}[k]
+	})
+	if err == nil || !strings.Contains(err.Error(), `DEN_KEEP_EMPTY_ROOMS="sometimes" (--keep-empty-rooms): want true or false`) {
+		t.Errorf("DEN_KEEP_EMPTY_ROOMS=sometimes: %v", err)
+	}
+}
+
 // The secret's two flags are one setting: either on the command line
 // wins over the other's variable, as any flag does over its own.
 func TestSecretFlagBeatsOtherSecretVariable(t *testing.T) {

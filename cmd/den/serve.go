@@ -36,6 +36,7 @@ type serveConfig struct {
 	adminToken      string
 	hibernateAfter  time.Duration
 	evictAfter      time.Duration
+	keepEmptyRooms  bool
 	maxRoomSockets  int
 	maxActiveRooms  int
 	maxOpenDBs      int
@@ -72,6 +73,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token for the admin API under /admin/rooms (off when empty)")
 	fs.DurationVar(&c.hibernateAfter, "hibernate-after", rooms.DefaultHibernateAfter, "how long a room with sockets and nothing to do stays in memory; its sockets stay open while it sleeps")
 	fs.DurationVar(&c.evictAfter, "evict-after", rooms.DefaultEvictAfter, "how long a room without sockets and nothing to do stays in memory")
+	fs.BoolVar(&c.keepEmptyRooms, "keep-empty-rooms", false, "keep the file and node.db record of a room evicted with nothing stored; by default they are deleted and the room is absent again")
 	fs.IntVar(&c.gateway.MaxConnsPerIP, "max-conns-per-ip", 0, "connections one client address may hold; more are answered 429 (0: no limit; leave it off behind a proxy)")
 	fs.Float64Var(&c.gateway.HandshakesPerIP, "handshakes-per-ip", 0, "new connections one client address may open a second, in bursts as large as the rate; more are answered 429 (0: no limit)")
 	fs.Float64Var(&c.gateway.MessageRate, "message-rate", 0, "WebSocket messages and pings one socket may send a second; a socket over it is closed with 1008 (0: no limit)")
@@ -328,7 +330,7 @@ func serve(ctx context.Context, stopSignals func(), args []string, stderr io.Wri
 	defer func() { _ = log.Sync() }()
 	srv, err := server.New(server.Config{
 		Gateway: c.gateway, Data: c.data, Synchronous: c.sync, AdminToken: c.adminToken, Logger: log,
-		HibernateAfter: c.hibernateAfter, EvictAfter: c.evictAfter,
+		HibernateAfter: c.hibernateAfter, EvictAfter: c.evictAfter, KeepEmptyRooms: c.keepEmptyRooms,
 		MaxRoomSockets: c.maxRoomSockets, MaxActiveRooms: c.maxActiveRooms, MaxOpenDatabases: c.maxOpenDBs,
 		Tokens: c.tokens, TokenRequired: c.tokenRequired, Webhook: c.webhook,
 	})
