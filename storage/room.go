@@ -61,6 +61,9 @@ type Room struct {
 	// over is the savepoint depth a write took the database past maxPages
 	// in, 0 if none: Transaction rolls that savepoint back.
 	over int
+	// checkWrites is set when the transaction began within sizeHeadroom
+	// of maxPages: only then is each write's size checked.
+	checkWrites bool
 	// setUp is set once the room's folder is known to exist: node.db
 	// recorded a size for the room, which only a handle that opened it can
 	// have done, or this Room opened it.
@@ -573,7 +576,7 @@ func (r *Room) writeHeld(f func() error) error {
 			return errBroken
 		}
 		err := r.mapError(f())
-		if r.broken || r.over > 0 {
+		if r.broken || r.over > 0 || !r.checkWrites {
 			return err
 		}
 		pages, qerr := r.pagesOver()
@@ -598,7 +601,7 @@ func (r *Room) writeHeld(f func() error) error {
 		return err
 	}
 	err := f()
-	if err == nil {
+	if err == nil && r.checkWrites {
 		var pages int64
 		if pages, err = r.pagesOver(); err == nil && pages > 0 {
 			err = r.sizeError(pages)
@@ -631,6 +634,15 @@ func lengthLimit(lim Limits) int64 {
 func hardPages(lim Limits, pageSize int64) int64 {
 	return (lim.MaxDatabaseBytes+4*lengthLimit(lim))/pageSize + 64
 }
+
+// sizeHeadroom is how far below its limit a transaction must begin for
+// den to leave its writes unchecked: a query of the size after each write
+// costs an event about a fifth more of storage's time, and to cross the
+// limit unchecked one batch would have to write this much. If one does,
+// SQLite's page limit (hardPages) still stops it, at worst failing that
+// batch whole, and a room it left over its limit is checked from its next
+// batch on.
+const sizeHeadroom = 64 << 20
 
 // pagesOver is the database's size in pages if a write took it past the
 // transaction's limit, else 0.
@@ -693,6 +705,7 @@ func (r *Room) begin() error {
 	}
 	pages, _ := v.(int64)
 	r.maxPages = max(r.store.limits.MaxDatabaseBytes/r.pageSize, pages)
+	r.checkWrites = pages+sizeHeadroom/r.pageSize >= r.maxPages
 	if stored > r.epoch {
 		_ = r.abort()
 		return fmt.Errorf("%w (room epoch %d, this handle's %d)", ErrStaleEpoch, stored, r.epoch)

@@ -126,3 +126,43 @@ func TestSizeLimitOwnTransaction(t *testing.T) {
 		t.Fatalf("t after the write over the limit: %v, want no rows", err)
 	}
 }
+
+// A transaction that begins far below the room's limit (more than
+// sizeHeadroom) is not checked write by write, for speed: one batch that
+// writes past the limit from there may take the room over it, by no more
+// than SQLite's page limit lets it. The room is held there from its next
+// transaction on: a write that grows it fails, a delete does not.
+func TestSizeLimitOvershootIsBoundedAndHeld(t *testing.T) {
+	const mib = 1 << 20
+	lim := Limits{MaxDatabaseBytes: 66 * mib, MaxValueBytes: mib}
+	s := openStore(t, Options{Dir: t.TempDir(), Limits: lim})
+	r := openRoom(t, s, "ad05")
+	if err := r.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 67 {
+		if err := r.Put(fmt.Sprintf("k%d", i), make([]byte, mib)); err != nil {
+			if !errors.Is(err, ErrLimit) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if err := r.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	size, err := r.Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hard := hardPages(s.limits, r.pageSize) * r.pageSize; size > hard {
+		t.Fatalf("the room grew to %d bytes, past SQLite's page limit of %d", size, hard)
+	}
+	var le *LimitError
+	if err := r.Put("more", make([]byte, mib)); !errors.As(err, &le) || le.Limit != "database size" {
+		t.Fatalf("a write growing a room of %d bytes, its limit %d: %v, want a database size LimitError", size, lim.MaxDatabaseBytes, err)
+	}
+	if _, err := r.Delete("k0"); err != nil {
+		t.Fatalf("a delete in a room at its limit: %v", err)
+	}
+}
