@@ -142,8 +142,8 @@ func leave(t *testing.T, n *node, c *websocket.Conn, kind, name string) {
 
 // A room evicted with nothing stored is deleted: its file, WAL and
 // record go, the admin API says absent, and a join makes it anew. A room
-// that stores anything, a message, a scheduled one, an alarm or the chat
-// kind's count of anonymous users, is kept.
+// that stores anything, a message (an anonymous user's too), a scheduled
+// one or an alarm, is kept. An anonymous visit stores nothing.
 func TestEvictedEmptyRoomIsReclaimed(t *testing.T) {
 	n, fake := reclaimNode(t, storage.Options{}, false, alarmedKind(nil, nil), nil)
 	cases := []struct {
@@ -178,6 +178,16 @@ func TestEvictedEmptyRoomIsReclaimed(t *testing.T) {
 			read(t, c)
 			read(t, c)
 			leave(t, n, c, "chat", "anonymous")
+		}, "absent"},
+		{"chat", "anonymous-talked", func(t *testing.T) {
+			c := n.dial(t, "/rooms/chat/anonymous-talked")
+			read(t, c)
+			read(t, c)
+			send(t, c, `{"type":"message","text":"hello"}`)
+			if got := read(t, c); !strings.Contains(got, `"user":"anon-1"`) {
+				t.Fatalf("message: %q", got)
+			}
+			leave(t, n, c, "chat", "anonymous-talked")
 		}, "evicted"},
 		{"alarmed", "set", func(t *testing.T) {
 			if code, _ := httpDo(t, "POST", n.url("/rooms/alarmed/set/alarm"), ""); code != 200 {
@@ -207,8 +217,8 @@ func TestEvictedEmptyRoomIsReclaimed(t *testing.T) {
 			t.Errorf("%s/%s: kept, but its file is gone: %v", tc.kind, tc.name, err)
 		}
 	}
-	if st := n.rt.Stats(); st.Rooms != 0 || st.Hibernated != 0 || st.Evictions != int64(len(cases)) || st.Reclaims != 2 {
-		t.Errorf("stats: %+v, want no room in memory, %d evictions, 2 reclaims", st, len(cases))
+	if st := n.rt.Stats(); st.Rooms != 0 || st.Hibernated != 0 || st.Evictions != int64(len(cases)) || st.Reclaims != 3 {
+		t.Errorf("stats: %+v, want no room in memory, %d evictions, 3 reclaims", st, len(cases))
 	}
 	if h := n.store.OpenHandles(); h != 0 {
 		t.Errorf("%d room databases open", h)
@@ -218,7 +228,7 @@ func TestEvictedEmptyRoomIsReclaimed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, rec := range recs {
-		if rec.Name == "quiet" || rec.Name == "read-only" {
+		if rec.Name == "quiet" || rec.Name == "read-only" || rec.Name == "anonymous" {
 			t.Errorf("node.db lists reclaimed room %s/%s", rec.Kind, rec.Name)
 		}
 	}
@@ -441,5 +451,43 @@ func TestCrashDuringReclaim(t *testing.T) {
 	send(t, c, `{"type":"message","text":"after"}`)
 	if got := read(t, c); !strings.Contains(got, `"id":1,`) {
 		t.Fatalf("message: %q", got)
+	}
+}
+
+// Anonymous users never share a name, though a room no longer stores its
+// count of them at each join: one who joined before the room slept keeps
+// its number (the attachment says it), and one whose message the history
+// holds keeps it after every member left and the room left memory.
+func TestAnonymousNamesStayUnique(t *testing.T) {
+	n, fake := reclaimNode(t, storage.Options{}, false, alarmedKind(nil, nil), nil)
+	joinAnon := func(name string) (*websocket.Conn, string) {
+		t.Helper()
+		c := n.dial(t, "/rooms/chat/"+name)
+		read(t, c)
+		var join struct{ User string }
+		if err := json.Unmarshal([]byte(read(t, c)), &join); err != nil {
+			t.Fatal(err)
+		}
+		return c, join.User
+	}
+
+	a, first := joinAnon("anon-sleep")
+	sleepUntil(t, n, fake, "chat", "anon-sleep", "hibernated")
+	b, second := joinAnon("anon-sleep")
+	if first == second {
+		t.Errorf("an anonymous user who joined after the room slept is %s, as the one before it", second)
+	}
+	a.Close()
+	leave(t, n, b, "chat", "anon-sleep")
+
+	c, poster := joinAnon("anon-history")
+	send(t, c, `{"type":"message","text":"hello"}`)
+	read(t, c)
+	leave(t, n, c, "chat", "anon-history")
+	if got := evict(t, n, fake, "chat", "anon-history"); got != "evicted" {
+		t.Fatalf("a room with a message is %s after its eviction, want evicted", got)
+	}
+	if _, later := joinAnon("anon-history"); later == poster {
+		t.Errorf("an anonymous user joining later is %s, as the one whose message the history holds", later)
 	}
 }

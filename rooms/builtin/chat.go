@@ -35,6 +35,9 @@ type chat struct {
 	rooms.Base
 	st    *rooms.State
 	ready error // the table could not be made
+	// anon is the last anonymous number this object handed out, 0 before
+	// the first (then it is read: see nextAnon).
+	anon int64
 }
 
 // message is M of the protocol.
@@ -95,7 +98,7 @@ func (c *chat) Connect(conn *rooms.Connect) error {
 		if err != nil {
 			return err
 		}
-		user = "anon-" + strconv.FormatInt(n, 10)
+		user = anonPrefix + strconv.FormatInt(n, 10)
 	}
 	history, err := c.history(0, chatHistory, true)
 	if err != nil {
@@ -132,15 +135,48 @@ func newestWithin(msgs []message, budget int) []message {
 	return msgs
 }
 
-// nextAnon numbers anonymous users, durably, so two never share a name.
+const anonPrefix = "anon-"
+
+// nextAnon numbers an anonymous user, above every number stored (see
+// post) and every number a member still has (its attachment: it may have
+// joined before the room last slept), so that no two share a name. It
+// writes nothing: a room only visited stores nothing, and den deletes it
+// as it leaves memory.
 func (c *chat) nextAnon() (int64, error) {
+	if c.anon == 0 {
+		n, err := c.storedAnon()
+		if err != nil {
+			return 0, err
+		}
+		for _, s := range c.st.Sockets("") {
+			if m, ok := anonNumber(string(s.Attachment())); ok {
+				n = max(n, m)
+			}
+		}
+		c.anon = n
+	}
+	c.anon++
+	return c.anon, nil
+}
+
+// storedAnon is the highest anonymous number in the room's history.
+func (c *chat) storedAnon() (int64, error) {
 	b, _, err := c.st.Storage.Get("anon")
 	if err != nil {
 		return 0, err
 	}
 	n, _ := strconv.ParseInt(string(b), 10, 64)
-	n++
-	return n, c.st.Storage.Put("anon", []byte(strconv.FormatInt(n, 10)))
+	return n, nil
+}
+
+// anonNumber is n of a user named anon-n.
+func anonNumber(user string) (int64, bool) {
+	v, ok := strings.CutPrefix(user, anonPrefix)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil && n > 0
 }
 
 func (c *chat) presence(typ, user string) []byte {
@@ -167,9 +203,28 @@ func (c *chat) history(after int64, limit int, latest bool) ([]message, error) {
 	return out, nil
 }
 
-// post stores a message and broadcasts it.
+// post stores a message and broadcasts it. A message from anon-n stores
+// n as the highest anonymous number if it is, in the same transaction, so
+// that no later anonymous user takes a name the history holds. It reads
+// the stored number each time rather than keep it: an event rolled back
+// would leave a kept one ahead of the file.
 func (c *chat) post(user, text string, scheduled bool) (message, error) {
 	m := message{Type: "message", User: user, Text: text, TS: c.st.Now().UnixMilli(), Scheduled: scheduled}
+	if n, ok := anonNumber(user); ok {
+		stored, err := c.storedAnon()
+		if err != nil {
+			return m, err
+		}
+		if n > stored {
+			if err := c.st.Storage.Put("anon", []byte(strconv.FormatInt(n, 10))); err != nil {
+				return m, err
+			}
+		}
+		if c.anon != 0 {
+			// A backend may post as anon-n itself.
+			c.anon = max(c.anon, n)
+		}
+	}
 	cur, err := c.st.Storage.Exec(`INSERT INTO messages (user, text, ts, scheduled) VALUES (?, ?, ?, ?) RETURNING id`,
 		user, text, m.TS, scheduled)
 	if err != nil {
