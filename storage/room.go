@@ -704,6 +704,19 @@ func (r *Room) begin() error {
 		return r.mapError(err)
 	}
 	pages, _ := v.(int64)
+	if limit := r.store.limits.MaxDatabaseBytes / r.pageSize; pages > limit {
+		// A room over a limit lowered since it grew may be past the page
+		// limit its open gave SQLite, which SQLite then holds at the
+		// file's size: the first write that needs a page would reach it
+		// and, without a statement journal, take the whole batch with it.
+		// The page limit is as far past the file as hardPages is past the
+		// room's limit, so den's check fails that write's event alone.
+		hard := pages + hardPages(r.store.limits, r.pageSize) - limit
+		if _, err := r.conn.ExecContext(bg, `PRAGMA max_page_count = `+strconv.FormatInt(hard, 10)); err != nil {
+			_ = r.abort()
+			return r.mapError(err)
+		}
+	}
 	r.maxPages = max(r.store.limits.MaxDatabaseBytes/r.pageSize, pages)
 	r.checkWrites = pages+sizeHeadroom/r.pageSize >= r.maxPages
 	if stored > r.epoch {
