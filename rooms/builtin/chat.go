@@ -169,6 +169,33 @@ func (c *chat) storedAnon() (int64, error) {
 	return n, nil
 }
 
+// holdAnon stores n as the highest anonymous number if user is anon-n
+// and n is higher, in the event's transaction, so that no later
+// anonymous user takes a name the history holds, or will once a
+// scheduled message is posted. It reads the stored number each time
+// rather than keep it: an event rolled back would leave a kept one ahead
+// of the file.
+func (c *chat) holdAnon(user string) error {
+	n, ok := anonNumber(user)
+	if !ok {
+		return nil
+	}
+	stored, err := c.storedAnon()
+	if err != nil {
+		return err
+	}
+	if n > stored {
+		if err := c.st.Storage.Put("anon", []byte(strconv.FormatInt(n, 10))); err != nil {
+			return err
+		}
+	}
+	if c.anon != 0 {
+		// A backend may post as anon-n itself.
+		c.anon = max(c.anon, n)
+	}
+	return nil
+}
+
 // anonNumber is n of a user named anon-n.
 func anonNumber(user string) (int64, bool) {
 	v, ok := strings.CutPrefix(user, anonPrefix)
@@ -203,27 +230,11 @@ func (c *chat) history(after int64, limit int, latest bool) ([]message, error) {
 	return out, nil
 }
 
-// post stores a message and broadcasts it. A message from anon-n stores
-// n as the highest anonymous number if it is, in the same transaction, so
-// that no later anonymous user takes a name the history holds. It reads
-// the stored number each time rather than keep it: an event rolled back
-// would leave a kept one ahead of the file.
+// post stores a message and broadcasts it.
 func (c *chat) post(user, text string, scheduled bool) (message, error) {
 	m := message{Type: "message", User: user, Text: text, TS: c.st.Now().UnixMilli(), Scheduled: scheduled}
-	if n, ok := anonNumber(user); ok {
-		stored, err := c.storedAnon()
-		if err != nil {
-			return m, err
-		}
-		if n > stored {
-			if err := c.st.Storage.Put("anon", []byte(strconv.FormatInt(n, 10))); err != nil {
-				return m, err
-			}
-		}
-		if c.anon != 0 {
-			// A backend may post as anon-n itself.
-			c.anon = max(c.anon, n)
-		}
+	if err := c.holdAnon(user); err != nil {
+		return m, err
 	}
 	cur, err := c.st.Storage.Exec(`INSERT INTO messages (user, text, ts, scheduled) VALUES (?, ?, ?, ?) RETURNING id`,
 		user, text, m.TS, scheduled)
@@ -286,6 +297,9 @@ func (c *chat) Message(s *rooms.Sock, text bool, data []byte) error {
 			return nil
 		}
 		p, _ := json.Marshal(scheduledPost{User: string(s.Attachment()), Text: in.Text})
+		if err := c.holdAnon(string(s.Attachment())); err != nil {
+			return err
+		}
 		return c.st.Schedule(c.st.Now().Add(time.Duration(*in.DelayMS)*time.Millisecond), p)
 	default:
 		s.Send(true, errorFrame("unknown type"))
