@@ -205,13 +205,8 @@ func TestAlarmRetriesThenDrops(t *testing.T) {
 	command(t, c, "set:1000")
 	fake.Advance(time.Second)
 	for retry := 0; retry <= 6; retry++ {
-		select {
-		case got := <-attempts:
-			if got.RetryCount != retry || got.IsRetry != (retry > 0) {
-				t.Fatalf("attempt %d: %+v", retry+1, got)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("attempt %d never ran", retry+1)
+		if got := recv(t, attempts, fmt.Sprintf("attempt %d never ran", retry+1)); got.RetryCount != retry || got.IsRetry != (retry > 0) {
+			t.Fatalf("attempt %d: %+v", retry+1, got)
 		}
 		if retry == 6 {
 			break
@@ -367,11 +362,7 @@ func TestAlarmSetInConstructor(t *testing.T) {
 		return info.Alarm != nil
 	})
 	fake.Advance(time.Minute)
-	select {
-	case <-fired:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the constructor's alarm never fired")
-	}
+	recv(t, fired, "the constructor's alarm never fired")
 }
 
 type earlyRoom struct {

@@ -131,18 +131,10 @@ func TestFailedCommitSocketsGetCloseEvents(t *testing.T) {
 	}
 	failNext.Store(true)
 	send(t, a, "two")
-	select {
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the batch never reached its commit")
-	}
+	recv(t, entered, "the batch never reached its commit")
 	// b's frames are read in order: once its ping is answered, the
 	// gateway has handed the room the message before it.
-	pong := make(chan struct{}, 1)
-	b.SetPongHandler(func(string) error {
-		pong <- struct{}{}
-		return nil
-	})
+	barrier := pingBarrier(b)
 	bDone := make(chan error, 1)
 	go func() {
 		_, m, err := b.ReadMessage()
@@ -152,24 +144,12 @@ func TestFailedCommitSocketsGetCloseEvents(t *testing.T) {
 		bDone <- err
 	}()
 	send(t, b, "late")
-	if err := b.WriteControl(websocket.PingMessage, nil, time.Now().Add(10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-pong:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no pong")
-	}
+	barrier(t)
 	letGo()
 	expectOnly1011(t, a)
-	select {
-	case err := <-bDone:
-		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != 1011 {
-			t.Fatalf("b: %v, want close 1011", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("b not closed")
+	var ce *websocket.CloseError
+	if err := recv(t, bDone, "b not closed"); !errors.As(err, &ce) || ce.Code != 1011 {
+		t.Fatalf("b: %v, want close 1011", err)
 	}
 	if !eventually(10*time.Second, func() bool { return len(k.closes()) >= 2 }) {
 		t.Fatalf("the sockets a failed commit closed got close events %q, want one each", k.closes())

@@ -112,6 +112,39 @@ func sleepyNodeSync(t *testing.T, sync string) (*node, *clock.Fake, *sleepyKind)
 	return n, fake, k
 }
 
+// recv waits for ch to deliver and returns what it did, failing the test
+// with msg after 10 s.
+func recv[T any](t *testing.T, ch <-chan T, msg string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal(msg)
+		panic("unreachable")
+	}
+}
+
+// pingBarrier has c's pongs noted and returns a function that pings and
+// waits for the pong: c's frames are read in order, so once it comes the
+// gateway has handed the room every frame c sent before the ping.
+// Something must be reading c, as gorilla runs the pong handler from its
+// reads.
+func pingBarrier(c *websocket.Conn) func(*testing.T) {
+	pong := make(chan struct{}, 1)
+	c.SetPongHandler(func(string) error {
+		pong <- struct{}{}
+		return nil
+	})
+	return func(t *testing.T) {
+		t.Helper()
+		if err := c.WriteControl(websocket.PingMessage, nil, time.Now().Add(10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		recv(t, pong, "no pong")
+	}
+}
+
 // waitFor polls cond until it holds, failing the test after 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -242,13 +275,8 @@ func TestHibernatedRoomAnswersWithoutWaking(t *testing.T) {
 	}
 	// Reading drives gorilla's pong handler; the room sends nothing else.
 	go func() { _, _, _ = c.ReadMessage() }()
-	select {
-	case p := <-pongs:
-		if p != "are you there" {
-			t.Fatalf("pong %q", p)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no pong from a hibernated room's socket")
+	if p := recv(t, pongs, "no pong from a hibernated room's socket"); p != "are you there" {
+		t.Fatalf("pong %q", p)
 	}
 	if s := roomState(t, n, "sleepy", "b"); s != "hibernated" || k.built.Load() != 1 {
 		t.Fatalf("after auto-responses and pings: state %s, constructor ran %d times", s, k.built.Load())

@@ -113,11 +113,7 @@ func newBatcher(t *testing.T, cfg rooms.Config) *batcher {
 func (b *batcher) batch(t *testing.T, c *websocket.Conn, msgs ...string) {
 	t.Helper()
 	send(t, c, "block")
-	select {
-	case <-b.entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the room never ran the block event")
-	}
+	recv(t, b.entered, "the room never ran the block event")
 	want := b.handed.Load() + int64(len(msgs))
 	for _, m := range msgs {
 		send(t, c, m)

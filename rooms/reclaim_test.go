@@ -328,11 +328,7 @@ func TestJoinDuringReclaim(t *testing.T) {
 		resp.Body.Close()
 		held <- resp.StatusCode
 	}()
-	select {
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the holding request never ran")
-	}
+	recv(t, entered, "the holding request never ran")
 	waitFor(t, "the reclaim to wait for a handle", func() bool {
 		fake.Advance(11 * time.Second)
 		return reclaimWaiting()
@@ -347,13 +343,8 @@ func TestJoinDuringReclaim(t *testing.T) {
 		c, _, err := websocket.DefaultDialer.Dial("ws://"+n.addr+"/rooms/chat/quiet?user=bob", nil)
 		dials <- dialed{c, err}
 	}()
-	select {
-	case got := <-joined:
-		if got != "chat/quiet" {
-			t.Fatalf("joined %s", got)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the join never reached the runtime")
+	if got := recv(t, joined, "the join never reached the runtime"); got != "chat/quiet" {
+		t.Fatalf("joined %s", got)
 	}
 	close(release)
 	if code := <-held; code != 200 {

@@ -202,18 +202,10 @@ func TestRegressAutoResponseWaitsForCommit(t *testing.T) {
 	}
 	holding.Store(true)
 	send(t, a, "set:EARLY")
-	select {
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the batch setting the auto-response never reached its commit")
-	}
+	recv(t, entered, "the batch setting the auto-response never reached its commit")
 	// b's frames are read in order: once its protocol ping is answered, the
 	// gateway has dealt with the text before it.
-	pong := make(chan struct{}, 1)
-	b.SetPongHandler(func(string) error {
-		pong <- struct{}{}
-		return nil
-	})
+	barrier := pingBarrier(b)
 	msgs := make(chan string, 4)
 	go func() {
 		defer close(msgs)
@@ -226,22 +218,10 @@ func TestRegressAutoResponseWaitsForCommit(t *testing.T) {
 		}
 	}()
 	send(t, b, "ping")
-	if err := b.WriteControl(websocket.PingMessage, nil, time.Now().Add(10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-pong:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no pong")
-	}
+	barrier(t)
 	letGo()
-	select {
-	case got := <-msgs:
-		if got != "room:ping" {
-			t.Fatalf("ping answered %q before the batch that set it committed, want room:ping", got)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no answer to ping")
+	if got := recv(t, msgs, "no answer to ping"); got != "room:ping" {
+		t.Fatalf("ping answered %q before the batch that set it committed, want room:ping", got)
 	}
 }
 

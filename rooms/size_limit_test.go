@@ -8,9 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/den-rooms/den/rooms"
 	"github.com/den-rooms/den/storage"
@@ -130,11 +127,7 @@ func TestSizeLimitFailsOnlyItsEvent(t *testing.T) {
 	}}, nil)
 	a := n.dial(t, "/rooms/size/r")
 	got := make(chan string, 16)
-	pong := make(chan struct{}, 1)
-	a.SetPongHandler(func(string) error {
-		pong <- struct{}{}
-		return nil
-	})
+	barrier := pingBarrier(a)
 	go func() {
 		for {
 			_, m, err := a.ReadMessage()
@@ -147,13 +140,8 @@ func TestSizeLimitFailsOnlyItsEvent(t *testing.T) {
 	}()
 	expect := func(want string) {
 		t.Helper()
-		select {
-		case m := <-got:
-			if m != want {
-				t.Fatalf("a got %q, want %q", m, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("a never got %q", want)
+		if m := recv(t, got, fmt.Sprintf("a never got %q", want)); m != want {
+			t.Fatalf("a got %q, want %q", m, want)
 		}
 	}
 
@@ -162,22 +150,11 @@ func TestSizeLimitFailsOnlyItsEvent(t *testing.T) {
 	before := commits.Load()
 	holdNext.Store(true)
 	send(t, a, "put hold")
-	select {
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the first batch never reached its commit")
-	}
+	recv(t, entered, "the first batch never reached its commit")
 	for _, m := range []string{"put a", "fill", "put b", "grow", "toobig", "put c"} {
 		send(t, a, m)
 	}
-	if err := a.WriteControl(websocket.PingMessage, nil, time.Now().Add(10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-pong:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no pong")
-	}
+	barrier(t)
 	letGo()
 	for _, want := range []string{"ok hold", "ok a", "ok b", "ok c"} {
 		expect(want)
