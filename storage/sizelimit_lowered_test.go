@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"errors"
 	"fmt"
 	"testing"
 )
@@ -29,36 +28,11 @@ func TestSizeLimitLoweredFailsOnlyItsSavepoint(t *testing.T) {
 	opts := Options{Dir: dir, Limits: Limits{MaxDatabaseBytes: 256 << 10, MaxValueBytes: 1000}}
 	s = openStore(t, opts)
 	r = openRoom(t, s, "ad06")
-	if err := r.Begin(); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Transaction(func() error { return r.Put("before", []byte("x")) }); err != nil {
-		t.Fatal(err)
-	}
-	err := r.Transaction(func() error {
+	overLimitBatch(t, s, r, opts, func() error {
 		for i := 0; ; i++ {
 			if err := r.Put(fmt.Sprintf("fill%d", i), make([]byte, 900)); err != nil {
 				return err
 			}
 		}
 	})
-	var le *LimitError
-	if !errors.As(err, &le) || le.Limit != "database size" {
-		t.Fatalf("the event growing the room: %v, want a database size LimitError", err)
-	}
-	if err := r.Transaction(func() error { return r.Put("after", []byte("y")) }); err != nil {
-		t.Fatalf("the event after the one over the limit: %v", err)
-	}
-	if err := r.Commit(); err != nil {
-		t.Fatalf("commit: %v", err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	r = openRoom(t, openStore(t, opts), "ad06")
-	for key, want := range map[string]bool{"before": true, "after": true, "fill0": false} {
-		if _, ok, err := r.Get(key); err != nil || ok != want {
-			t.Errorf("%s stored: %v %v, want %v", key, ok, err, want)
-		}
-	}
 }

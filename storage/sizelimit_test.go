@@ -45,32 +45,7 @@ func TestSizeLimitFailsOnlyItsSavepoint(t *testing.T) {
 			if _, err := r.Exec(`CREATE TABLE t (b)`); err != nil {
 				t.Fatal(err)
 			}
-			if err := r.Begin(); err != nil {
-				t.Fatal(err)
-			}
-			if err := r.Transaction(func() error { return r.Put("before", []byte("x")) }); err != nil {
-				t.Fatal(err)
-			}
-			err := r.Transaction(func() error { return c.event(r) })
-			var le *LimitError
-			if !errors.As(err, &le) || le.Limit != "database size" {
-				t.Fatalf("the event over the limit: %v, want a database size LimitError", err)
-			}
-			if err := r.Transaction(func() error { return r.Put("after", []byte("y")) }); err != nil {
-				t.Fatalf("the event after the one over the limit: %v", err)
-			}
-			if err := r.Commit(); err != nil {
-				t.Fatalf("commit: %v", err)
-			}
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			r = openRoom(t, openStore(t, opts), "ad01")
-			for key, want := range map[string]bool{"before": true, "after": true, "fill0": false} {
-				if _, ok, err := r.Get(key); err != nil || ok != want {
-					t.Errorf("%s stored: %v %v, want %v", key, ok, err, want)
-				}
-			}
+			r = overLimitBatch(t, s, r, opts, func() error { return c.event(r) })
 			if cur, err := r.Exec(`SELECT b FROM t`); err != nil || cur.RowsRead() != 0 {
 				t.Errorf("t after the commit: %v, want no rows", err)
 			}
@@ -165,4 +140,40 @@ func TestSizeLimitOvershootIsBoundedAndHeld(t *testing.T) {
 	if _, err := r.Delete("k0"); err != nil {
 		t.Fatalf("a delete in a room at its limit: %v", err)
 	}
+}
+
+// overLimitBatch runs a batch of three savepoints in r: a Put of
+// "before", event, which must fail with the database size limit, and a
+// Put of "after". It commits, closes s, and returns r opened again with
+// opts, having checked that before and after were stored and nothing
+// of event's fill0.
+func overLimitBatch(t *testing.T, s *Store, r *Room, opts Options, event func() error) *Room {
+	t.Helper()
+	if err := r.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Transaction(func() error { return r.Put("before", []byte("x")) }); err != nil {
+		t.Fatal(err)
+	}
+	err := r.Transaction(event)
+	var le *LimitError
+	if !errors.As(err, &le) || le.Limit != "database size" {
+		t.Fatalf("the event over the limit: %v, want a database size LimitError", err)
+	}
+	if err := r.Transaction(func() error { return r.Put("after", []byte("y")) }); err != nil {
+		t.Fatalf("the event after the one over the limit: %v", err)
+	}
+	if err := r.Commit(); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r = openRoom(t, openStore(t, opts), r.ID())
+	for key, want := range map[string]bool{"before": true, "after": true, "fill0": false} {
+		if _, ok, err := r.Get(key); err != nil || ok != want {
+			t.Errorf("%s stored: %v %v, want %v", key, ok, err, want)
+		}
+	}
+	return r
 }
