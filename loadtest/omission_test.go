@@ -77,6 +77,9 @@ func checkTimetable(t *testing.T, res *Result, senders int, every time.Duration)
 	if res.LatencyFrom != LatencyFromSchedule {
 		t.Errorf("latency_from %q, want %q", res.LatencyFrom, LatencyFromSchedule)
 	}
+	if res.SendLag == nil || res.SendLag.Count != c.Sent {
+		t.Errorf("send lag %+v for %d sends: want each send's lag", res.SendLag, c.Sent)
+	}
 }
 
 // A server that stops reading for 500 ms under idle pings every 50 ms:
@@ -162,6 +165,11 @@ func TestSendsDueInAClientStallAreSentLateAndTimed(t *testing.T) {
 	}
 	if res.Counters.Echoed != res.Counters.Sent {
 		t.Errorf("echoed %d of %d", res.Counters.Echoed, res.Counters.Sent)
+	}
+	// The sends due in the stall went out after it: the client's own share
+	// of their latency shows as send lag.
+	if floor := (stall / 2).Seconds() * 1000; res.SendLag == nil || res.SendLag.Max < floor {
+		t.Errorf("send lag %+v, want a max of at least %.0f ms: the stall's sends went out late", res.SendLag, floor)
 	}
 	checkTimetable(t, res, conns, time.Second/rate)
 }

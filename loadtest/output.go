@@ -161,6 +161,9 @@ func (r *Result) WriteSummary(w io.Writer) {
 			ms(p.P50), ms(p.P90), ms(p.P99), ms(p.P999), ms(p.Max), group(p.Count))
 	}
 	row("latency", pct(r.Latency))
+	if r.SendLag != nil {
+		row("send lag", pct(*r.SendLag)+" (how late the client sent timed messages: part of the latency)")
+	}
 	switch r.LatencyFrom {
 	case LatencyFromSchedule:
 		row("latency from", "when each message was due by its rate: a send held up by the client or the server counts its wait")

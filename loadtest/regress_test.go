@@ -132,10 +132,10 @@ func TestSnapshotNeverShowsNegativeOpen(t *testing.T) {
 		}
 	}()
 	errs, closes := map[string]int64{}, map[string]int64{}
-	lat, con := newHist(), newHist()
+	lat, con, lag := newHist(), newHist(), newHist()
 	for i := 0; i < 20000; i++ {
 		var c Counters
-		s.collect(&c, errs, closes, lat, con)
+		s.collect(&c, errs, closes, lat, con, lag)
 		if c.Open() < 0 {
 			stop.Store(true)
 			t.Fatalf("snapshot %d: open %d", i, c.Open())

@@ -111,6 +111,12 @@ func reportMetrics(r *Result) []reportMetric {
 		reportMS("connect_max", "Connect max", r.Connect.Max),
 		reportFloat("client_bytes_per_conn", "Client memory per connection", r.Client.BytesPerConn, reportBytes(r.Client.BytesPerConn)),
 	)
+	if l := r.SendLag; l != nil {
+		m = append(m,
+			reportMS("send_lag_p99", "Send lag p99 (client)", l.P99),
+			reportMS("send_lag_max", "Send lag max (client)", l.Max),
+		)
+	}
 	if s := r.Server; s != nil {
 		m = append(m,
 			reportFloat("server_bytes_per_conn", "Server memory per connection", s.BytesPerConn, reportBytes(s.BytesPerConn)),

@@ -42,6 +42,11 @@ type Result struct {
 	// LatencyFrom says where Latency starts: LatencyFromSchedule or
 	// LatencyFromSend; "" when the scenario times no messages.
 	LatencyFrom string `json:"latency_from,omitempty"`
+	// SendLag is how late the client sent each timed message after it was
+	// due (rate-driven scenarios): the client's own share of Latency, from
+	// its timer's wake-up to a stall. Nil when nothing was sent on a
+	// timetable.
+	SendLag *Percentiles `json:"send_lag,omitempty"`
 
 	Errors     map[string]int64 `json:"errors"`      // failed and lost connections by kind
 	CloseCodes map[string]int64 `json:"close_codes"` // close frames from the server, by code

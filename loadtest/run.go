@@ -129,10 +129,10 @@ type runner struct {
 	periodicBusy   bool // a periodic sample is asked for and not yet in
 	holdPending    bool // the hold sample is asked for and not yet in: keep the connections open
 
-	latency, connect, interval *hdr.Histogram
-	steady                     *steadyProbe // running while traffic does
-	res                        *Result
-	progress                   progress
+	latency, connect, interval, lag *hdr.Histogram
+	steady                          *steadyProbe // running while traffic does
+	res                             *Result
+	progress                        progress
 
 	phase                              int32
 	start, deadline, lastTick          time.Time
@@ -186,7 +186,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	defer close(r.quit)
 	r.latest = make([]Snapshot, r.workers)
 	r.final = make([]bool, r.workers)
-	r.latency, r.connect, r.interval = newHist(), newHist(), newHist()
+	r.latency, r.connect, r.interval, r.lag = newHist(), newHist(), newHist(), newHist()
 	r.res = &Result{
 		Scenario: r.cfg.Scenario, Config: r.cfg, Target: r.cfg.Count,
 		Workers: r.workers, Loops: r.cfg.Loops, Errors: map[string]int64{}, CloseCodes: map[string]int64{},
@@ -577,20 +577,23 @@ func (r *runner) take(ev workerEvent) {
 		return
 	}
 	s := ev.snap
-	for name, b := range map[string][]byte{"latency": s.Latency, "connect": s.Connect} {
+	for name, b := range map[string][]byte{"latency": s.Latency, "connect": s.Connect, "send lag": s.SendLag} {
 		h, err := decodeHist(b)
 		if err != nil {
 			r.failed = errors.Join(r.failed, fmt.Errorf("loadtest: worker %d sent a bad %s histogram: %w", ev.worker, name, err))
 			continue
 		}
-		if name == "latency" {
+		switch name {
+		case "latency":
 			r.latency.Merge(h)
 			r.interval.Merge(h)
-		} else {
+		case "connect":
 			r.connect.Merge(h)
+		default:
+			r.lag.Merge(h)
 		}
 	}
-	s.Latency, s.Connect = nil, nil
+	s.Latency, s.Connect, s.SendLag = nil, nil, nil
 	r.latest[ev.worker] = s
 	r.final[ev.worker] = r.final[ev.worker] || s.Final
 	if open := r.totals().Open(); open > r.res.PeakOpen {
@@ -684,6 +687,10 @@ func (r *runner) finish(now time.Time) *Result {
 		res.ConnectRate = float64(opened) / res.RampSeconds
 	}
 	res.Latency, res.Connect = percentiles(r.latency), percentiles(r.connect)
+	if r.lag.TotalCount() > 0 {
+		lag := percentiles(r.lag)
+		res.SendLag = &lag
+	}
 	res.LatencyFrom = latencyFrom(&r.cfg)
 	res.Expected, _ = expected(r.cfg.Scenario, r.cfg.Members, &res.Counters)
 	res.StoppedBy = stoppedBy(res)

@@ -103,6 +103,7 @@ func (l *loop) sendSlot(c *conn) bool {
 	} else if !l.sendData(c, l.payload(at, c.n)) {
 		return false
 	}
+	l.stats.recordLag(time.Now().UnixNano() - at)
 	l.stats.scheduled.Add(1)
 	c.sent++
 	c.due += l.period
@@ -234,6 +235,7 @@ func (l *loop) wake(until int64) {
 		switch {
 		case l.sendData(c, l.payload(due, c.n)):
 			l.await(c, due)
+			l.stats.recordLag(time.Now().UnixNano() - due)
 		case c.state != stOpen:
 			l.stats.unsent.Add(1)
 		}

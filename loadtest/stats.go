@@ -96,13 +96,13 @@ type loopStats struct {
 	mu                                           sync.Mutex
 	errors                                       map[string]int64
 	closes                                       map[string]int64
-	latency, connect                             *hdr.Histogram // since the last snapshot
+	latency, connect, lag                        *hdr.Histogram // since the last snapshot
 }
 
 func newLoopStats() *loopStats {
 	return &loopStats{
 		errors: map[string]int64{}, closes: map[string]int64{},
-		latency: newHist(), connect: newHist(),
+		latency: newHist(), connect: newHist(), lag: newHist(),
 	}
 }
 
@@ -124,6 +124,13 @@ func (s *loopStats) recordLatency(nanos int64) {
 	s.mu.Unlock()
 }
 
+// recordLag records how late a timed send went out after it was due.
+func (s *loopStats) recordLag(nanos int64) {
+	s.mu.Lock()
+	record(s.lag, nanos)
+	s.mu.Unlock()
+}
+
 func (s *loopStats) recordConnect(nanos int64) {
 	s.mu.Lock()
 	record(s.connect, nanos)
@@ -131,8 +138,8 @@ func (s *loopStats) recordConnect(nanos int64) {
 }
 
 // collect adds the loop's counts to c, errs and closes, and moves its
-// histograms into latency and connect.
-func (s *loopStats) collect(c *Counters, errs, closes map[string]int64, latency, connect *hdr.Histogram) {
+// histograms into latency, connect and lag.
+func (s *loopStats) collect(c *Counters, errs, closes map[string]int64, latency, connect, lag *hdr.Histogram) {
 	// Effects are read before their causes (lost before opened, echoed
 	// before sent, dials last), so a snapshot taken while the loop runs
 	// never shows more endings than beginnings.
@@ -154,8 +161,10 @@ func (s *loopStats) collect(c *Counters, errs, closes map[string]int64, latency,
 	}
 	latency.Merge(s.latency)
 	connect.Merge(s.connect)
+	lag.Merge(s.lag)
 	s.latency.Reset()
 	s.connect.Reset()
+	s.lag.Reset()
 }
 
 // Snapshot is one worker's state, sent to the run every interval: counts
@@ -168,6 +177,7 @@ type Snapshot struct {
 	CloseCodes map[string]int64 `json:"close_codes"`
 	Latency    []byte           `json:"latency"`
 	Connect    []byte           `json:"connect"`
+	SendLag    []byte           `json:"send_lag"`
 	// RSS is the worker's resident memory now; BaseRSS before it opened
 	// its first connection.
 	RSS     int64 `json:"rss"`

@@ -57,7 +57,7 @@ type worker struct {
 	trafficEnd atomic.Int64
 
 	// Only the goroutine that takes snapshots touches these.
-	latency, connect *hdr.Histogram
+	latency, connect, lag *hdr.Histogram
 }
 
 // newWorker prepares worker id of workers for cfg, which must have been
@@ -73,7 +73,7 @@ func newWorker(cfg Config, id, workers int) (*worker, error) {
 		head:    newRequestHead(cfg.Headers, cfg.Subprotocol),
 		lim:     wsframe.Limits{MaxMessage: maxClientMessage, FromServer: true},
 		pad:     []byte(strings.Repeat("x", cfg.Size)),
-		latency: newHist(), connect: newHist(), kick: make(chan struct{}, 1),
+		latency: newHist(), connect: newHist(), lag: newHist(), kick: make(chan struct{}, 1),
 		started: time.Now().UnixNano(),
 	}
 	w.user = newSourceSet(sources)
@@ -278,11 +278,12 @@ func (w *worker) snapshot(final bool) Snapshot {
 		s.Phase = min(s.Phase, l.seen.Load())
 	}
 	for _, l := range w.loops {
-		l.stats.collect(&s.Counters, s.Errors, s.CloseCodes, w.latency, w.connect)
+		l.stats.collect(&s.Counters, s.Errors, s.CloseCodes, w.latency, w.connect, w.lag)
 	}
-	s.Latency, s.Connect = encodeHist(w.latency), encodeHist(w.connect)
+	s.Latency, s.Connect, s.SendLag = encodeHist(w.latency), encodeHist(w.connect), encodeHist(w.lag)
 	w.latency.Reset()
 	w.connect.Reset()
+	w.lag.Reset()
 	s.RSS, s.BaseRSS = readRSS(os.Getpid()), w.baseRSS
 	s.Connected = int(w.waveDone.Load()) == len(w.loops)
 	s.ConnectedAt = w.connectedAt.Load()
