@@ -99,6 +99,7 @@ type Decision struct {
 // room. Build it with NewWebhook; any goroutine may call Check.
 type Webhook struct {
 	url      string
+	shown    string // url without credentials, for errors that are logged
 	timeout  time.Duration
 	forward  []string
 	failOpen bool
@@ -116,13 +117,17 @@ type Webhook struct {
 // NewWebhook checks cfg and fills its defaults. It starts nothing.
 func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("auth: webhook URL %q: want http:// or https:// with a host", cfg.URL)
+	if err != nil {
+		// url's error quotes the URL whole, credentials and all.
+		return nil, errors.New("auth: webhook URL does not parse: want http:// or https:// with a host")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("auth: webhook URL %q: want http:// or https:// with a host", withoutCredentials(u))
 	}
 	if cfg.Timeout < 0 || cfg.CacheTTL < 0 || cfg.CacheSize < 0 {
 		return nil, errors.New("auth: webhook timeout, cache TTL and cache size may not be negative")
 	}
-	w := &Webhook{url: cfg.URL, timeout: cfg.Timeout, failOpen: cfg.FailOpen, client: cfg.Client, now: cfg.Now}
+	w := &Webhook{url: cfg.URL, shown: withoutCredentials(u), timeout: cfg.Timeout, failOpen: cfg.FailOpen, client: cfg.Client, now: cfg.Now}
 	if w.timeout == 0 {
 		w.timeout = DefaultWebhookTimeout
 	}
@@ -273,6 +278,11 @@ func (w *Webhook) ask(ctx context.Context, body []byte) Decision {
 	req.Header.Set("Accept", "application/json")
 	resp, err := w.client.Do(req)
 	if err != nil {
+		// net/http names the URL in its error with only the password
+		// masked: the user and a key in the query would reach the log.
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			ue.URL = w.shown
+		}
 		return w.failure(err)
 	}
 	defer resp.Body.Close()
@@ -313,6 +323,13 @@ func (w *Webhook) failure(err error) Decision {
 		return Decision{Allow: true, Err: err}
 	}
 	return Decision{Status: http.StatusServiceUnavailable, Reason: ReasonBackendUnavailable, Err: err}
+}
+
+// withoutCredentials is u as errors may show it: without its user,
+// password, query and fragment, where a backend's credentials are kept.
+func withoutCredentials(u *url.URL) string {
+	v := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
+	return v.String()
 }
 
 // validHeaderName reports whether s is an RFC 9110 token, which is what a
