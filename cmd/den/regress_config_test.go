@@ -20,3 +20,24 @@ func TestRegressWebhookURLErrorHidesCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestRegressAdminTokenNoHeaderCarries: the admin API reads the token as
+// the one word after "Bearer", so a token with a space, a tab or a control
+// character in it (a "\r" from an env file saved with CRLF endings) is
+// never matched: den started with the admin API answering 401 to all.
+func TestRegressAdminTokenNoHeaderCarries(t *testing.T) {
+	for _, tok := range []string{"s3cret\r", "two words", " s3cret", "s3\x00cret"} {
+		_, err := parseServe(nil, &bytes.Buffer{}, func(k string) string {
+			if k == "DEN_ADMIN_TOKEN" {
+				return tok
+			}
+			return ""
+		})
+		if err == nil || !strings.Contains(err.Error(), "--admin-token") {
+			t.Errorf("DEN_ADMIN_TOKEN=%q: err %v, want one naming --admin-token", tok, err)
+		}
+		if err != nil && strings.Contains(err.Error(), strings.TrimSpace(tok)) {
+			t.Errorf("the error shows the token: %s", err)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -221,6 +222,13 @@ func (c *serveConfig) validate() error {
 	}
 	if c.data == "" {
 		return errors.New("--data: need a folder")
+	}
+	// The admin API takes the one word after "Bearer": a token with a
+	// space or a control character in it (a "\r" left by an env file
+	// saved with CRLF endings) could never be presented. The error does
+	// not show the token.
+	if strings.ContainsFunc(c.adminToken, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return errors.New("--admin-token: contains a space or a control character, which no Authorization header can carry")
 	}
 	if c.sync != storage.SyncFull && c.sync != storage.SyncNormal {
 		return fmt.Errorf("--sync %q: want full or normal", c.sync)
