@@ -172,13 +172,21 @@ func (rt *Runtime) Admin(token string) http.Handler {
 		writeAdmin(w, out)
 	})
 	mux.HandleFunc("GET /admin/rooms/{kind}/{name}", func(w http.ResponseWriter, r *http.Request) {
-		if rt.kinds[r.PathValue("kind")] == nil || !ValidName(r.PathValue("name")) {
+		kind, name := r.PathValue("kind"), r.PathValue("name")
+		if !ValidName(name) {
 			http.NotFound(w, r)
 			return
 		}
-		info, err := rt.Info(r.PathValue("kind"), r.PathValue("name"))
+		info, err := rt.Info(kind, name)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		// A kind taken out of the node's configuration leaves its rooms
+		// in node.db: the list shows them and DELETE removes them, so
+		// they are found here too. Other names of such a kind name no room.
+		if rt.kinds[kind] == nil && info.State == "absent" {
+			http.NotFound(w, r)
 			return
 		}
 		writeAdmin(w, info)
