@@ -103,8 +103,8 @@ func parseHead(p []byte, maxBytes int) (h requestHead, ok bool, err error) {
 			hosts++
 			h.host = value
 		case bytes.EqualFold(name, []byte("Content-Length")):
-			n, err := strconv.ParseInt(string(value), 10, 64)
-			if err != nil || n < 0 || len(value) == 0 || value[0] == '+' || (sawLength && n != h.length) {
+			n, ok := parseLength(value)
+			if !ok || (sawLength && n != h.length) {
 				return h, false, errBadLength
 			}
 			sawLength, h.length = true, n
@@ -150,6 +150,22 @@ func parseHead(p []byte, maxBytes int) (h requestHead, ok bool, err error) {
 	}
 	h.expect100 = h.expect100 && h.minor == 1
 	return h, true, nil
+}
+
+// parseLength reads a Content-Length value, which RFC 9112 allows only
+// as digits: strconv also takes a sign, and "-0" passed as an empty body
+// where a proxy in front may frame the request otherwise.
+func parseLength(value []byte) (int64, bool) {
+	if len(value) == 0 {
+		return 0, false
+	}
+	for _, c := range value {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(string(value), 10, 64)
+	return n, err == nil
 }
 
 // splitField splits a header line into name and trimmed value. Obsolete

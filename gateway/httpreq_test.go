@@ -38,6 +38,7 @@ func TestParseHead(t *testing.T) {
 		{in: "GET / HTTP/3.0\r\nHost: x\r\n\r\n", err: errBadVersion},
 		{in: "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", err: errBadLength},
 		{in: "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n", err: errBadLength},
+		{in: "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -0\r\n\r\n", err: errBadLength},
 		{in: "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", err: errTEAndLength},
 		{in: "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", err: errBadTE},
 		{in: "GET / HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("a", 300), err: errHeadTooLarge},

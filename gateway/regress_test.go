@@ -722,3 +722,15 @@ func TestRegressBadHandshakesGet400(t *testing.T) {
 	rc := dialRaw(t, srv)
 	rc.upgrade("/rooms/echo/k")
 }
+
+// A Content-Length with a sign is no length: "-0" was read as an empty
+// body and the request served, where a proxy in front of den may have
+// framed it otherwise.
+func TestRegressSignedContentLengthGets400(t *testing.T) {
+	srv := startServer(t, Config{})
+	rc := dialRaw(t, srv)
+	rc.send([]byte("GET /livez HTTP/1.1\r\nHost: den\r\nContent-Length: -0\r\n\r\n"))
+	if resp := rc.response(); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status %d, want 400", resp.StatusCode)
+	}
+}
