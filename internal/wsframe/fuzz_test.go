@@ -2,6 +2,8 @@ package wsframe
 
 import (
 	"bytes"
+	"compress/flate"
+	"io"
 	"testing"
 	"unicode/utf8"
 )
@@ -51,6 +53,57 @@ func FuzzUTF8(f *testing.F) {
 		}
 		if got, want := ok && s.Complete(), utf8.Valid(in); got != want {
 			t.Fatalf("%q cut at %d: %v, stdlib %v", in, at, got, want)
+		}
+	})
+}
+
+// FuzzInflate feeds arbitrary payloads, as a client's compressed messages
+// are, to Inflate with a pooled reader and a bounded buffer: it must never
+// return more than the cap, must keep what dst held, and must agree with
+// compress/flate reading the same stream at once.
+func FuzzInflate(f *testing.F) {
+	f.Add(Deflate(nil, []byte("hello hello hello")), uint16(64))
+	f.Add(Deflate(nil, make([]byte, 5000)), uint16(4096))
+	f.Add(Deflate(nil, []byte("exactly")), uint16(7))
+	f.Add([]byte{0x00, 0x00, 0xff, 0xff}, uint16(0))
+	f.Add([]byte{0x03, 0x00}, uint16(1)) // a final empty block
+	f.Add([]byte{0xff, 0xff, 0xff}, uint16(16))
+	f.Fuzz(func(t *testing.T, payload []byte, maxLen uint16) {
+		lim := int64(maxLen)
+		kept := []byte("kept")
+		out, err := Inflate(bytes.Clone(kept), payload, lim)
+		if !bytes.HasPrefix(out, kept) {
+			t.Fatalf("dst's bytes lost: %q", out)
+		}
+		got := out[len(kept):]
+		if int64(len(got)) > lim {
+			t.Fatalf("%d bytes out, over the cap of %d", len(got), lim)
+		}
+		if len(payload) == 0 {
+			// Not DEFLATE (an empty message compresses to 0x00), but
+			// taken as an empty message, which is what its sender meant.
+			if err != nil || len(got) != 0 {
+				t.Fatalf("empty payload: %q, %v", got, err)
+			}
+			return
+		}
+		src := io.MultiReader(bytes.NewReader(payload), bytes.NewReader(inflateTail))
+		want, wantErr := io.ReadAll(io.LimitReader(flate.NewReader(src), lim+1))
+		switch {
+		case err == nil:
+			if wantErr != nil || !bytes.Equal(got, want) {
+				t.Fatalf("Inflate %q; flate %q, %v", got, want, wantErr)
+			}
+		case err == ErrInflatedTooBig:
+			if len(got) != 0 || int64(len(want)) <= lim {
+				t.Fatalf("too big at %d bytes out; flate made %d, %v", len(got), len(want), wantErr)
+			}
+		case err == ErrInflate:
+			if len(got) != 0 || wantErr == nil {
+				t.Fatalf("corrupt with %d bytes out; flate made %d without error", len(got), len(want))
+			}
+		default:
+			t.Fatalf("error %v is not one of Inflate's", err)
 		}
 	})
 }
