@@ -106,7 +106,7 @@ type AlarmEntry struct {
 // indexed before the room's transaction that sets it commits.
 func (s *Store) IndexAlarm(id, kind, name string, at time.Time) error {
 	_, err := s.node.Exec(`INSERT INTO alarms (id, kind, name, at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET at = excluded.at`, id, kind, name, at.UnixMilli())
+		ON CONFLICT (id) DO UPDATE SET at = excluded.at`, id, kind, name, ceilMilli(at))
 	return err
 }
 

@@ -876,3 +876,29 @@ func TestScheduleNotDueEarly(t *testing.T) {
 			at.Format(time.StampMicro), now.Format(time.StampMicro), at.Sub(now), es[0].At.Format(time.StampMicro))
 	}
 }
+
+// node.db's index keeps an alarm's time as the room does, rounded up to
+// the millisecond: rounded down, an alarm indexed at T+1.5 ms was loaded
+// at a restart for T+1 ms, and fired a wake that found nothing due.
+func TestAlarmIndexedAsTheRoomKeepsIt(t *testing.T) {
+	s := openStore(t, Options{})
+	r := openRoom(t, s, "ab02")
+	at := time.UnixMilli(1_700_000_000_000).Add(1500 * time.Microsecond)
+	if err := r.SetAlarm(at, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.IndexAlarm(r.ID(), "k", "n", at); err != nil {
+		t.Fatal(err)
+	}
+	stored, _, ok, err := r.Alarm()
+	if err != nil || !ok {
+		t.Fatalf("the room's alarm: %v %v", ok, err)
+	}
+	entries, err := s.Alarms()
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("the index: %v %v", entries, err)
+	}
+	if !entries[0].At.Equal(stored) {
+		t.Fatalf("indexed at %v, the room keeps %v", entries[0].At.Format(time.StampMicro), stored.Format(time.StampMicro))
+	}
+}
