@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -38,6 +41,30 @@ func TestRegressAdminTokenNoHeaderCarries(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), strings.TrimSpace(tok)) {
 			t.Errorf("the error shows the token: %s", err)
+		}
+	}
+}
+
+// A shutdown whose time ran out is no error of its own (the dropped
+// connections are logged), but storage that failed to close in it is:
+// den reported the deadline and exited 0, the storage error lost with it.
+func TestShutdownPastItsTimeKeepsOtherErrors(t *testing.T) {
+	disk := errors.New("storage: node.db: disk I/O error")
+	for _, c := range []struct {
+		err  error
+		want error
+	}{
+		{context.DeadlineExceeded, nil},
+		{errors.Join(fmt.Errorf("gateway: %w", context.DeadlineExceeded), nil, nil), nil},
+		{errors.Join(fmt.Errorf("gateway: %w", context.DeadlineExceeded), nil, disk), disk},
+		{errors.Join(context.DeadlineExceeded, errors.Join(disk)), disk},
+	} {
+		got := beyondDeadline(c.err)
+		if (got == nil) != (c.want == nil) || (c.want != nil && !errors.Is(got, c.want)) {
+			t.Errorf("beyondDeadline(%v) = %v, want %v", c.err, got, c.want)
+		}
+		if c.want != nil && errors.Is(got, context.DeadlineExceeded) {
+			t.Errorf("beyondDeadline(%v) = %v, still holding the deadline", c.err, got)
 		}
 	}
 }

@@ -364,7 +364,30 @@ func serve(ctx context.Context, stopSignals func(), args []string, stderr io.Wri
 			return err
 		}
 		log.Warn("shutdown timeout passed; remaining connections dropped", zap.Int64("connections", srv.Stats().Conns))
+		if err := beyondDeadline(err); err != nil {
+			return err
+		}
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// beyondDeadline is what err, from a Shutdown whose time ran out, holds
+// besides the deadline: storage that failed to close is an error of its
+// own, not one more dropped connection.
+func beyondDeadline(err error) error {
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil
+		}
+		return err
+	}
+	var rest []error
+	for _, e := range joined.Unwrap() {
+		if e = beyondDeadline(e); e != nil {
+			rest = append(rest, e)
+		}
+	}
+	return errors.Join(rest...)
 }
