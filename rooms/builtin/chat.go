@@ -84,11 +84,7 @@ func (c *chat) Connect(conn *rooms.Connect) error {
 	if c.ready != nil {
 		return c.ready
 	}
-	user := conn.Request.URL.Query().Get("user")
-	if id := conn.Identity; id != nil && id.Name != "" {
-		// A verified name wins over one the client picks.
-		user = truncateUTF8(id.Name, chatMaxUser)
-	}
+	user := chatUser(conn.Identity, conn.Request.URL.Query().Get("user"))
 	if len(user) > chatMaxUser || !utf8.ValidString(user) {
 		conn.Refuse(http.StatusBadRequest, "user must be UTF-8 of at most 64 bytes")
 		return nil
@@ -372,11 +368,7 @@ func (c *chat) Request(w http.ResponseWriter, r *http.Request) error {
 			http.Error(w, "want {\"user\":U,\"text\":T}", http.StatusBadRequest)
 			return nil
 		}
-		user := in.User
-		if id := rooms.RequestIdentity(r); id != nil && id.Name != "" {
-			// As for a join: a verified name wins over one the client picks.
-			user = truncateUTF8(id.Name, chatMaxUser)
-		}
+		user := chatUser(rooms.RequestIdentity(r), in.User)
 		if reason := checkText(in.Text); reason != "" || len(user) > chatMaxUser || user == "" {
 			http.Error(w, "user must be 1..64 bytes and text 1..4096", http.StatusBadRequest)
 			return nil
@@ -390,6 +382,16 @@ func (c *chat) Request(w http.ResponseWriter, r *http.Request) error {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	}
 	return nil
+}
+
+// chatUser is the name a joiner or poster goes by: a verified one (the
+// token's or the webhook's), cut to chatMaxUser, wins over the one the
+// client picked.
+func chatUser(id *rooms.Identity, picked string) string {
+	if id != nil && id.Name != "" {
+		return truncateUTF8(id.Name, chatMaxUser)
+	}
+	return picked
 }
 
 // truncateUTF8 is s cut to at most n bytes without splitting a character.
