@@ -54,9 +54,8 @@ func (r *room) scheduleNow(at time.Time, payload []byte) error {
 	if err != nil {
 		return err
 	}
-	// As armAt: the alarm only moves earlier, and not while a failed one
-	// waits for its retry. An alarm left as it is fires the event.
-	if had && (!at.Before(cur) || retry > 0) {
+	if alarmStays(at, cur, retry, had) {
+		// The alarm left as it is fires the event.
 		return r.store.Schedule(at, payload)
 	}
 	return r.writeAlarmNow(at, false, func() error {
@@ -78,10 +77,17 @@ func (r *room) scheduleNow(at time.Time, payload []byte) error {
 // it is set).
 func (st *State) armAt(at time.Time) error {
 	cur, retry, ok, err := st.Storage.Alarm()
-	if err != nil || ok && (!at.Before(cur) || retry > 0) {
+	if err != nil || alarmStays(at, cur, retry, ok) {
 		return err
 	}
 	return st.SetAlarm(at)
+}
+
+// alarmStays reports whether an event scheduled at at leaves the room's
+// alarm (cur, its retry count, whether set) as it is: the alarm only moves
+// earlier, and not while a failed one waits for its retry.
+func alarmStays(at, cur time.Time, retry int, set bool) bool {
+	return set && (!at.Before(cur) || retry > 0)
 }
 
 // Due takes the scheduled events due now, soonest first (at most 128 a
