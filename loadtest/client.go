@@ -453,7 +453,7 @@ func (l *loop) message(c *conn, m wsframe.Message, now int64) {
 		}
 		c.awaitAt = 0
 		l.awaiting--
-		if l.w.closedLoop() && l.w.phase.Load() == phaseTraffic {
+		if l.w.cfg.closedLoop() && l.w.phase.Load() == phaseTraffic {
 			l.sendNext(c, now)
 		}
 	case stamped && (l.w.cfg.Scenario != Echo || from == c.n):
@@ -487,7 +487,7 @@ func (l *loop) opened(c *conn, now int64) {
 		// their slots as traffic starts.
 		c.due = now
 		l.schedule(c)
-		if l.w.closedLoop() && l.w.phase.Load() == phaseTraffic {
+		if l.w.cfg.closedLoop() && l.w.phase.Load() == phaseTraffic {
 			l.sendNext(c, now)
 		}
 	}

@@ -388,3 +388,13 @@ func parseSources(list []string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// loopsErr refuses a --concurrency below the client's event loops over
+// workers processes: each loop connects at least one at a time.
+func loopsErr(cfg *Config, workers int) error {
+	if loops := workers * cfg.Loops; cfg.Concurrency < loops {
+		return configErr("--concurrency %d is below the client's %d event loops (%d workers × --loops %d), each of which connects at least one at a time: raise it or lower --loops or --workers",
+			cfg.Concurrency, loops, workers, cfg.Loops)
+	}
+	return nil
+}

@@ -78,10 +78,9 @@ const (
 // latencyFrom is where cfg's latency is measured from.
 func latencyFrom(cfg *Config) string {
 	switch {
-	case cfg.Scenario == Echo && cfg.MsgRate == 0:
+	case cfg.closedLoop():
 		return LatencyFromSend
-	case cfg.Scenario == Broadcast, cfg.Scenario == Echo, cfg.Scenario == Wake,
-		cfg.Scenario == Idle && cfg.PingEvery > 0:
+	case cfg.timetabled(), cfg.Scenario == Wake:
 		return LatencyFromSchedule
 	}
 	return ""

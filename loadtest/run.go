@@ -93,11 +93,10 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Result, error) {
 			workers = 1
 		}
 	}
-	if cfg.Concurrency < workers*cfg.Loops {
-		// Checked here, not only in each worker: the run would start
-		// every worker to have each refuse the same.
-		return nil, configErr("--concurrency %d is below the client's %d event loops (%d workers × --loops %d), each of which connects at least one at a time: raise it or lower --loops or --workers",
-			cfg.Concurrency, workers*cfg.Loops, workers, cfg.Loops)
+	// Checked here, not only in each worker: the run would start every
+	// worker to have each refuse the same.
+	if err := loopsErr(&cfg, workers); err != nil {
+		return nil, err
 	}
 	if workers > 1 && opt.WorkerCommand == nil {
 		// A test or an embedding program that cannot re-execute itself.
@@ -443,10 +442,10 @@ func expected(scenario Scenario, members int, t *Counters) (want, got int64) {
 // connections missing, what to expect cannot be known, and the drain runs
 // its full time.
 func (r *runner) awaitingMessages(t *Counters) bool {
-	answered := r.cfg.Scenario == Wake || r.cfg.Scenario == Idle && r.cfg.PingEvery > 0
-	if r.cfg.Scenario != Broadcast && r.cfg.Scenario != Echo && !answered {
+	if latencyFrom(&r.cfg) == "" {
 		return false
 	}
+	answered := r.cfg.Scenario == Wake || r.cfg.Scenario == Idle
 	if t.Open() < int64(r.cfg.Count) {
 		return true
 	}

@@ -95,11 +95,11 @@ func (l *loop) tick(now int64) bool {
 func (l *loop) startTraffic(now int64) {
 	l.trafficAt = now
 	switch {
-	case l.w.closedLoop():
+	case l.w.cfg.closedLoop():
 		for i := len(l.senders) - 1; i >= 0; i-- {
 			l.sendNext(l.senders[i], now)
 		}
-	case l.w.timetabled():
+	case l.w.cfg.timetabled():
 		l.startTimetable(now)
 	case l.w.cfg.Scenario == Wake:
 		l.toWake = append([]*conn(nil), l.open...)

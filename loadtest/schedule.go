@@ -23,14 +23,14 @@ import (
 // timetabled reports whether each sender sends on a timetable: broadcast,
 // echo with --msg-rate, idle pings. Wake keeps one for the loop, since
 // each connection sends once.
-func (w *worker) timetabled() bool {
-	switch w.cfg.Scenario {
+func (c *Config) timetabled() bool {
+	switch c.Scenario {
 	case Broadcast:
 		return true
 	case Echo:
-		return w.cfg.MsgRate > 0
+		return c.MsgRate > 0
 	case Idle:
-		return w.cfg.PingEvery > 0
+		return c.PingEvery > 0
 	}
 	return false
 }
@@ -132,9 +132,10 @@ func (l *loop) owed(due int64, sent int32, until int64) int64 {
 }
 
 // writeOff counts c's messages due by until as never sent, and takes c
-// off the timetable.
-func (l *loop) writeOff(c *conn, until int64) {
-	if n := l.owed(c.due, c.sent, until); n > 0 {
+// off the timetable. It returns how many it counted.
+func (l *loop) writeOff(c *conn, until int64) int64 {
+	n := l.owed(c.due, c.sent, until)
+	if n > 0 {
 		l.stats.scheduled.Add(n)
 		if c.parked {
 			l.stats.skipped.Add(n)
@@ -147,6 +148,7 @@ func (l *loop) writeOff(c *conn, until int64) {
 		l.parked--
 	}
 	l.unschedule(c)
+	return n
 }
 
 // lostSender is what the timetable keeps of a sender whose connection
@@ -163,8 +165,7 @@ type lostSender struct {
 // known: the rate called for them.
 func (l *loop) dropSender(c *conn, now int64) {
 	if c.parked {
-		n := l.owed(c.due, c.sent, now)
-		l.writeOff(c, now)
+		n := l.writeOff(c, now)
 		c.due += n * l.period
 		c.sent += int32(n)
 	}

@@ -82,8 +82,8 @@ func newWorker(cfg Config, id, workers int) (*worker, error) {
 		h, t, _ := strings.Cut(cfg.Template, "{payload}")
 		w.tmplHead, w.tmplTail = []byte(h), []byte(t)
 	}
-	if cfg.Concurrency < w.totalLoops {
-		return nil, configErr("--concurrency %d is below the client's %d event loops, each of which connects at least one at a time: raise it or lower --loops or --workers", cfg.Concurrency, w.totalLoops)
+	if err := loopsErr(&cfg, workers); err != nil {
+		return nil, err
 	}
 	raiseFileLimit()
 	for i := range cfg.Loops {
@@ -113,7 +113,7 @@ func (w *worker) start() {
 
 // closedLoop reports whether each connection sends its next message only
 // when the last one has come back (echo without --msg-rate).
-func (w *worker) closedLoop() bool { return w.cfg.Scenario == Echo && w.cfg.MsgRate == 0 }
+func (c *Config) closedLoop() bool { return c.Scenario == Echo && c.MsgRate == 0 }
 
 // isSender reports whether connection n sends timed messages:
 // timestamped ones, or idle pings.
