@@ -40,15 +40,9 @@ func (l *loop) shutWhenDrained(s *Socket) {
 		l.wheel.file(s, s.since+l.srv.ticks.close)
 		return
 	}
-	if s.conn.OutboundBuffered() > 0 {
-		if !l.progress(s, l.srv.ticks.close) || l.wheel.now-s.since >= l.srv.ticks.close {
-			l.closeConn(s) // the client stopped reading
-			return
-		}
-		l.wheel.file(s, l.wheel.now+1)
+	if !l.outputGone(s, l.srv.ticks.close) {
 		return
 	}
-	delete(l.draining, s)
 	if s.flags.has(flagPeerDone) {
 		l.closeConn(s)
 		return
@@ -70,4 +64,21 @@ func (l *loop) drop(s *Socket, n int) bool {
 	l.dropped[s] += int64(n)
 	cfg := &l.srv.cfg
 	return l.dropped[s] > int64(cfg.MaxHeaderBytes)+max(cfg.MaxBodyBytes, cfg.MaxMessageBytes)
+}
+
+// outputGone reports whether all of s's output has reached the kernel. If
+// not, s is looked at again next tick, or closed once its client has read
+// nothing for limit ticks, or the whole wait passed maxDrainWaits times
+// limit (see progress): the client stopped reading.
+func (l *loop) outputGone(s *Socket, limit uint32) bool {
+	if s.conn.OutboundBuffered() == 0 {
+		delete(l.draining, s)
+		return true
+	}
+	if !l.progress(s, limit) || l.wheel.now-s.since >= limit {
+		l.closeConn(s)
+	} else {
+		l.wheel.file(s, l.wheel.now+1)
+	}
+	return false
 }

@@ -433,11 +433,9 @@ func (l *loop) startClose(s *Socket, code wsframe.StatusCode, reason string) {
 	l.refuseFrames(s)
 	s.state = stateClosing
 	s.since = l.wheel.now
-	if s.conn.OutboundBuffered() > 0 {
-		// Looked at each tick while the client reads what is ahead of
-		// the close frame (see due).
-		l.progress(s, l.srv.ticks.close)
-		l.wheel.file(s, l.wheel.now+1)
+	// Looked at each tick while the client reads what is ahead of the
+	// close frame (see due).
+	if !l.outputGone(s, l.srv.ticks.close) {
 		return
 	}
 	l.wheel.file(s, l.wheel.now+l.srv.ticks.close)
@@ -682,18 +680,12 @@ func (l *loop) due(s *Socket) {
 			l.wheel.file(s, now+t.pong)
 		}
 	case stateClosing:
-		if s.conn.OutboundBuffered() > 0 {
-			// Den's close frame is still behind output the client is
-			// reading: the timeout counts from its last read, as a
-			// lingering socket's does, so a steady reader gets it all.
-			if !l.progress(s, t.close) || now-s.since >= t.close {
-				l.closeConn(s)
-				return
-			}
-			l.wheel.file(s, now+1)
+		// Den's close frame may still be behind output the client is
+		// reading: the timeout counts from its last read, as a lingering
+		// socket's does, so a steady reader gets it all.
+		if !l.outputGone(s, t.close) {
 			return
 		}
-		delete(l.draining, s)
 		if now-s.since < t.close {
 			l.wheel.file(s, s.since+t.close)
 			return
