@@ -293,9 +293,12 @@ func (c *Config) validate() ([]target, error) {
 		return nil, configErr("rates must not be negative")
 	}
 	// A timed send's period is kept in int64 nanoseconds.
-	for name, v := range map[string]float64{"--msg-rate": c.MsgRate, "--wake-rate": c.WakeRate} {
-		if v > 0 && v < minTimedRate {
-			return nil, configErr("%s must be 0 or at least one a day (%.3g/s)", name, minTimedRate)
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"--msg-rate", c.MsgRate}, {"--wake-rate", c.WakeRate}} {
+		if r.v > 0 && r.v < minTimedRate {
+			return nil, configErr("%s must be 0 or at least one a day (%.3g/s)", r.name, minTimedRate)
 		}
 	}
 	if c.Messages < 0 || c.Concurrency < 0 || c.Workers < 0 || c.Loops < 0 || c.PerSource < 1 {
